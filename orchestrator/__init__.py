@@ -1,0 +1,71 @@
+"""orchestrator: a DAG experiment orchestrator with content-addressed artifact caching.
+
+Declare stages with :func:`stage` and :func:`aggregate`, describe param sets in
+``params/``, and run ``experiment run NAME``. From Python: :func:`run`, :func:`load`.
+
+Attributes are imported on first use, so ``import orchestrator`` (and the CLI's start-up)
+stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "ArtifactNotCached": "errors",
+    "Cacher": "cachers",
+    "DefinitionError": "errors",
+    "Executor": "executors",
+    "OrchestratorError": "errors",
+    "ParamsError": "errors",
+    "RunResult": "runner",
+    "Stage": "declaration",
+    "StageContext": "context",
+    "StageFailed": "errors",
+    "StoreError": "errors",
+    "UsageError": "errors",
+    "aggregate": "declaration",
+    "load": "api",
+    "open_session": "api",
+    "plan": "api",
+    "register_cacher": "cachers",
+    "register_executor": "executors",
+    "run": "api",
+    "stage": "declaration",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import load, open_session, plan, run
+    from .cachers import Cacher, register_cacher
+    from .context import StageContext
+    from .errors import (
+        ArtifactNotCached,
+        DefinitionError,
+        OrchestratorError,
+        ParamsError,
+        StageFailed,
+        StoreError,
+        UsageError,
+    )
+    from .executors import Executor, register_executor
+    from .runner import RunResult
+    from .declaration import Stage, aggregate, stage

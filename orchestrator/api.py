@@ -1,0 +1,159 @@
+"""The Python API: open a project's experiment, plan it, run it, load its artifacts.
+
+The CLI is a thin layer over these functions; notebooks call them directly::
+
+    import orchestrator
+    result = orchestrator.run("baseline", overrides={"lr": 0.1})
+    board = orchestrator.load("leaderboard", params="sweep")
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .dag import ALL, Dag, build_dag
+from .errors import ArtifactNotCached, UsageError, did_you_mean
+from .executors import get_executor
+from .fingerprint import CodeFingerprint, Fingerprinter
+from .params import Experiment, load_experiment
+from .planner import Action, Plan, make_plan
+from .project import Project, collect_stages, find_project, import_modules
+from .runner import RunObserver, RunResult, execute_dag
+from .declaration import Stage
+from .store import Store
+from .worker import load_input
+
+__all__ = ["Session", "load", "open_session", "plan", "run"]
+
+Names = str | Sequence[str]
+Overrides = Sequence[str] | Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Session:
+    """A project with its param sets resolved and its DAG built, ready to plan or run."""
+
+    project: Project
+    experiment: Experiment
+    stages: Mapping[str, Stage]
+    fingerprints: Mapping[str, CodeFingerprint]
+    dag: Dag
+    store: Store
+
+    def plan(self, force: Sequence[str] = ()) -> Plan:
+        """Decide every node against the store, without running anything."""
+        self._check_forced(force)
+        return make_plan(self.dag, self.fingerprints, self.store, force)
+
+    def run(
+        self,
+        *,
+        force: Sequence[str] = (),
+        executor: str = "local",
+        executor_options: Mapping[str, Any] | None = None,
+        keep_going: bool = False,
+        observer: RunObserver | None = None,
+        run_id: str | None = None,
+    ) -> RunResult:
+        """Run what is missing or stale; see :func:`orchestrator.runner.execute_dag`."""
+        self._check_forced(force)
+        with get_executor(executor, **dict(executor_options or {})) as engine:
+            return execute_dag(
+                self.dag,
+                self.fingerprints,
+                self.store,
+                engine,
+                forced=force,
+                keep_going=keep_going,
+                observer=observer,
+                run_id=run_id,
+                project_root=str(self.project.root),
+            )
+
+    def _check_forced(self, force: Sequence[str]) -> None:
+        for name in force:
+            if name not in self.stages:
+                raise UsageError(
+                    f"--force {name!r}: no such stage.{did_you_mean(name, self.stages)} "
+                    f"Stages: {', '.join(sorted(self.stages))}."
+                )
+
+
+def open_session(
+    names: Names,
+    *,
+    overrides: Overrides = (),
+    targets: Sequence[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    project_dir: str | os.PathLike[str] | None = None,
+) -> Session:
+    """Locate the project, resolve the named param files and build the DAG.
+
+    Raises:
+        UsageError: (and subclasses) for every mistake found before running.
+    """
+    project = find_project(Path(project_dir) if project_dir else None)
+    experiment = load_experiment(project.params_dir, [names] if isinstance(names, str) else list(names), overrides)
+    modules = import_modules(project, experiment.stage_modules)
+    stages = collect_stages(modules)
+    if not stages:
+        raise UsageError(
+            f"no stages found in {', '.join(m.__name__ for m in modules)}. Fix: decorate functions there "
+            "with @stage, or list the right modules under stages: in the param file."
+        )
+    fingerprinter = Fingerprinter(project.root)
+    fingerprints = {
+        name: fingerprinter.stage(stage.fn, version=stage.version, scripts=stage.scripts)
+        for name, stage in stages.items()
+    }
+    dag = build_dag(stages, experiment.sets, fingerprints, list(targets or experiment.targets or ()) or None)
+    return Session(project, experiment, stages, fingerprints, dag, Store(project.cache_dir(cache_dir)))
+
+
+def plan(names: Names, *, overrides: Overrides = (), targets: Sequence[str] | None = None,
+         force: Sequence[str] = (), cache_dir: str | None = None) -> Plan:
+    """What ``experiment run NAMES`` would do, node by node."""
+    return open_session(names, overrides=overrides, targets=targets, cache_dir=cache_dir).plan(force)
+
+
+def run(names: Names, *, overrides: Overrides = (), targets: Sequence[str] | None = None,
+        force: Sequence[str] = (), cache_dir: str | None = None, executor: str = "local",
+        keep_going: bool = False, observer: RunObserver | None = None) -> RunResult:
+    """Run an experiment from Python; returns the :class:`~orchestrator.runner.RunResult`."""
+    session = open_session(names, overrides=overrides, targets=targets, cache_dir=cache_dir)
+    return session.run(force=force, executor=executor, keep_going=keep_going, observer=observer)
+
+
+def load(artifact: str, *, params: Names, param_set: str | None = None, overrides: Overrides = (),
+         cache_dir: str | None = None) -> Any:
+    """Load a cached artifact of the experiment ``params`` (one of its param sets).
+
+    Raises:
+        ArtifactNotCached: no run stored it for these params yet; the message says what to run.
+    """
+    session = open_session(params, overrides=overrides, targets=[artifact], cache_dir=cache_dir)
+    the_plan = session.plan()
+    producer = next(s for s in session.stages.values() if artifact in s.outputs)
+    if producer.aggregate:
+        wanted = ALL
+    elif param_set is None:
+        sets = [s.name for s in session.experiment.sets]
+        if len(sets) > 1:
+            raise UsageError(f"{artifact!r} exists per param set; pass param_set= one of {sets}.")
+        wanted = sets[0]
+    else:
+        wanted = session.experiment.set_named(param_set).name
+    decision = the_plan.decisions[f"{producer.name}@{wanted}"]
+    if decision.action is not Action.CACHED or decision.record is None:
+        names = params if isinstance(params, str) else " ".join(params)
+        raise ArtifactNotCached(
+            f"artifact {artifact!r} of param set {wanted!r} is not cached for the current code and params "
+            f"({'; '.join(decision.reasons) or 'upstream not cached'}). "
+            f"Fix: experiment run {names} --target {artifact}"
+        )
+    return load_input(session.store, decision.record.outputs[artifact], as_path=False,
+                      stage=producer.name, param_set=wanted)

@@ -1,0 +1,254 @@
+"""The built-in cachers. Heavy libraries (numpy, pandas, torch) are imported on first use."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .base import Cacher, register_cacher
+
+__all__ = ["register_all"]
+
+
+def _module_of(obj: Any) -> str:
+    return type(obj).__module__.split(".", 1)[0]
+
+
+class PickleCacher(Cacher):
+    """Any picklable object (cloudpickle on save, so lambdas and local classes work)."""
+
+    name = "pickle"
+    extension = ".pkl"
+
+    def save(self, obj: Any, path: Path) -> None:
+        import cloudpickle
+
+        with open(path, "wb") as handle:
+            cloudpickle.dump(obj, handle, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def load(self, path: Path) -> Any:
+        with open(path, "rb") as handle:
+            return pickle.load(handle)
+
+
+class JsonCacher(Cacher):
+    """JSON-safe dicts and lists (chosen only when they round-trip exactly)."""
+
+    name = "json"
+    extension = ".json"
+
+    @classmethod
+    def accepts(cls, obj: Any) -> bool:
+        if not isinstance(obj, (dict, list)):
+            return False
+        try:
+            return json.loads(json.dumps(obj, allow_nan=False)) == obj
+        except (TypeError, ValueError):
+            return False
+
+    def save(self, obj: Any, path: Path) -> None:
+        path.write_text(json.dumps(obj, indent=1, sort_keys=True, allow_nan=False))
+
+    def load(self, path: Path) -> Any:
+        return json.loads(path.read_text())
+
+
+class YamlCacher(Cacher):
+    """YAML documents (safe dump/load)."""
+
+    name = "yaml"
+    extension = ".yaml"
+
+    def save(self, obj: Any, path: Path) -> None:
+        import yaml
+
+        path.write_text(yaml.safe_dump(obj, sort_keys=True))
+
+    def load(self, path: Path) -> Any:
+        import yaml
+
+        return yaml.safe_load(path.read_text())
+
+
+class TextCacher(Cacher):
+    """``str`` values, UTF-8."""
+
+    name = "text"
+    extension = ".txt"
+
+    @classmethod
+    def accepts(cls, obj: Any) -> bool:
+        return isinstance(obj, str)
+
+    def save(self, obj: Any, path: Path) -> None:
+        path.write_bytes(obj.encode("utf-8"))
+
+    def load(self, path: Path) -> Any:
+        return path.read_bytes().decode("utf-8")
+
+
+class BytesCacher(Cacher):
+    """``bytes`` values, verbatim."""
+
+    name = "bytes"
+    extension = ".bin"
+
+    @classmethod
+    def accepts(cls, obj: Any) -> bool:
+        return isinstance(obj, (bytes, bytearray))
+
+    def save(self, obj: Any, path: Path) -> None:
+        path.write_bytes(bytes(obj))
+
+    def load(self, path: Path) -> Any:
+        return path.read_bytes()
+
+
+class NumpyCacher(Cacher):
+    """numpy arrays as ``.npy`` (no pickled object arrays)."""
+
+    name = "numpy"
+    extension = ".npy"
+
+    @classmethod
+    def accepts(cls, obj: Any) -> bool:
+        return _module_of(obj) == "numpy" and type(obj).__name__ == "ndarray" and obj.dtype.kind != "O"
+
+    def save(self, obj: Any, path: Path) -> None:
+        import numpy as np
+
+        with open(path, "wb") as handle:
+            np.save(handle, obj, allow_pickle=False)
+
+    def load(self, path: Path) -> Any:
+        import numpy as np
+
+        return np.load(path, allow_pickle=False)
+
+
+class ParquetCacher(Cacher):
+    """pandas DataFrames as Parquet (pyarrow); the default for DataFrames."""
+
+    name = "parquet"
+    extension = ".parquet"
+
+    @classmethod
+    def accepts(cls, obj: Any) -> bool:
+        return _module_of(obj) == "pandas" and type(obj).__name__ == "DataFrame" and _parquet_safe(obj)
+
+    def save(self, obj: Any, path: Path) -> None:
+        obj.to_parquet(path)
+
+    def load(self, path: Path) -> Any:
+        import pandas as pd
+
+        return pd.read_parquet(path)
+
+
+def _parquet_safe(frame: Any) -> bool:
+    columns = frame.columns
+    return all(isinstance(c, str) for c in columns) and columns.is_unique
+
+
+class CsvCacher(Cacher):
+    """pandas DataFrames as CSV (human-readable; dtypes beyond numbers and strings are lost)."""
+
+    name = "csv"
+    extension = ".csv"
+
+    def save(self, obj: Any, path: Path) -> None:
+        obj.to_csv(path, index=False)
+
+    def load(self, path: Path) -> Any:
+        import pandas as pd
+
+        return pd.read_csv(path)
+
+
+class TorchCacher(Cacher):
+    """Tensors, modules and state dicts through ``torch.save``/``torch.load``."""
+
+    name = "torch"
+    extension = ".pt"
+
+    @classmethod
+    def accepts(cls, obj: Any) -> bool:
+        return _module_of(obj) == "torch"
+
+    def save(self, obj: Any, path: Path) -> None:
+        import torch
+
+        torch.save(obj, path)
+
+    def load(self, path: Path) -> Any:
+        import torch
+
+        return torch.load(path, weights_only=False, map_location="cpu")
+
+
+class FileCacher(Cacher):
+    """A returned ``pathlib.Path`` to a file, ingested into the store; loads as its stored path."""
+
+    name = "file"
+
+    @classmethod
+    def accepts(cls, obj: Any) -> bool:
+        return isinstance(obj, Path) and obj.is_file()
+
+    def save(self, obj: Any, path: Path) -> None:
+        source = Path(obj)
+        if not source.is_file():
+            raise FileNotFoundError(f"the stage returned {source}, which is not a file")
+        shutil.copyfile(source, path)
+
+    def load(self, path: Path) -> Any:
+        return path
+
+
+class DirCacher(Cacher):
+    """A returned ``pathlib.Path`` to a folder, ingested as a whole; loads as its stored path."""
+
+    name = "dir"
+    kind = "dir"
+
+    @classmethod
+    def accepts(cls, obj: Any) -> bool:
+        return isinstance(obj, Path) and obj.is_dir()
+
+    def save(self, obj: Any, path: Path) -> None:
+        source = Path(obj)
+        if not source.is_dir():
+            raise NotADirectoryError(f"the stage returned {source}, which is not a folder")
+        shutil.copytree(source, path, symlinks=False)
+
+    def load(self, path: Path) -> Any:
+        return path
+
+
+BUILTINS: list[type[Cacher]] = [
+    PickleCacher,
+    JsonCacher,
+    YamlCacher,
+    TextCacher,
+    BytesCacher,
+    NumpyCacher,
+    ParquetCacher,
+    CsvCacher,
+    TorchCacher,
+    FileCacher,
+    DirCacher,
+]
+# offered, in this order, the objects of stages that name no cacher; pickle is the fallback
+AUTO = ["file", "dir", "numpy", "parquet", "torch", "text", "bytes", "json"]
+
+
+def register_all() -> None:
+    """Register every built-in cacher (idempotent)."""
+    from . import base
+
+    for cls in BUILTINS:
+        register_cacher(cls)
+    base._AUTO_ORDER.extend(name for name in AUTO if name not in base._AUTO_ORDER)

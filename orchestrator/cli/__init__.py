@@ -1,0 +1,5 @@
+"""The ``experiment`` command line. Thin: parse, call one library function, render."""
+
+from .commands import main
+
+__all__ = ["main"]

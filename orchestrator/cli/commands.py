@@ -1,0 +1,166 @@
+"""The ``experiment`` commands. Library imports happen inside commands so ``--help`` is instant."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn library errors into a one-paragraph message and an exit code (2 usage, 1 failure)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ..errors import OrchestratorError
+
+        debug = click.get_current_context().find_root().params.get("debug", False)
+        try:
+            return fn(*args, **kwargs)
+        except OrchestratorError as exc:
+            if debug:
+                raise
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.secho("interrupted", fg="yellow", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+                      help="Artifact store (default: cache/ in the project, or $ORCHESTRATOR_CACHE_DIR).")(fn)
+    fn = click.option("--target", "targets", multiple=True, metavar="ARTIFACT",
+                      help="Produce only this artifact and what it needs (repeatable).")(fn)
+    fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                      help="Override a param in every set (YAML-typed, dotted keys; repeatable).")(fn)
+    fn = click.argument("names", nargs=-1, required=True, metavar="PARAMS_SET...")(fn)
+    return fn
+
+
+@click.group(context_settings=CONTEXT)
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug logs).")
+@click.version_option(package_name="orchestrator")
+def main(debug: bool, verbose: int) -> None:
+    """Run experiments as a DAG of cached stages.
+
+    \b
+    experiment run baseline          run what is missing or stale
+    experiment plan baseline         what would run, and why
+    experiment params sweep          the resolved param sets
+    experiment dag baseline          the stages and how they connect
+    experiment cache ls              what the store holds
+    """
+    import logging
+
+    from .render import LogHandler
+
+    level = logging.WARNING - 10 * min(verbose, 2)
+    root = logging.getLogger("orchestrator")
+    root.setLevel(level)
+    if not any(isinstance(h, LogHandler) for h in root.handlers):
+        root.addHandler(LogHandler())
+
+
+@main.command(context_settings=CONTEXT)
+@_common
+@click.option("--force", multiple=True, metavar="STAGE", help="Rerun this stage even if cached (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Only show the plan (same as `experiment plan`).")
+@click.option("--keep-going", is_flag=True, help="After a failure, still run every branch that does not depend on it.")
+@click.option("--executor", default="local", show_default=True, help="Where stages run.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary instead.")
+@_handle_errors
+def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, ...], cache_dir: str | None,
+        force: tuple[str, ...], dry_run: bool, keep_going: bool, executor: str, as_json: bool) -> None:
+    """Run the experiment PARAMS_SET... (files in params/): only what is missing or stale."""
+    from ..api import open_session
+    from . import render
+
+    session = open_session(names, overrides=overrides, targets=targets or None, cache_dir=cache_dir)
+    if dry_run:
+        render.plan(session, session.plan(force), as_json=as_json)
+        return
+    observer = render.NullObserver() if as_json else render.ProgressObserver(session)
+    with observer:
+        result = session.run(force=force, executor=executor, keep_going=keep_going, observer=observer)
+    command = render.resume_command(names, overrides, targets, cache_dir)
+    if as_json:
+        click.echo(json.dumps(render.result_json(result), indent=1))
+    else:
+        render.summary(session, result, command)
+    if result.status == "interrupted":
+        sys.exit(130)
+    if not result.ok:
+        sys.exit(1)
+
+
+@main.command(context_settings=CONTEXT)
+@_common
+@click.option("--force", multiple=True, metavar="STAGE", help="Plan as if this stage were forced.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@_handle_errors
+def plan(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, ...], cache_dir: str | None,
+         force: tuple[str, ...], as_json: bool) -> None:
+    """Show what `experiment run` would do per stage and param set, and why."""
+    from ..api import open_session
+    from . import render
+
+    session = open_session(names, overrides=overrides, targets=targets or None, cache_dir=cache_dir)
+    render.plan(session, session.plan(force), as_json=as_json)
+
+
+@main.command(context_settings=CONTEXT)
+@_common
+@click.option("--format", "fmt", type=click.Choice(["text", "mermaid", "dot"]), default="text", show_default=True)
+@_handle_errors
+def dag(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, ...], cache_dir: str | None,
+        fmt: str) -> None:
+    """Show the stages of an experiment and the artifacts that connect them."""
+    from ..api import open_session
+    from . import render
+
+    session = open_session(names, overrides=overrides, targets=targets or None, cache_dir=cache_dir)
+    click.echo(render.dag_text(session, fmt))
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("names", nargs=-1, required=True, metavar="PARAMS_SET...")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a param in every set.")
+@click.option("--json", "as_json", is_flag=True, help="Print the sets as JSON.")
+@_handle_errors
+def params(names: tuple[str, ...], overrides: tuple[str, ...], as_json: bool) -> None:
+    """Print the resolved param sets of PARAMS_SET..."""
+    from ..params import load_experiment
+    from ..project import find_project
+    from . import render
+
+    experiment = load_experiment(find_project().params_dir, names, overrides)
+    render.param_sets(experiment, as_json=as_json)
+
+
+@main.group(context_settings=CONTEXT)
+def cache() -> None:
+    """Inspect the artifact store."""
+
+
+@cache.command("ls", context_settings=CONTEXT)
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Artifact store.")
+@click.option("--json", "as_json", is_flag=True, help="Print the listing as JSON.")
+@_handle_errors
+def cache_ls(cache_dir: str | None, as_json: bool) -> None:
+    """List stored artifacts: stage, param set, artifact, size, age."""
+    from ..project import find_project
+    from ..store import Store
+    from . import render
+
+    store = Store(find_project().cache_dir(cache_dir))
+    render.cache_listing(store, as_json=as_json)

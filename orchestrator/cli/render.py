@@ -1,0 +1,266 @@
+"""Everything the CLI shows: progress, plans, summaries, listings (rich, imported lazily)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from ..api import Session
+from ..dag import Node
+from ..params import Experiment
+from ..planner import Action, Decision, Plan
+from ..runner import NodeOutcome, RunObserver, RunResult, Status
+from ..store import Store
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+STYLE = {
+    Status.RAN: "green", Status.CACHED: "cyan", Status.FAILED: "bold red",
+    Status.SKIPPED: "yellow", Status.INTERRUPTED: "magenta",
+    Action.RUN: "green", Action.CACHED: "cyan", Action.MAY_RUN: "yellow",
+}
+DETAIL_LIMIT = 60  # above this many nodes, list only what ran or failed
+
+
+class LogHandler(logging.Handler):
+    """Library log records, printed above the progress display."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        colour = "yellow" if record.levelno >= logging.WARNING else "dim"
+        err.print(f"[{colour}]{record.levelname.lower()}: {escape(record.getMessage())}[/]")
+
+
+class NullObserver(RunObserver):
+    """No display (for --json)."""
+
+    def __enter__(self) -> NullObserver:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+class ProgressObserver(RunObserver):
+    """A live line for the running stage, a fixed-width status line per finished node."""
+
+    def __init__(self, session: Session) -> None:
+        self.widths = column_widths(session)
+        self.total = len(session.dag)
+        self.verbose_nodes = self.total <= DETAIL_LIMIT
+        self.done = 0
+        self.current = ""
+        self.started = 0.0
+        self.live = Live(console=err, transient=True, refresh_per_second=8, get_renderable=self._render)
+
+    def __enter__(self) -> ProgressObserver:
+        self.live.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.live.stop()
+
+    def _render(self) -> Text:
+        if not self.current:
+            return Text(f"  {self.done}/{self.total} done", style="dim")
+        elapsed = time.monotonic() - self.started
+        return Text.assemble(("  RUNNING ", "bold green"), self.current, (f"  {elapsed:5.1f}s", "dim"),
+                             (f"   {self.done}/{self.total} done", "dim"))
+
+    def node_started(self, node: Node, decision: Decision) -> None:
+        self.current = f"{node.stage.name} [{node.param_set}]"
+        self.started = time.monotonic()
+
+    def node_finished(self, outcome: NodeOutcome) -> None:
+        self.done += 1
+        self.current = ""
+        if self.verbose_nodes or outcome.status in (Status.RAN, Status.FAILED, Status.INTERRUPTED):
+            err.print(status_line(outcome, self.widths), no_wrap=True, overflow="ellipsis")
+
+
+def column_widths(session: Session) -> tuple[int, int]:
+    """Widths of the stage and param-set columns."""
+    nodes = session.dag.nodes.values()
+    stage = max((len(n.stage.name) for n in nodes), default=8)
+    param_set = max((len(n.param_set) for n in nodes), default=8)
+    return min(stage, 30), min(param_set, 40)
+
+
+def status_line(outcome: NodeOutcome, widths: tuple[int, int] = (20, 24)) -> Text:
+    """``RAN         split      baseline      1.2s  3f9a1c2e``"""
+    status = outcome.status
+    seconds = f"{outcome.seconds:6.1f}s" if status in (Status.RAN, Status.FAILED) else "       "
+    return Text.assemble(
+        (f"  {status.value.upper():<12}", STYLE[status]),
+        (f"{outcome.stage:<{widths[0]}}  ", "bold"),
+        f"{outcome.param_set:<{widths[1]}}  ",
+        (seconds, "dim"),
+        (f"  {(outcome.key or '')[:8]}", "dim"),
+    )
+
+
+def resume_command(names: Any, overrides: Any, targets: Any, cache_dir: Any) -> str:
+    """The command that resumes (reruns) this run."""
+    words = ["experiment", "run", *names]
+    words += [w for o in overrides for w in ("--set", o)]
+    words += [w for t in targets for w in ("--target", t)]
+    if cache_dir:
+        words += ["--cache-dir", str(cache_dir)]
+    return shlex.join(words)
+
+
+def summary(session: Session, result: RunResult, command: str) -> None:
+    """The end-of-run table, then failures with their tracebacks and how to resume."""
+    per_stage: dict[str, Counter[Status]] = defaultdict(Counter)
+    seconds: dict[str, float] = defaultdict(float)
+    for outcome in result.outcomes:
+        per_stage[outcome.stage][outcome.status] += 1
+        seconds[outcome.stage] += outcome.seconds
+    colour = "green" if result.ok else "red"
+    out.print(f"[bold]run {result.run_id}[/]: [{colour}]{result.status}[/] in {result.seconds:.1f}s")
+    table = Table()
+    shown = [s for s in Status if any(c[s] for c in per_stage.values())]
+    table.add_column("stage", style="bold")
+    for status in shown:
+        table.add_column(status.value, justify="right", style=STYLE[status])
+    table.add_column("seconds", justify="right")
+    for stage, counts in per_stage.items():
+        table.add_row(stage, *[str(counts[s] or "") for s in shown], f"{seconds[stage]:.1f}")
+    out.print(table)
+    for failure in result.failures:
+        error = failure.error
+        out.print(f"[bold red]FAILED[/] {failure.stage} [{escape(failure.param_set)}]: {escape(error.message if error else '')}")
+        if error and error.traceback:
+            out.print(Text(error.traceback.rstrip(), style="dim"))
+    if result.status == "interrupted":
+        out.print(f"[magenta]Interrupted.[/] Finished stages are stored. Resume with: [bold]{escape(command)}[/]")
+    elif not result.ok:
+        out.print(f"Finished stages are stored. Fix the failure, then resume with: [bold]{escape(command)}[/]")
+
+
+def result_json(result: RunResult) -> dict[str, Any]:
+    """The --json summary of a run."""
+    return {
+        "run_id": result.run_id,
+        "status": result.status,
+        "seconds": round(result.seconds, 3),
+        "nodes": [
+            {
+                "stage": o.stage,
+                "param_set": o.param_set,
+                "status": o.status.value,
+                "key": o.key,
+                "seconds": round(o.seconds, 3),
+                "reasons": list(o.reasons),
+                "outputs": {name: a.hash for name, a in o.outputs.items()},
+                "error": None if o.error is None else {"kind": o.error.kind, "message": o.error.message,
+                                                       "type": o.error.type, "traceback": o.error.traceback},
+            }
+            for o in result.outcomes
+        ],
+    }
+
+
+def plan(session: Session, the_plan: Plan, *, as_json: bool) -> None:
+    """Print a plan: one line per node with its action and reasons."""
+    decisions = list(the_plan.decisions.values())
+    if as_json:
+        click.echo(json.dumps([{"stage": d.stage, "param_set": d.param_set, "action": d.action.value,
+                                "key": d.key, "reasons": list(d.reasons)} for d in decisions], indent=1))
+        return
+    stage_width, set_width = column_widths(session)
+    for decision in decisions:
+        if len(decisions) > DETAIL_LIMIT and decision.action is Action.CACHED:
+            continue
+        reasons = "; ".join(decision.reasons)
+        out.print(Text.assemble((f"  {decision.action.value:<9}", STYLE[decision.action]),
+                                (f"{decision.stage:<{stage_width}}  ", "bold"),
+                                f"{decision.param_set:<{set_width}}  ", (reasons, "dim")))
+    counts = ", ".join(f"{the_plan.count(a)} {a.value.lower()}" for a in Action)
+    out.print(f"{len(decisions)} nodes: {counts}")
+
+
+def dag_text(session: Session, fmt: str) -> str:
+    """The stage graph as text, Mermaid or Graphviz dot."""
+    stages = [session.stages[s] for s in dict.fromkeys(n.stage.name for n in session.dag.nodes.values())]
+    producers = {a: s.name for s in session.stages.values() for a in s.outputs}
+    edges = [(producers[a], s.name, a) for s in stages for a in s.inputs]
+    if fmt == "mermaid":
+        lines = ["graph TD"] + [f"  {p} -->|{a}| {c}" for p, c, a in edges]
+        lines += [f"  {s.name}" for s in stages if not s.inputs]
+        return "\n".join(lines)
+    if fmt == "dot":
+        lines = ["digraph experiment {", "  rankdir=LR;", "  node [shape=box];"]
+        lines += [f'  "{s.name}";' for s in stages]
+        lines += [f'  "{p}" -> "{c}" [label="{a}"];' for p, c, a in edges]
+        return "\n".join(lines + ["}"])
+    lines = []
+    for s in stages:
+        kind = "aggregate" if s.aggregate else "stage"
+        params = f"  params: {', '.join(s.param_names)}" if s.params else ""
+        lines.append(f"{s.name} ({kind}): {', '.join(s.inputs) or '-'} -> {', '.join(s.outputs)}{params}")
+    sets = [p.name for p in session.experiment.sets]
+    lines.append(f"{len(stages)} stages x {len(sets)} param sets = {len(session.dag)} nodes; targets: "
+                 f"{', '.join(session.dag.targets)}")
+    return "\n".join(lines)
+
+
+def param_sets(experiment: Experiment, *, as_json: bool) -> None:
+    """Print resolved param sets."""
+    data = {s.name: dict(s.values) for s in experiment.sets}
+    if as_json:
+        click.echo(json.dumps(data, indent=1, default=str))
+        return
+    import yaml
+
+    for name, values in data.items():
+        out.print(f"[bold]{escape(name)}[/]")
+        out.print(Text("  " + yaml.safe_dump(values, sort_keys=True).rstrip().replace("\n", "\n  ")))
+
+
+def cache_listing(store: Store, *, as_json: bool) -> None:
+    """Print every stored artifact with its stage, param set, size and age."""
+    rows = []
+    now = time.time()
+    for record in store.records():
+        for artifact in record.outputs.values():
+            rows.append({"stage": record.stage, "param_set": record.param_set, "artifact": artifact.name,
+                         "cacher": artifact.cacher, "size": artifact.size, "age_seconds": round(now - record.created),
+                         "hash": artifact.hash, "key": record.key})
+    rows.sort(key=lambda r: (r["stage"], r["param_set"], r["artifact"]))
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    table = Table(title=f"{store.root} — {len(rows)} artifacts", title_justify="left")
+    for column in ("stage", "param set", "artifact", "cacher", "size", "age", "hash"):
+        table.add_column(column, justify="right" if column in ("size", "age") else "left")
+    for r in rows:
+        table.add_row(r["stage"], r["param_set"], r["artifact"], r["cacher"], _size(r["size"]),
+                      _age(r["age_seconds"]), r["hash"][:10])
+    out.print(table)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"

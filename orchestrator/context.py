@@ -1,0 +1,97 @@
+"""The stage context: what a stage sees of the run through its ``ctx`` parameter."""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["StageContext"]
+
+
+class StageContext:
+    """Handed to stages that declare a ``ctx`` parameter.
+
+    Attributes:
+        stage: The stage name.
+        param_set: The param-set name (``"*"`` in aggregates).
+        params: The whole param set (aggregates: ``{set_name: params}``). Reading it makes
+            every value of the set part of the stage's cache key.
+        seed: A seed derived from the stage name and the set's ``seed`` param.
+        key: The cache key of this execution.
+        logger: A logger named after the stage.
+        device: The device of a device worker (map stages), else None.
+        worker: What a map stage's setup function returned, else None.
+    """
+
+    def __init__(
+        self,
+        *,
+        stage: str,
+        param_set: str,
+        params: Mapping[str, Any],
+        seed: int,
+        key: str,
+        store: Any,
+        project_root: Path,
+    ) -> None:
+        self.stage = stage
+        self.param_set = param_set
+        self.params = params
+        self.seed = seed
+        self.key = key
+        self.logger = logging.getLogger(f"orchestrator.stage.{stage}")
+        self.device: Any = None
+        self.worker: Any = None
+        self.project_root = project_root
+        self._store = store
+        self._scratch: Path | None = None
+        self._metrics: list[dict[str, Any]] = []
+        self._reports: list[dict[str, Any]] = []
+
+    def __repr__(self) -> str:
+        return f"<StageContext {self.stage}[{self.param_set}]>"
+
+    @property
+    def scratch_dir(self) -> Path:
+        """A private folder for temporary files; removed after the stage."""
+        if self._scratch is None:
+            self._scratch = self._store.scratch_dir()
+        return self._scratch
+
+    @property
+    def attempt_dir(self) -> Path:
+        """A folder kept across failed attempts of this (stage, key); removed after success."""
+        return self._store.attempt_dir(self.stage, self.key)  # type: ignore[no-any-return]
+
+    def metric(self, name: str, value: float, step: int | None = None) -> None:
+        """Record a scalar metric (optionally at a step) for the run records and reports."""
+        number = float(value)
+        if not math.isfinite(number):
+            self.logger.warning("metric %s is %s", name, number)
+        self._metrics.append({"name": str(name), "value": number, "step": step, "time": time.time()})
+
+    def report(self, name: str, obj: Any) -> None:
+        """Attach a reportable: text/markdown, a dict of metrics, a DataFrame or a matplotlib figure."""
+        from .reportables import to_reportable
+
+        self._reports.append(to_reportable(str(name), obj))
+
+    def extras(self) -> dict[str, Any]:
+        """Metrics and reports collected so far (stored with the stage's outputs)."""
+        extras: dict[str, Any] = {}
+        if self._metrics:
+            extras["metrics"] = list(self._metrics)
+        if self._reports:
+            extras["reports"] = list(self._reports)
+        return extras
+
+    def close(self) -> None:
+        """Remove the scratch folder."""
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None

@@ -1,0 +1,123 @@
+"""The one error tree of orchestrator.
+
+Every error the library raises on purpose derives from :class:`OrchestratorError`.
+Messages name the stage, artifact and param set involved, say what was expected and
+what was found, and end with the fix. Only the CLI turns them into exit codes
+(``exit_code``: 2 for a mistake in the project or the command, 1 for a failed run).
+
+    OrchestratorError
+    ├── UsageError              exit 2: the command or project is wrong before anything runs
+    │   ├── ProjectError          no project root, a stage module that does not import
+    │   ├── ParamsError           param files, --set overrides, unknown or mistyped params
+    │   └── DefinitionError       stage declarations and the DAG built from them
+    │       ├── WiringError         missing producer, two producers, cycle, unknown target
+    │       └── UnknownCacherError  a cacher name that is not registered
+    ├── StageFailed             exit 1: a stage raised, returned the wrong outputs, or its cacher failed
+    ├── StoreError              exit 1: the artifact store could not be read or written
+    │   └── CorruptObjectError    a stored object no longer matches its content hash
+    ├── ArtifactNotCached       exit 1: load() asked for an artifact that no run has produced yet
+    └── RunInterrupted          exit 130: Ctrl-C; finished stages are kept
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "ArtifactNotCached",
+    "CorruptObjectError",
+    "DefinitionError",
+    "OrchestratorError",
+    "ParamsError",
+    "ProjectError",
+    "RunInterrupted",
+    "StageFailed",
+    "StoreError",
+    "UnknownCacherError",
+    "UsageError",
+    "WiringError",
+    "did_you_mean",
+]
+
+
+class OrchestratorError(Exception):
+    """Root of every error orchestrator raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(OrchestratorError):
+    """The command, the param files or the stage definitions are wrong; nothing ran."""
+
+    exit_code = 2
+
+
+class ProjectError(UsageError):
+    """The project cannot be located or one of its stage modules does not import."""
+
+
+class ParamsError(UsageError):
+    """A param file, a param set or a ``--set`` override is invalid."""
+
+
+class DefinitionError(UsageError):
+    """A stage declaration is invalid (bad signature, bad outputs, unknown param)."""
+
+
+class WiringError(DefinitionError):
+    """Stages cannot be wired into a DAG by artifact name."""
+
+
+class UnknownCacherError(DefinitionError):
+    """A cacher name is not registered."""
+
+
+class StageFailed(OrchestratorError):
+    """A stage raised, returned outputs that do not match its declaration, or could not be stored.
+
+    Attributes:
+        stage: The stage name.
+        param_set: The param set it ran for.
+        cause_type: The name of the original exception type.
+        traceback_text: The formatted traceback of the original exception, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stage: str,
+        param_set: str,
+        cause_type: str = "",
+        traceback_text: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.param_set = param_set
+        self.cause_type = cause_type
+        self.traceback_text = traceback_text
+
+
+class StoreError(OrchestratorError):
+    """The artifact store could not be read or written."""
+
+
+class CorruptObjectError(StoreError):
+    """A stored object does not match its content hash (torn write, bit flip, manual edit)."""
+
+
+class ArtifactNotCached(OrchestratorError):
+    """An artifact was asked for that no run has stored for these params yet."""
+
+
+class RunInterrupted(OrchestratorError):
+    """The run was interrupted (Ctrl-C); every finished stage is kept in the store."""
+
+    exit_code = 130
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """Return ``" Did you mean 'x'?"`` for the closest candidate, or an empty string."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""

@@ -1,0 +1,83 @@
+"""The executor contract and the registry of executors by name."""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from concurrent.futures import Future
+from typing import Any, ClassVar
+
+from ..errors import UsageError, did_you_mean
+from ..task import Task, TaskResult
+
+__all__ = ["Executor", "get_executor", "register_executor", "registered_executors"]
+
+
+class Executor(ABC):
+    """Runs tasks somewhere and reports their results through futures.
+
+    Contract:
+        * ``submit(task)`` returns a ``concurrent.futures.Future`` whose result is the
+          :class:`~orchestrator.task.TaskResult` of ``orchestrator.worker.execute(task)``
+          run wherever the executor runs things. It may run the task before returning.
+        * A worker that dies must resolve the future with a ``TaskResult`` whose error
+          has ``kind="worker"`` (or raise from ``Future.result()``): never hang.
+        * ``capacity`` is how many tasks the driver keeps in flight.
+        * ``close()`` releases workers; executors are also context managers.
+    """
+
+    name: ClassVar[str]
+    capacity: int = 1
+
+    @abstractmethod
+    def submit(self, task: Task) -> Future[TaskResult]:
+        """Start ``task``."""
+
+    def close(self) -> None:
+        """Release workers and connections."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+_REGISTRY: dict[str, type[Executor] | str] = {
+    "local": "orchestrator.executors.local:LocalExecutor",
+}
+
+
+def register_executor(executor: type[Executor] | str, name: str | None = None) -> None:
+    """Register an executor class or a lazy ``"package.module:Class"`` string under ``name``."""
+    if isinstance(executor, str):
+        if not name or ":" not in executor:
+            raise ValueError("a lazy executor needs name= and a 'package.module:Class' path")
+        _REGISTRY[name] = executor
+        return
+    if not (isinstance(executor, type) and issubclass(executor, Executor)):
+        raise TypeError(f"{executor!r} is not an Executor subclass")
+    _REGISTRY[name or executor.name] = executor
+
+
+def registered_executors() -> list[str]:
+    """Names of every registered executor."""
+    return sorted(_REGISTRY)
+
+
+def get_executor(name: str, **options: Any) -> Executor:
+    """Instantiate the executor registered as ``name`` with ``options``.
+
+    Raises:
+        UsageError: no executor of that name.
+    """
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        raise UsageError(
+            f"unknown executor {name!r}.{did_you_mean(name, _REGISTRY)} "
+            f"Available: {', '.join(sorted(_REGISTRY))}."
+        )
+    if isinstance(entry, str):
+        module_name, _, attr = entry.partition(":")
+        entry = getattr(importlib.import_module(module_name), attr)
+    return entry(**options)  # type: ignore[operator]

@@ -1,0 +1,378 @@
+"""Code fingerprints: what a stage's code *means*, not how its file looks.
+
+A stage's fingerprint covers the normalized AST of its function (docstrings, comments
+and formatting dropped) and, transitively, every project-local function, class and
+module constant it references, plus any external script it launches. Editing a helper
+changes the fingerprint of exactly the stages that reach it; editing a comment, a
+docstring or an unrelated stage in the same file changes nothing.
+
+The fingerprint keeps one hash per part (``"stages.helpers:normalize"``), so a plan can
+say *which* piece of code changed. Reads source files, but is otherwise pure and memoized
+per process.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import inspect
+import logging
+import sys
+import sysconfig
+import textwrap
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .hashing import hash_struct
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CodeFingerprint", "Fingerprinter", "normalized_ast"]
+
+_SIMPLE = (type(None), bool, int, float, str, bytes, complex)
+_LAUNCHERS = frozenset({"torchrun", "run_script"})  # ctx methods whose first literal arg is a script
+
+
+@dataclass(frozen=True)
+class CodeFingerprint:
+    """The fingerprint of one stage's code.
+
+    Attributes:
+        digest: Hash over all parts.
+        parts: Hash per piece of code (``module:qualname``, ``script:path``, ``version``).
+        ctx_uses: Attributes of ``ctx`` the stage function reads (``params``, ``seed``...).
+        scripts: External scripts the stage launches (project-relative posix paths).
+    """
+
+    digest: str
+    parts: dict[str, str]
+    ctx_uses: frozenset[str]
+    scripts: tuple[str, ...]
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
+            body = node.body
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def normalized_ast(source: str) -> str:
+    """Dump ``source`` as an AST without docstrings, comments, formatting or positions."""
+    tree = _strip_docstrings(ast.parse(textwrap.dedent(source)))
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
+def _stdlib_roots() -> tuple[Path, ...]:
+    paths = sysconfig.get_paths()
+    roots = {Path(paths[k]).resolve() for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots.add(Path(sys.prefix).resolve())
+    roots.add(Path(sys.base_prefix).resolve())
+    return tuple(roots)
+
+
+class Fingerprinter:
+    """Computes and memoizes code fingerprints for one project root."""
+
+    def __init__(self, project_root: Path) -> None:
+        self.root = project_root.resolve()
+        self._excluded = tuple(r for r in _stdlib_roots() if not self.root.is_relative_to(r))
+        self._local_files: dict[str, bool] = {}
+        self._objects: dict[int, tuple[str, str, list[Any]]] = {}
+        self._scripts: dict[Path, tuple[str, list[Path]]] = {}
+        self._module_trees: dict[str, ast.Module | None] = {}
+
+    # -- public ------------------------------------------------------------------------
+    def stage(self, fn: Any, *, version: str | None = None, scripts: tuple[str, ...] = ()) -> CodeFingerprint:
+        """Fingerprint a stage function with everything project-local it reaches."""
+        fn = inspect.unwrap(fn)
+        parts: dict[str, str] = {}
+        ctx_uses: set[str] = set()
+        found_scripts: list[str] = list(scripts)
+        tree = self._function_tree(fn)
+        if tree is not None:
+            ctx_uses, literals = _ctx_usage(tree)
+            found_scripts += [s for s in literals if s not in found_scripts]
+        self._walk(fn, parts)
+        for script in found_scripts:
+            self._walk_script(self.root / script, parts)
+        if version is not None:
+            parts["version"] = hash_struct(version)
+        digest = hash_struct(["Code", sorted(parts.items())])
+        return CodeFingerprint(digest, parts, frozenset(ctx_uses), tuple(found_scripts))
+
+    def script(self, path: Path) -> dict[str, str]:
+        """Fingerprint parts of an external script and the project-local modules it imports."""
+        parts: dict[str, str] = {}
+        self._walk_script(path, parts)
+        return parts
+
+    # -- python objects --------------------------------------------------------------------
+    def _walk(self, root: Any, parts: dict[str, str]) -> None:
+        stack = [root]
+        seen: set[int] = set()
+        while stack:
+            obj = stack.pop()
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            entry = self._describe(obj)
+            if entry is None:
+                continue
+            label, digest, refs = entry
+            parts[label] = digest
+            stack.extend(refs)
+
+    def _describe(self, obj: Any) -> tuple[str, str, list[Any]] | None:
+        if isinstance(obj, _Constant):
+            return self._describe_constant(obj)
+        cached = self._objects.get(id(obj))
+        if cached is not None:
+            return cached
+        fn = getattr(obj, "fn", None)  # a Stage referenced from another stage
+        if fn is not None and callable(fn) and type(obj).__name__ == "Stage":
+            obj = fn
+        obj = inspect.unwrap(obj) if callable(obj) else obj
+        if not isinstance(obj, (types.FunctionType, type)) or not self._is_local(obj):
+            return None
+        label = f"{obj.__module__}:{obj.__qualname__}"
+        tree = self._function_tree(obj)
+        if tree is None:
+            digest = hash_struct(["Bytecode", _code_struct(getattr(obj, "__code__", None))])
+            refs: list[Any] = []
+        else:
+            digest = hash_struct(["Ast", ast.dump(tree, annotate_fields=False)])
+            refs = list(self._references(obj, tree))
+        entry = (label, digest, refs)
+        self._objects[id(obj)] = entry
+        return entry
+
+    def _describe_constant(self, const: _Constant) -> tuple[str, str, list[Any]] | None:
+        label = f"{const.module}:{const.name}"
+        try:
+            return label, hash_struct(["Value", _plain(const.value)]), []
+        except TypeError:
+            pass
+        tree = self.module_tree(const.module)
+        if tree is None:
+            return None
+        for node in tree.body:
+            if isinstance(node, ast.Assign):
+                targets = node.targets
+            elif isinstance(node, ast.AnnAssign):
+                targets = [node.target]
+            else:
+                continue
+            if any(isinstance(t, ast.Name) and t.id == const.name for t in targets):
+                return label, hash_struct(["AstValue", ast.dump(node, annotate_fields=False)]), []
+        return None
+
+    def _function_tree(self, obj: Any) -> ast.AST | None:
+        try:
+            source = inspect.getsource(obj)
+        except (OSError, TypeError):
+            return None
+        try:
+            tree = ast.parse(textwrap.dedent(source))
+        except SyntaxError:  # e.g. a lambda inside an expression
+            return None
+        return _strip_docstrings(tree)
+
+    def _references(self, obj: Any, tree: ast.AST) -> Iterator[Any]:
+        namespace = getattr(obj, "__globals__", None)
+        if namespace is None:
+            module = sys.modules.get(obj.__module__)
+            namespace = vars(module) if module else {}
+        bound = {
+            node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
+        }
+        bound |= {a.arg for node in ast.walk(tree) if isinstance(node, ast.arguments) for a in _all_args(node)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute):
+                chain = _attribute_chain(node)
+                if chain and chain[0] not in bound and chain[0] in namespace:
+                    yield from self._resolve_chain(namespace[chain[0]], chain[1:])
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+                if node.id in bound or node.id not in namespace or hasattr(builtins, node.id):
+                    continue
+                value = namespace[node.id]
+                if isinstance(value, (types.FunctionType, type)) or hasattr(value, "fn"):
+                    yield value
+                elif not isinstance(value, types.ModuleType):
+                    yield _Constant(obj.__module__, node.id, value)
+        closure = getattr(obj, "__closure__", None) or ()
+        for name, cell in zip(getattr(getattr(obj, "__code__", None), "co_freevars", ()), closure):
+            try:
+                yield _Constant(obj.__module__, f"{obj.__qualname__}.<closure>.{name}", cell.cell_contents)
+            except ValueError:  # empty cell
+                continue
+
+    def _resolve_chain(self, value: Any, chain: list[str]) -> Iterator[Any]:
+        for attr in chain:
+            if not isinstance(value, (types.ModuleType, type)):
+                break
+            if isinstance(value, types.ModuleType) and not self._is_local_file(getattr(value, "__file__", None)):
+                return
+            value = getattr(value, attr, None)
+            if value is None:
+                return
+            if isinstance(value, (types.FunctionType, type)):
+                yield value
+                return
+        if isinstance(value, (types.FunctionType, type)):
+            yield value
+
+    def _is_local(self, obj: Any) -> bool:
+        module = sys.modules.get(getattr(obj, "__module__", "") or "")
+        return self._is_local_file(getattr(module, "__file__", None))
+
+    def _is_local_file(self, filename: str | None) -> bool:
+        if not filename:
+            return False
+        known = self._local_files.get(filename)
+        if known is None:
+            path = Path(filename).resolve()
+            known = path.is_relative_to(self.root) and not any(path.is_relative_to(r) for r in self._excluded)
+            known = known and "site-packages" not in path.parts
+            self._local_files[filename] = known
+        return known
+
+    def module_tree(self, module_name: str) -> ast.Module | None:
+        """The parsed (docstring-free) source of a project-local module, memoized."""
+        if module_name not in self._module_trees:
+            module = sys.modules.get(module_name)
+            tree = None
+            if module is not None and self._is_local_file(getattr(module, "__file__", None)):
+                try:
+                    tree = _strip_docstrings(ast.parse(Path(module.__file__).read_text()))  # type: ignore[arg-type]
+                except (OSError, SyntaxError):
+                    tree = None
+            self._module_trees[module_name] = tree  # type: ignore[assignment]
+        return self._module_trees[module_name]
+
+    # -- external scripts ------------------------------------------------------------------
+    def _walk_script(self, path: Path, parts: dict[str, str]) -> None:
+        stack = [path.resolve()]
+        seen: set[Path] = set()
+        while stack:
+            current = stack.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            label = f"script:{_relative(current, self.root)}"
+            entry = self._scripts.get(current)
+            if entry is None:
+                try:
+                    source = current.read_text()
+                except OSError:
+                    parts[label] = hash_struct(["Missing", str(current)])
+                    continue
+                try:
+                    tree = ast.parse(source)
+                except SyntaxError:
+                    entry = (hash_struct(["Source", source]), [])
+                else:
+                    dump = ast.dump(_strip_docstrings(tree), annotate_fields=False)
+                    entry = (hash_struct(["Ast", dump]), self._script_imports(tree, current))
+                self._scripts[current] = entry
+            parts[label] = entry[0]
+            stack.extend(entry[1])
+
+    def _script_imports(self, tree: ast.AST, script: Path) -> list[Path]:
+        names: list[str] = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.append(node.module)
+                names += [f"{node.module}.{alias.name}" for alias in node.names]
+        found: list[Path] = []
+        for name in names:
+            rel = Path(*name.split("."))
+            for base in (script.parent, self.root):
+                for candidate in (base / rel.with_suffix(".py"), base / rel / "__init__.py"):
+                    if candidate.is_file() and self._is_local_file(str(candidate)):
+                        found.append(candidate.resolve())
+        return found
+
+
+@dataclass(frozen=True, eq=False)
+class _Constant:
+    """A module-level value a stage reads; fingerprinted by value or by its defining statement."""
+
+    module: str
+    name: str
+    value: Any
+
+
+def _plain(value: Any) -> Any:
+    """Convert simple containers of simple values for hashing; raise TypeError otherwise."""
+    if isinstance(value, _SIMPLE):
+        return value if not isinstance(value, complex) else repr(value)
+    if isinstance(value, (list, tuple)):
+        return [type(value).__name__, [_plain(v) for v in value]]
+    if isinstance(value, (set, frozenset)):
+        return ["set", sorted(repr(_plain(v)) for v in value)]
+    if isinstance(value, dict):
+        return {repr(k): _plain(v) for k, v in value.items()}
+    raise TypeError(type(value).__name__)
+
+
+def _all_args(node: ast.arguments) -> list[ast.arg]:
+    args = [*node.posonlyargs, *node.args, *node.kwonlyargs]
+    args += [a for a in (node.vararg, node.kwarg) if a is not None]
+    return args
+
+
+def _attribute_chain(node: ast.Attribute) -> list[str]:
+    chain: list[str] = []
+    current: ast.AST = node
+    while isinstance(current, ast.Attribute):
+        chain.append(current.attr)
+        current = current.value
+    if not isinstance(current, ast.Name):
+        return []
+    chain.append(current.id)
+    return chain[::-1]
+
+
+def _ctx_usage(tree: ast.AST) -> tuple[set[str], list[str]]:
+    uses: set[str] = set()
+    scripts: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "ctx":
+            uses.add(node.attr)
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in _LAUNCHERS
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            scripts.append(node.args[0].value)
+    return uses, scripts
+
+
+def _code_struct(code: Any) -> Any:
+    if code is None:
+        return None
+    consts = [_code_struct(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    return [code.co_code, consts, list(code.co_names)]
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()

@@ -1,0 +1,119 @@
+"""Cache keys: a Merkle hash over what a stage's result depends on (pure).
+
+A key covers the stage's code fingerprint (its parts), only the params it takes, the
+content hashes of its inputs and the names and versions of its declared cachers, salted
+with :data:`~orchestrator.hashing.SCHEME`. The parts are kept next to the digest, so a
+plan can say in words what changed since the last execution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .cachers import get_cacher
+from .dag import Node
+from .fingerprint import CodeFingerprint
+from .hashing import SCHEME, hash_struct
+
+__all__ = ["KeyParts", "changes", "code_label", "input_label", "key_parts"]
+
+
+@dataclass(frozen=True)
+class KeyParts:
+    """Everything a stage's cache key is made of."""
+
+    stage: str
+    code: Mapping[str, str]
+    params: Mapping[str, Any]
+    inputs: Mapping[str, str]
+    cachers: Mapping[str, str]
+
+    @property
+    def digest(self) -> str:
+        """The key: a tagged hash of the parts."""
+        return hash_struct(
+            [
+                "StageKey",
+                SCHEME,
+                self.stage,
+                sorted(self.code.items()),
+                dict(self.params),
+                sorted(self.inputs.items()),
+                sorted(self.cachers.items()),
+            ]
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy (stored in key records and refs)."""
+        return asdict(self)
+
+
+def input_label(artifact: str, label: str) -> str:
+    """How an input appears in key parts (``metrics@baseline`` for aggregate inputs)."""
+    return f"{artifact}@{label}" if label else artifact
+
+
+def key_parts(node: Node, fingerprint: CodeFingerprint, input_hashes: Mapping[str, str]) -> KeyParts:
+    """The key parts of ``node`` given the content hashes of its inputs (by input label)."""
+    cachers = {
+        output: f"{name}@{get_cacher(name).version}" for output, name in node.stage.cachers.items()
+    }
+    return KeyParts(
+        stage=node.stage.name,
+        code=dict(fingerprint.parts),
+        params=dict(node.key_params),
+        inputs=dict(input_hashes),
+        cachers=cachers,
+    )
+
+
+def code_label(node: Node) -> str:
+    """The code-part label of the stage function itself."""
+    fn = node.stage.fn
+    return f"{fn.__module__}:{fn.__qualname__}"
+
+
+def changes(old: Mapping[str, Any] | None, new: KeyParts, own_label: str = "") -> list[str]:
+    """Describe in words how ``new`` differs from the parts of the previous execution."""
+    if old is None:
+        return ["no cached result"]
+    reasons: list[str] = []
+    old_code: Mapping[str, str] = old.get("code", {})
+    for label in sorted(set(old_code) | set(new.code)):
+        if old_code.get(label) == new.code.get(label):
+            continue
+        name = label.split(":", 1)[-1]
+        if label == "version":
+            reasons.append("version bumped")
+        elif label.startswith("script:"):
+            reasons.append(f"script changed: {label[len('script:'):]}")
+        elif label == own_label:
+            reasons.append(f"code changed: {new.stage}")
+        elif label not in old_code:
+            reasons.append(f"code added: {name}")
+        elif label not in new.code:
+            reasons.append(f"code no longer used: {name}")
+        else:
+            reasons.append(f"code changed: {name}")
+    old_params: Mapping[str, Any] = old.get("params", {})
+    for name in sorted(set(old_params) | set(new.params)):
+        if name not in old_params:
+            reasons.append(f"param {name} is new: {_short(new.params[name])}")
+        elif name not in new.params:
+            reasons.append(f"param {name} no longer used")
+        elif old_params[name] != new.params[name]:
+            reasons.append(f"param {name} {_short(old_params[name])} -> {_short(new.params[name])}")
+    old_inputs: Mapping[str, str] = old.get("inputs", {})
+    for name in sorted(set(old_inputs) | set(new.inputs)):
+        if old_inputs.get(name) != new.inputs.get(name):
+            reasons.append(f"input {name} changed")
+    if dict(old.get("cachers", {})) != dict(new.cachers):
+        reasons.append("cachers changed")
+    return reasons or ["no cached result"]
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

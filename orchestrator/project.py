@@ -1,0 +1,149 @@
+"""The user's project: its root, its config, and the stages its modules declare.
+
+The root is the nearest folder (from the working directory up) holding a ``stages/``
+folder or a ``pyproject.toml`` with a ``[tool.orchestrator]`` table. It goes first on
+``sys.path`` so the project's own ``stages`` package is never shadowed by another one
+installed elsewhere.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import sys
+import tomllib
+import traceback
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import DefinitionError, ProjectError
+from .declaration import Stage
+
+__all__ = ["Project", "find_project", "collect_stages"]
+
+CACHE_ENV = "ORCHESTRATOR_CACHE_DIR"
+
+
+@dataclass(frozen=True)
+class Project:
+    """A located project.
+
+    Attributes:
+        root: The project root folder.
+        config: The ``[tool.orchestrator]`` table of its pyproject.toml (may be empty).
+    """
+
+    root: Path
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def params_dir(self) -> Path:
+        """Where param files live (``params_dir`` in the config, default ``params/``)."""
+        return self.root / str(self.config.get("params_dir", "params"))
+
+    def cache_dir(self, override: str | os.PathLike[str] | None = None) -> Path:
+        """The artifact store: ``override``, else $ORCHESTRATOR_CACHE_DIR, else config, else ``cache/``."""
+        chosen = override or os.environ.get(CACHE_ENV) or self.config.get("cache_dir") or "cache"
+        path = Path(chosen).expanduser()
+        return path if path.is_absolute() else (self.root / path)
+
+    def activate(self) -> None:
+        """Put the project root first on ``sys.path`` (idempotent)."""
+        root = str(self.root)
+        if sys.path[:1] != [root]:
+            if root in sys.path:
+                sys.path.remove(root)
+            sys.path.insert(0, root)
+        # a `stages` package imported from elsewhere would shadow the project's own
+        for name in [m for m in sys.modules if m == "stages" or m.startswith("stages.")]:
+            module_file = getattr(sys.modules[name], "__file__", None) or ""
+            if module_file and not Path(module_file).resolve().is_relative_to(self.root):
+                del sys.modules[name]
+
+
+def find_project(start: Path | None = None) -> Project:
+    """Locate the project root from ``start`` (default: the working directory) upwards.
+
+    Raises:
+        ProjectError: when no folder up the tree looks like a project.
+    """
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        config = _read_config(folder / "pyproject.toml")
+        if config is not None or (folder / "stages").is_dir():
+            return Project(folder, config or {})
+    raise ProjectError(
+        f"no orchestrator project found in {here} or its parents. Fix: run from a folder with a "
+        "stages/ package, or add a [tool.orchestrator] table to its pyproject.toml."
+    )
+
+
+def _read_config(pyproject: Path) -> dict[str, Any] | None:
+    if not pyproject.is_file():
+        return None
+    try:
+        data = tomllib.loads(pyproject.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ProjectError(f"{pyproject}: invalid TOML: {exc}") from exc
+    table = data.get("tool", {}).get("orchestrator")
+    return dict(table) if isinstance(table, dict) else None
+
+
+def import_modules(project: Project, names: Iterable[str] | None) -> list[Any]:
+    """Import the stage modules (default: every module of the project's ``stages`` package)."""
+    project.activate()
+    if names is None:
+        names = [str(project.config.get("stages", "stages"))]
+    modules = []
+    for name in names:
+        module = _import(name)
+        modules.append(module)
+        if hasattr(module, "__path__"):  # a package: import its submodules too
+            for info in pkgutil.walk_packages(module.__path__, prefix=f"{module.__name__}."):
+                modules.append(_import(info.name))
+    return modules
+
+
+def _import(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            raise ProjectError(
+                f"stage module {name!r} not found on the project path. Fix: check stages: in the "
+                "param file, or create the module."
+            ) from exc
+        raise ProjectError(
+            f"stage module {name!r} imports {exc.name!r}, which is not installed. "
+            f"Fix: pip install {exc.name} (or remove the import)."
+        ) from exc
+    except Exception as exc:
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        raise ProjectError(
+            f"importing stage module {name!r} raised {type(exc).__name__}: {exc} "
+            f"({frame.filename}:{frame.lineno}). Fix that line."
+        ) from exc
+
+
+def collect_stages(modules: Iterable[Any]) -> dict[str, Stage]:
+    """Collect the Stage objects defined in ``modules``, by name.
+
+    Raises:
+        DefinitionError: two different stages share a name.
+    """
+    stages: dict[str, Stage] = {}
+    for module in modules:
+        for value in vars(module).values():
+            if not isinstance(value, Stage):
+                continue
+            other = stages.get(value.name)
+            if other is not None and other is not value:
+                raise DefinitionError(
+                    f"two stages are named {value.name!r} ({other.module}.{other.qualname} and "
+                    f"{value.module}.{value.qualname}). Fix: rename one, or pass @stage(name=...)."
+                )
+            stages[value.name] = value
+    return stages

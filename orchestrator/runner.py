@@ -1,0 +1,327 @@
+"""The driver: walks the DAG as results arrive, decides each node, records what happened.
+
+A ready-set loop: a node is decided the moment all its inputs are known, so early cutoff
+falls out naturally (a rerun stage whose outputs are byte-identical leaves its consumers'
+keys unchanged, hence cached). Tasks go to an executor; only the driver writes key
+records, so a failing worker can never corrupt the store's bookkeeping.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from .dag import Dag, Node
+from .executors import Executor
+from .fingerprint import CodeFingerprint
+from .keys import input_label
+from .planner import Action, Decision, decide
+from .store import ArtifactRecord, KeyRecord, Store
+from .task import InputSpec, Task, TaskError, TaskResult
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["NodeOutcome", "RunObserver", "RunResult", "Status", "execute_dag", "new_run_id"]
+
+MAX_CORRUPTION_RETRIES = 2
+
+
+class Status(str, Enum):
+    """What happened to a node in a run."""
+
+    RAN = "ran"  # executed, and its outputs were stored
+    CACHED = "cached"  # a stored result was reused
+    FAILED = "failed"  # raised, returned bad outputs, or could not store them
+    SKIPPED = "skipped"  # not run: an upstream node failed or the run stopped first
+    INTERRUPTED = "interrupted"  # was running when the run was interrupted
+
+
+@dataclass(frozen=True)
+class NodeOutcome:
+    """The result of one node in a run."""
+
+    node: str
+    stage: str
+    param_set: str
+    status: Status
+    key: str | None = None
+    seconds: float = 0.0
+    reasons: tuple[str, ...] = ()
+    outputs: Mapping[str, ArtifactRecord] = field(default_factory=dict)
+    error: TaskError | None = None
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Everything a run did, node by node, in the order nodes finished."""
+
+    run_id: str
+    status: str
+    outcomes: tuple[NodeOutcome, ...]
+    seconds: float
+    store_root: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when no node failed and the run was not interrupted."""
+        return self.status == "succeeded"
+
+    def count(self, status: Status) -> int:
+        """How many nodes ended with ``status``."""
+        return sum(1 for o in self.outcomes if o.status is status)
+
+    def outcome(self, stage: str, param_set: str | None = None) -> NodeOutcome:
+        """The outcome of ``stage`` (for ``param_set``, required when several sets ran)."""
+        matches = [o for o in self.outcomes if o.stage == stage and param_set in (None, o.param_set)]
+        if len(matches) != 1:
+            raise KeyError(f"{len(matches)} outcomes for stage {stage!r} and param set {param_set!r}")
+        return matches[0]
+
+    def load(self, artifact: str, param_set: str | None = None) -> Any:
+        """Load an artifact this run produced or reused (``param_set`` when several sets ran)."""
+        from pathlib import Path
+
+        from .worker import load_input
+
+        matches = [o for o in self.outcomes if artifact in o.outputs and param_set in (None, o.param_set)]
+        if len(matches) != 1:
+            sets = sorted(o.param_set for o in self.outcomes if artifact in o.outputs)
+            raise KeyError(f"artifact {artifact!r}: pass param_set= one of {sets}" if sets else
+                           f"this run stored no artifact {artifact!r}")
+        return load_input(Store(Path(self.store_root)), matches[0].outputs[artifact], as_path=False)
+
+    @property
+    def failures(self) -> list[NodeOutcome]:
+        """The failed nodes."""
+        return [o for o in self.outcomes if o.status is Status.FAILED]
+
+
+class RunObserver:
+    """Receives progress events from the driver (the CLI renders them; run records store them)."""
+
+    def run_started(self, run_id: str, dag: Dag) -> None:
+        """The run is about to decide its first node."""
+
+    def node_started(self, node: Node, decision: Decision) -> None:
+        """A node was submitted to the executor."""
+
+    def node_finished(self, outcome: NodeOutcome) -> None:
+        """A node ended (ran, cached, failed, skipped or interrupted)."""
+
+    def run_finished(self, result: RunResult) -> None:
+        """The run ended."""
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id such as ``20261122-035412-1a2b``."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
+
+
+class _Driver:
+    def __init__(
+        self,
+        dag: Dag,
+        fingerprints: Mapping[str, CodeFingerprint],
+        store: Store,
+        executor: Executor,
+        *,
+        forced: Iterable[str],
+        keep_going: bool,
+        observer: RunObserver,
+        project_root: str,
+    ) -> None:
+        self.dag = dag
+        self.fingerprints = fingerprints
+        self.store = store
+        self.executor = executor
+        self.forced = set(forced)
+        self.keep_going = keep_going
+        self.observer = observer
+        self.project_root = project_root
+        self.waiting = {nid: len(dag.upstream(nid)) for nid in dag.nodes}
+        self.ready = deque(nid for nid, count in self.waiting.items() if count == 0)
+        self.running: dict[Future[TaskResult], tuple[str, Decision]] = {}
+        self.outputs: dict[str, Mapping[str, ArtifactRecord]] = {}
+        self.outcomes: dict[str, NodeOutcome] = {}
+        self.corruptions: dict[str, int] = {}
+        self.stopped = False
+        self.submitting: tuple[str, Decision] | None = None
+
+    def run(self) -> None:
+        while self.ready or self.running:
+            while self.ready and not self.stopped and len(self.running) < max(1, self.executor.capacity):
+                self._start(self.ready.popleft())
+            if not self.running:
+                break
+            done, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
+            for future in done:
+                nid, decision = self.running.pop(future)
+                self._finish(nid, decision, future)
+
+    def _start(self, nid: str) -> None:
+        node = self.dag.nodes[nid]
+        hashes = {input_label(r.artifact, r.label): self.outputs[r.producer][r.artifact].hash for r in node.inputs}
+        decision = decide(
+            node, self.fingerprints[node.stage.name], hashes, self.store, forced=node.stage.name in self.forced
+        )
+        if decision.action is Action.CACHED and decision.record is not None:
+            record = decision.record
+            self._done(NodeOutcome(nid, node.stage.name, node.param_set, Status.CACHED, decision.key,
+                                   0.0, (), record.outputs, extras=record.extras))
+            return
+        task = self._task(node, decision)
+        self.observer.node_started(node, decision)
+        self.submitting = (nid, decision)
+        future = self.executor.submit(task)
+        self.submitting = None
+        self.running[future] = (nid, decision)
+
+    def _task(self, node: Node, decision: Decision) -> Task:
+        specs = tuple(
+            InputSpec(
+                name=ref.artifact,
+                label=ref.label,
+                record=self.outputs[ref.producer][ref.artifact],
+                producer=ref.producer,
+                as_path=ref.artifact in node.stage.path_inputs,
+            )
+            for ref in node.inputs
+        )
+        return Task(
+            node=node.id,
+            stage=node.stage.name,
+            module=node.stage.module,
+            param_set=node.param_set,
+            key=decision.key or "",
+            params=node.params,
+            set_values=node.set_values,
+            seed=node.seed,
+            inputs=specs,
+            cachers=dict(node.stage.cachers),
+            store=self.store.url,
+            project_root=self.project_root,
+        )
+
+    def _finish(self, nid: str, decision: Decision, future: Future[TaskResult]) -> None:
+        node = self.dag.nodes[nid]
+        try:
+            result = future.result()
+        except Exception as exc:  # an executor that lost its worker
+            result = TaskResult(nid, error=TaskError("worker", f"the worker running it died: {exc}", type(exc).__name__))
+        if result.error is not None and result.error.kind == "corrupt" and self._recover(nid, result.error):
+            return
+        if result.error is not None:
+            outcome = NodeOutcome(nid, node.stage.name, node.param_set, Status.FAILED, decision.key,
+                                  result.seconds, decision.reasons, error=result.error, extras=result.extras)
+            self.outcomes[nid] = outcome
+            self.observer.node_finished(outcome)
+            if not self.keep_going:
+                self.stopped = True
+            return
+        assert decision.key is not None and decision.parts is not None
+        parts = decision.parts.to_dict()
+        record = KeyRecord(decision.key, node.stage.name, node.param_set, parts, dict(result.outputs),
+                           time.time(), result.seconds, dict(result.extras))
+        self.store.put_record(record)
+        self.store.put_ref(node.stage.name, node.param_set, parts)
+        self._done(NodeOutcome(nid, node.stage.name, node.param_set, Status.RAN, decision.key,
+                               result.seconds, decision.reasons, record.outputs, extras=record.extras))
+
+    def _recover(self, nid: str, error: TaskError) -> bool:
+        """An input object failed verification: forget it, recompute its producer, retry ``nid``."""
+        producer = error.producer
+        count = self.corruptions.get(producer, 0)
+        if count >= MAX_CORRUPTION_RETRIES or producer not in self.outcomes:
+            return False
+        self.corruptions[producer] = count + 1
+        logger.warning("%s; recomputing %s", error.message, producer)
+        bad = self.outputs[producer][error.artifact]
+        self.store.discard_object(bad.object)
+        stale = self.outcomes.pop(producer)
+        if stale.key:
+            self.store.drop_record(stale.key)
+        del self.outputs[producer]
+        self.waiting[nid] = 1
+        self.ready.appendleft(producer)
+        return True
+
+    def _done(self, outcome: NodeOutcome) -> None:
+        self.outcomes[outcome.node] = outcome
+        self.outputs[outcome.node] = outcome.outputs
+        self.observer.node_finished(outcome)
+        for consumer in self.dag.consumers[outcome.node]:
+            if consumer in self.outcomes:
+                continue
+            self.waiting[consumer] -= 1
+            if self.waiting[consumer] == 0:
+                self.ready.append(consumer)
+
+    def interrupt(self) -> None:
+        pending = list(self.running.values())
+        if self.submitting is not None:
+            pending.append(self.submitting)
+        for nid, decision in pending:
+            node = self.dag.nodes[nid]
+            outcome = NodeOutcome(nid, node.stage.name, node.param_set, Status.INTERRUPTED, decision.key)
+            self.outcomes[nid] = outcome
+            self.observer.node_finished(outcome)
+        self.running.clear()
+
+    def skip_rest(self) -> None:
+        for nid, node in self.dag.nodes.items():
+            if nid not in self.outcomes:
+                failed = [u for u in self.dag.upstream(nid) if self.outcomes.get(u) and
+                          self.outcomes[u].status in (Status.FAILED, Status.SKIPPED, Status.INTERRUPTED)]
+                reason = f"upstream {self.dag.nodes[failed[0]].stage.name} did not finish" if failed else "run stopped"
+                outcome = NodeOutcome(nid, node.stage.name, node.param_set, Status.SKIPPED, reasons=(reason,))
+                self.outcomes[nid] = outcome
+                self.observer.node_finished(outcome)
+
+
+def execute_dag(
+    dag: Dag,
+    fingerprints: Mapping[str, CodeFingerprint],
+    store: Store,
+    executor: Executor,
+    *,
+    forced: Iterable[str] = (),
+    keep_going: bool = False,
+    observer: RunObserver | None = None,
+    run_id: str | None = None,
+    project_root: str = "",
+) -> RunResult:
+    """Run every node of ``dag`` that is not cached; stop at the first failure unless ``keep_going``.
+
+    Ctrl-C (KeyboardInterrupt) ends the run with status ``"interrupted"``; every stage that
+    finished before stays stored, so the next run resumes after it.
+    """
+    observer = observer or RunObserver()
+    run_id = run_id or new_run_id()
+    store.prepare()
+    store.clean_tmp()
+    started = time.perf_counter()
+    driver = _Driver(dag, fingerprints, store, executor, forced=forced, keep_going=keep_going,
+                     observer=observer, project_root=project_root)
+    observer.run_started(run_id, dag)
+    status = "succeeded"
+    try:
+        driver.run()
+    except KeyboardInterrupt:
+        status = "interrupted"
+        driver.interrupt()
+    driver.skip_rest()
+    if status != "interrupted" and any(o.status is Status.FAILED for o in driver.outcomes.values()):
+        status = "failed"
+    position = {nid: index for index, nid in enumerate(dag.nodes)}
+    ordered = sorted(driver.outcomes.values(), key=lambda o: position[o.node])
+    result = RunResult(run_id, status, tuple(ordered), time.perf_counter() - started, store.url)
+    observer.run_finished(result)
+    return result

@@ -1,0 +1,202 @@
+"""Run one task: load inputs from the store, call the stage, store its outputs.
+
+:func:`execute` is what every executor runs, in-process or in a remote worker. It never
+raises for a failure of the stage or its cachers: it returns a :class:`TaskResult`
+carrying a :class:`TaskError`, so a failing stage can never corrupt the driver's
+bookkeeping. (KeyboardInterrupt still propagates.)
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import logging
+import sys
+import time
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .cachers import choose_cacher, get_cacher
+from .context import StageContext
+from .errors import CorruptObjectError
+from .declaration import Stage
+from .store import ArtifactRecord, Store, artifact_hash
+from .task import Task, TaskError, TaskResult
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["execute", "load_input", "resolve_stage"]
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+class _Failure(Exception):
+    def __init__(self, error: TaskError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def resolve_stage(module: str, name: str, project_root: str) -> Stage:
+    """Import ``module`` and return the stage called ``name`` defined there."""
+    if project_root and sys.path[:1] != [project_root]:
+        sys.path.insert(0, project_root)
+    mod = importlib.import_module(module)
+    for value in vars(mod).values():
+        if isinstance(value, Stage) and value.name == name:
+            return value
+    raise LookupError(f"module {module!r} defines no stage named {name!r}")
+
+
+def load_input(store: Store, record: ArtifactRecord, *, as_path: bool, stage: str = "", param_set: str = "") -> Any:
+    """Verify a stored artifact and load it (or return its path)."""
+    path = store.verified_path(record, stage=stage, param_set=param_set)
+    if as_path:
+        return path
+    return get_cacher(record.cacher).load(path)
+
+
+def execute(task: Task) -> TaskResult:
+    """Execute ``task``; failures come back as ``TaskResult.error``."""
+    started = time.perf_counter()
+    store = Store(Path(task.store))
+    ctx: StageContext | None = None
+    try:
+        stage = resolve_stage(task.module, task.stage, task.project_root)
+        kwargs = _load_inputs(task, store)
+        ctx = StageContext(
+            stage=task.stage,
+            param_set=task.param_set,
+            params=task.set_values,
+            seed=task.seed,
+            key=task.key,
+            store=store,
+            project_root=Path(task.project_root),
+        )
+        kwargs.update(task.params)
+        if stage.takes_ctx:
+            kwargs["ctx"] = ctx
+        try:
+            value = stage.fn(**kwargs)
+        except Exception as exc:
+            raise _Failure(
+                TaskError("stage", f"{type(exc).__name__}: {exc}", type(exc).__name__, _user_traceback(exc))
+            ) from exc
+        values = _split_outputs(stage, value)
+        outputs = {name: _save(store, task, name, obj) for name, obj in values.items()}
+        if ctx is not None and stage.options.get("keep_attempts") is not True:
+            _drop_attempt(store, task)
+        return TaskResult(task.node, outputs, time.perf_counter() - started, ctx.extras())
+    except _Failure as failure:
+        extras = ctx.extras() if ctx is not None else {}
+        return TaskResult(task.node, seconds=time.perf_counter() - started, extras=extras, error=failure.error)
+    except Exception as exc:  # a bug in loading or resolving: still never raise
+        error = TaskError("stage", f"{type(exc).__name__}: {exc}", type(exc).__name__, traceback.format_exc())
+        return TaskResult(task.node, seconds=time.perf_counter() - started, error=error)
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+def _load_inputs(task: Task, store: Store) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    for spec in task.inputs:
+        try:
+            value = load_input(store, spec.record, as_path=spec.as_path, stage=task.stage, param_set=task.param_set)
+        except CorruptObjectError as exc:
+            raise _Failure(
+                TaskError("corrupt", str(exc), type(exc).__name__, producer=spec.producer, artifact=spec.name)
+            ) from exc
+        except Exception as exc:
+            message = (
+                f"input {spec.name!r} could not be loaded with cacher {spec.record.cacher!r}: "
+                f"{type(exc).__name__}: {exc}. Fix: check that the cacher can read what it wrote "
+                f"(or rerun the producer with --force)."
+            )
+            raise _Failure(TaskError("cacher", message, type(exc).__name__, _user_traceback(exc))) from exc
+        if spec.label:
+            kwargs.setdefault(spec.name, {})[spec.label] = value
+        else:
+            kwargs[spec.name] = value
+    return kwargs
+
+
+def _split_outputs(stage: Stage, value: Any) -> dict[str, Any]:
+    outputs = stage.outputs
+    if len(outputs) == 1:
+        return {outputs[0]: value}
+    if isinstance(value, Mapping) and set(value) == set(outputs):
+        return {name: value[name] for name in outputs}
+    if isinstance(value, (tuple, list)) and len(value) == len(outputs):
+        return dict(zip(outputs, value))
+    if isinstance(value, Mapping):
+        found = f"a dict with keys {sorted(map(str, value))}"
+    elif isinstance(value, (tuple, list)):
+        found = f"{len(value)} values"
+    else:
+        found = f"one {type(value).__name__}"
+    raise _Failure(
+        TaskError(
+            "outputs",
+            f"declares {len(outputs)} outputs {list(outputs)} but returned {found}. Fix: return a tuple "
+            f"of {len(outputs)} values in that order, or a dict keyed by those names.",
+        )
+    )
+
+
+def _save(store: Store, task: Task, name: str, obj: Any) -> ArtifactRecord:
+    declared = task.cachers.get(name)
+    cacher = get_cacher(declared) if declared else choose_cacher(obj)
+    staged = store.staging_path(cacher.extension)
+    try:
+        cacher.save(obj, staged)
+        digest, size, kind = store.ingest(staged)
+    except Exception as exc:
+        _discard(staged)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            message = (
+                f"output {name!r}: the disk holding {store.root} is full. Nothing partial was kept. "
+                "Fix: free space (experiment cache gc) or pass --cache-dir on a larger disk."
+            )
+        else:
+            hint = "" if declared == "pickle" else f" Fix: declare cachers={{{name!r}: 'pickle'}} or return a supported type."
+            message = (
+                f"output {name!r} ({type(obj).__name__}) could not be stored with cacher {cacher.name!r}: "
+                f"{type(exc).__name__}: {exc}.{hint}"
+            )
+        raise _Failure(TaskError("cacher", message, type(exc).__name__, _user_traceback(exc))) from exc
+    return ArtifactRecord(
+        name=name,
+        hash=artifact_hash(cacher.name, cacher.version, digest),
+        object=digest,
+        cacher=cacher.name,
+        cacher_version=cacher.version,
+        size=size,
+        kind=kind,
+    )
+
+
+def _discard(path: Path) -> None:
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _drop_attempt(store: Store, task: Task) -> None:
+    import shutil
+
+    folder = store.attempts / task.stage / task.key[:16]
+    if folder.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback without the frames of orchestrator itself."""
+    summary = traceback.TracebackException.from_exception(exc)
+    frames = [f for f in summary.stack if not f.filename.startswith(_PACKAGE_DIR)]
+    summary.stack = traceback.StackSummary.from_list(frames)
+    return "".join(summary.format())

@@ -1,0 +1,1 @@
+"""The example experiment: an MLP on scikit-learn's bundled handwritten digits."""
