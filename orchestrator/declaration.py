@@ -313,7 +313,10 @@ def _build(
 
 def _check_return_annotation(fn: Callable[..., Any], name: str, outputs: tuple[str, ...]) -> None:
     """A ``-> tuple[A, B]`` annotation must match the number of declared outputs."""
-    annotation = inspect.signature(fn).return_annotation
+    try:
+        annotation = inspect.get_annotations(fn, eval_str=True).get("return")
+    except Exception:  # an annotation that does not evaluate: nothing to check
+        return
     if getattr(annotation, "__origin__", None) is tuple:
         args = getattr(annotation, "__args__", ())
         if args and args[-1] is not Ellipsis and len(outputs) > 1 and len(args) != len(outputs):

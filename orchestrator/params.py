@@ -255,7 +255,7 @@ def _variants(sets: Any, path: Path) -> list[tuple[str, dict[str, Any]]]:
     return items
 
 
-def _python_sets(path: Path) -> list[tuple[str, dict[str, Any]]]:
+def _python_sets(path: Path) -> list[dict[str, Any]]:
     spec = importlib.util.spec_from_file_location(f"_orchestrator_params_{path.stem}", path)
     if spec is None or spec.loader is None:
         raise ParamsError(f"{path}: cannot be imported.")
@@ -270,11 +270,7 @@ def _python_sets(path: Path) -> list[tuple[str, dict[str, Any]]]:
     sets = get_params()
     if not isinstance(sets, list) or not all(isinstance(s, dict) for s in sets):
         raise ParamsError(f"{path}: get_params() must return a list of dicts, got {type(sets).__name__}.")
-    result = []
-    for index, entry in enumerate(sets):
-        values = dict(entry)
-        result.append((str(values.pop("name", f"{path.stem}[{index}]")), values))
-    return result  # type: ignore[return-value]
+    return [{**entry, "name": str(entry.get("name", f"{path.stem}[{index}]"))} for index, entry in enumerate(sets)]
 
 
 def _str_list(value: Any, key: str, path: Path) -> list[str]:

@@ -140,13 +140,16 @@ def summary(session: Session, result: RunResult, command: str) -> None:
     out.print(table)
     for failure in result.failures:
         error = failure.error
-        out.print(f"[bold red]FAILED[/] {failure.stage} [{escape(failure.param_set)}]: {escape(error.message if error else '')}")
+        out.print(f"[bold red]FAILED[/] {failure.stage} [{escape(failure.param_set)}]: "
+                  f"{escape(error.message if error else '')}", soft_wrap=True)
         if error and error.traceback:
             out.print(Text(error.traceback.rstrip(), style="dim"))
     if result.status == "interrupted":
-        out.print(f"[magenta]Interrupted.[/] Finished stages are stored. Resume with: [bold]{escape(command)}[/]")
+        out.print("[magenta]Interrupted.[/] Finished stages are stored. Resume with:")
+        out.print(f"  [bold]{escape(command)}[/]", soft_wrap=True)
     elif not result.ok:
-        out.print(f"Finished stages are stored. Fix the failure, then resume with: [bold]{escape(command)}[/]")
+        out.print("Finished stages are stored. Fix the failure, then resume with:")
+        out.print(f"  [bold]{escape(command)}[/]", soft_wrap=True)
 
 
 def result_json(result: RunResult) -> dict[str, Any]:

@@ -1,0 +1,145 @@
+"""Every cacher through the same round trip; choice by type; custom cachers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from orchestrator.cachers import Cacher, choose_cacher, get_cacher, register_cacher, registered_cachers
+from orchestrator.errors import UnknownCacherError
+from orchestrator.store import Store
+
+
+def _frame():
+    return pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"], "c": [0.5, 1.5, np.nan]})
+
+
+def _equal(a, b):
+    if isinstance(a, pd.DataFrame):
+        pd.testing.assert_frame_equal(a, b)
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b)
+    elif type(a).__module__.startswith("torch"):
+        import torch
+
+        assert torch.equal(a, b)
+    else:
+        assert a == b
+
+
+CASES = [
+    ("pickle", lambda: {"nested": [1, (2, 3)], "fn": len}),
+    ("json", lambda: {"a": [1, 2.5, "x", None, True]}),
+    ("yaml", lambda: {"a": [1, 2], "b": {"c": "d"}}),
+    ("text", lambda: "héllo\nwörld"),
+    ("bytes", lambda: b"\x00\x01binary"),
+    ("numpy", lambda: np.arange(12, dtype=np.float32).reshape(3, 4)),
+    ("parquet", _frame),
+    ("csv", lambda: pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})),
+    ("torch", lambda: __import__("torch").arange(6).reshape(2, 3)),
+]
+
+
+@pytest.mark.parametrize(("name", "make"), CASES, ids=[c[0] for c in CASES])
+def test_round_trip_through_the_store(tmp_path, name, make):
+    store = Store(tmp_path)
+    cacher = get_cacher(name)
+    value = make()
+    staged = store.staging_path(cacher.extension)
+    cacher.save(value, staged)
+    digest, size, kind = store.ingest(staged)
+    assert size > 0 and kind == cacher.kind
+    from orchestrator.store import ArtifactRecord
+
+    record = ArtifactRecord("x", "h", digest, name, cacher.version, size, kind)
+    _equal(value, cacher.load(store.verified_path(record)))
+
+
+def test_every_builtin_is_covered_by_the_contract_suite():
+    assert {c[0] for c in CASES} | {"file", "dir"} == set(registered_cachers()) - {"counting"}
+
+
+def test_file_and_dir_cachers_ingest_paths(tmp_path):
+    store = Store(tmp_path / "store")
+    source = tmp_path / "out"
+    source.mkdir()
+    (source / "a.txt").write_text("A")
+    (source / "sub").mkdir()
+    (source / "sub" / "b.txt").write_text("B")
+    for name, value in (("file", source / "a.txt"), ("dir", source)):
+        cacher = choose_cacher(value)
+        assert cacher.name == name
+        staged = store.staging_path()
+        cacher.save(value, staged)
+        digest, _, kind = store.ingest(staged)
+        stored = store.object_path(digest)
+        assert kind == name and stored.exists()
+        if name == "dir":
+            assert (stored / "sub" / "b.txt").read_text() == "B"
+            # the same folder again is stored once
+            again = store.staging_path()
+            cacher.save(value, again)
+            assert store.ingest(again)[0] == digest and not again.exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (np.zeros(3), "numpy"),
+        (pd.DataFrame({"a": [1]}), "parquet"),
+        ({"a": 1}, "json"),
+        ({1: "int keys do not survive json"}, "pickle"),
+        ("text", "text"),
+        (b"raw", "bytes"),
+        ((1, 2), "pickle"),
+        (Path(__file__), "file"),
+    ],
+)
+def test_choice_by_type(value, expected):
+    assert choose_cacher(value).name == expected
+
+
+def test_unknown_cacher_suggests():
+    with pytest.raises(UnknownCacherError, match="Did you mean 'numpy'"):
+        get_cacher("nunpy")
+
+
+def test_custom_cacher_registration(tmp_path):
+    class Counting(Cacher):
+        name = "counting"
+        version = "3"
+
+        def save(self, obj, path):
+            path.write_text(str(len(obj)))
+
+        def load(self, path):
+            return int(path.read_text())
+
+    register_cacher(Counting)
+    cacher = get_cacher("counting")
+    target = tmp_path / "x"
+    cacher.save([1, 2, 3], target)
+    assert cacher.load(target) == 3
+    with pytest.raises(TypeError):
+        register_cacher(dict)  # type: ignore[arg-type]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(json_values)
+def test_pickle_round_trips_any_value(tmp_path_factory, value):
+    path = tmp_path_factory.mktemp("p") / "v.pkl"
+    cacher = get_cacher("pickle")
+    cacher.save(value, path)
+    assert cacher.load(path) == value

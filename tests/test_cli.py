@@ -1,0 +1,116 @@
+"""The command line: exit codes, messages, listings, formats."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import EXPERIMENT
+
+
+def test_help_is_fast_and_lists_commands():
+    started = time.perf_counter()
+    proc = subprocess.run([*EXPERIMENT, "--help"], capture_output=True, text=True, check=True)
+    assert time.perf_counter() - started < 5  # generous: the real target lives in benchmarks/
+    for command in ("run", "plan", "params", "dag", "cache"):
+        assert command in proc.stdout
+    loaded = subprocess.run([sys.executable, "-c", "import sys, orchestrator.cli; "
+                             "print(sorted(m for m in ('torch','pandas','numpy','rich') if m in sys.modules))"],
+                            capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "bsae"], "Did you mean 'base'?"),
+        (["run", "base", "--set", "scael=2"], "defines 'scael', which no stage takes. Did you mean 'scale'?"),
+        (["run", "base", "--set", "scale=big"], "must be int"),
+        (["run", "base", "--target", "totl"], "Did you mean 'total'?"),
+        (["run", "base", "--force", "shfit"], "Did you mean 'shift'?"),
+        (["run", "base", "--executor", "lcoal"], "Did you mean 'local'?"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_clear_line(project, args, message):
+    proc = project.experiment(*args, check=2)
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_debug_shows_traceback(project):
+    proc = project.experiment("--debug", "run", "bsae", check=1)
+    assert "Traceback" in proc.stderr
+
+
+def test_definition_error_in_stage_module_names_the_line(project):
+    project.edit("stages/pipeline.py", "from .helpers import OFFSET, double", "from .helpers import OFFSET, double\nraise RuntimeError('oops')")
+    proc = project.experiment("run", "base", check=2)
+    assert "stages/pipeline.py:7" in proc.stderr and "oops" in proc.stderr
+
+
+def test_missing_module_import_is_clear(project):
+    project.edit("stages/pipeline.py", "import os", "import os\nimport notinstalledpkg")
+    proc = project.experiment("run", "base", check=2)
+    assert "imports 'notinstalledpkg', which is not installed" in proc.stderr
+
+
+def test_unwritable_cache_dir_is_clear(project, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = project.experiment("run", "base", "--cache-dir", str(blocker / "cache"), check=1)
+    assert "cannot write the artifact store" in proc.stderr and "--cache-dir" in proc.stderr
+
+
+def test_params_command_prints_resolved_sets(project):
+    out = project.experiment("params", "grid", "--json").stdout
+    assert json.loads(out) == {"grid[scale=1]": {"n": 5, "scale": 1}, "grid[scale=2]": {"n": 5, "scale": 2}}
+
+
+def test_dag_formats(project):
+    text = project.experiment("dag", "base").stdout
+    assert "double_all (stage): numbers -> doubled" in text
+    assert "5 stages x 1 param sets = 5 nodes" in text
+    mermaid = project.experiment("dag", "base", "--format", "mermaid").stdout
+    assert "make_numbers -->|numbers| double_all" in mermaid
+    dot = project.experiment("dag", "base", "--format", "dot").stdout
+    assert '"make_numbers" -> "shift" [label="numbers"];' in dot
+
+
+def test_dry_run_runs_nothing(project):
+    out = project.experiment("run", "base", "--dry-run").stdout
+    assert "RUN" in out and "no cached result" in out
+    assert not project.log.exists()
+
+
+def test_plan_json_and_cache_ls(project):
+    project.run_json("base")
+    plan = json.loads(project.experiment("plan", "base", "--json").stdout)
+    assert {p["action"] for p in plan} == {"CACHED"}
+    listing = json.loads(project.experiment("cache", "ls", "--json").stdout)
+    assert {row["artifact"] for row in listing} == {"numbers", "doubled", "shifted", "total", "summary"}
+    table = project.experiment("cache", "ls").stdout
+    assert "make_numbers" in table and "numbers" in table
+
+
+def test_cache_dir_env_override(project, tmp_path):
+    env_cache = tmp_path / "elsewhere"
+    proc = subprocess.run([*EXPERIMENT, "run", "base"], cwd=project.root, capture_output=True, text=True,
+                          env={**project.env(), "ORCHESTRATOR_CACHE_DIR": str(env_cache)})
+    assert proc.returncode == 0, proc.stderr
+    assert (env_cache / "keys").is_dir() and not (project.root / "cache").exists()
+
+
+def test_project_root_found_from_subfolder_and_not_shadowed(project, tmp_path):
+    sub = project.root / "notebooks"
+    sub.mkdir()
+    # a different `stages` package earlier on PYTHONPATH must not shadow the project's
+    other = tmp_path / "other"
+    (other / "stages").mkdir(parents=True)
+    (other / "stages" / "__init__.py").write_text("raise ImportError('wrong stages package')\n")
+    env = {**project.env(), "PYTHONPATH": str(other)}
+    proc = subprocess.run([*EXPERIMENT, "run", "base"], cwd=sub, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr

@@ -1,0 +1,45 @@
+"""The public API is exactly this list; changing it is a deliberate act."""
+
+import orchestrator
+
+
+def test_public_api_is_pinned():
+    assert orchestrator.__all__ == [
+        "ArtifactNotCached",
+        "Cacher",
+        "DefinitionError",
+        "Executor",
+        "OrchestratorError",
+        "ParamsError",
+        "RunResult",
+        "Stage",
+        "StageContext",
+        "StageFailed",
+        "StoreError",
+        "UsageError",
+        "aggregate",
+        "load",
+        "open_session",
+        "plan",
+        "register_cacher",
+        "register_executor",
+        "run",
+        "stage",
+    ]
+    for name in orchestrator.__all__:
+        assert getattr(orchestrator, name) is not None
+
+
+def test_example_project_imports_only_the_public_api():
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    for path in [*root.glob("stages/*.py"), *root.glob("external/*.py")]:
+        for match in re.finditer(r"from orchestrator(\.[\w.]+)? import ([\w, ]+)", path.read_text()):
+            module, names = match.groups()
+            if module == ".external":
+                continue
+            assert module is None, f"{path.name} imports from orchestrator{module}"
+            for name in names.split(","):
+                assert name.strip() in orchestrator.__all__, f"{path.name} imports {name.strip()}"

@@ -1,0 +1,236 @@
+"""End-to-end behaviour of `experiment run` on a small real project."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+from conftest import EXPERIMENT, statuses
+
+
+def test_first_run_runs_everything_second_run_nothing(project):
+    first = project.run_json("base")
+    assert first["status"] == "succeeded"
+    assert sorted(project.ran()) == ["double_all", "make_numbers", "shift", "summary", "total"]
+    second = project.run_json("base")
+    assert project.ran() == []
+    assert set(statuses(second).values()) == {"cached"}
+    assert [n["outputs"] for n in first["nodes"]] == [n["outputs"] for n in second["nodes"]]
+
+
+def test_param_change_reruns_only_stages_taking_it(project):
+    project.run_json("base")
+    project.ran()
+    result = project.run_json("base", "--set", "scale=3")
+    assert sorted(project.ran()) == ["double_all", "summary", "total"]
+    assert statuses(result)[("make_numbers", "base")] == "cached"
+    assert statuses(result)[("shift", "base")] == "cached"
+
+
+def test_cached_results_are_shared_across_param_files(project):
+    project.run_json("base")
+    project.ran()
+    result = project.run_json("grid")
+    # grid[scale=1] has the same params as base: only scale=2's double_all/total and the summary run
+    assert sorted(project.ran()) == ["double_all", "summary", "total"]
+    assert statuses(result)[("double_all", "grid[scale=1]")] == "cached"
+
+
+def test_aggregate_receives_every_param_set(project):
+    from orchestrator import load
+
+    project.run_json("grid")
+    os.chdir(project.root)
+    summary = load("summary", params="grid")
+    assert summary == {"grid[scale=1]": 2 * 10 + 60, "grid[scale=2]": 4 * 10 + 60}
+
+
+def test_early_cutoff_spares_downstream_of_identical_outputs(project):
+    project.run_json("base")
+    project.ran()
+    project.edit("stages/helpers.py", "return 2 * x", "return x + x")
+    result = project.run_json("base")
+    assert project.ran() == ["double_all"]
+    assert statuses(result)[("total", "base")] == "cached"
+
+
+def test_force_reruns_stage_and_cutoff_keeps_downstream(project):
+    project.run_json("base")
+    project.ran()
+    result = project.run_json("base", "--force", "shift")
+    assert project.ran() == ["shift"]
+    assert statuses(result)[("shift", "base")] == "ran"
+    assert statuses(result)[("total", "base")] == "cached"
+
+
+def test_target_runs_only_what_it_needs(project):
+    result = project.run_json("base", "--target", "shifted")
+    assert sorted(project.ran()) == ["make_numbers", "shift"]
+    assert set(statuses(result)) == {("make_numbers", "base"), ("shift", "base")}
+
+
+def test_failed_stage_exits_1_names_it_and_resume_skips_finished_work(project):
+    project.edit("stages/pipeline.py", 'mark("total")', 'mark("total")\n    raise ValueError("bad total")')
+    proc = project.experiment("run", "base", check=1)
+    assert "FAILED" in proc.stdout and "total" in proc.stdout and "bad total" in proc.stdout
+    assert "experiment run base" in proc.stdout  # how to resume
+    assert 'raise ValueError("bad total")' in proc.stdout  # the user's traceback
+    assert "orchestrator/worker.py" not in proc.stdout  # without the tool's own frames
+    project.ran()
+    project.edit("stages/pipeline.py", '\n    raise ValueError("bad total")', "")
+    project.run_json("base")
+    assert sorted(project.ran()) == ["summary", "total"]
+
+
+def test_stop_at_first_failure_or_keep_going(make_project):
+    files = {
+        "stages/__init__.py": "",
+        "stages/two.py": '''
+            from orchestrator import stage
+
+            @stage(outputs=["a"])
+            def broken():
+                raise RuntimeError("boom")
+
+            @stage(inputs=["a"], outputs=["b"])
+            def after(a):
+                return a
+
+            @stage(outputs=["c"])
+            def independent():
+                return 1
+        ''',
+        "params/p.yaml": "params: {}\n",
+    }
+    proj = make_project(files)
+    stopped = proj.run_json("p", check=1)
+    assert statuses(stopped)[("broken", "p")] == "failed"
+    assert statuses(stopped)[("after", "p")] == "skipped"
+    going = proj.run_json("p", "--keep-going", check=1)
+    assert statuses(going)[("independent", "p")] in ("ran", "cached")
+    assert statuses(going)[("after", "p")] == "skipped"
+
+
+def test_wrong_number_of_outputs_fails_with_clear_message(make_project):
+    proj = make_project({
+        "stages/__init__.py": "",
+        "stages/s.py": '''
+            from orchestrator import stage
+
+            @stage(outputs=["train", "test"])
+            def split():
+                return [1, 2, 3]
+        ''',
+        "params/p.yaml": "params: {}\n",
+    })
+    summary = proj.run_json("p", check=1)
+    error = summary["nodes"][0]["error"]
+    assert "declares 2 outputs ['train', 'test'] but returned 3 values" in error["message"]
+
+
+def test_path_annotated_input_receives_the_stored_file(make_project):
+    proj = make_project({
+        "stages/__init__.py": "",
+        "stages/files.py": '''
+            from pathlib import Path
+            from orchestrator import stage
+
+            @stage(outputs=["report"])
+            def write_report(ctx):
+                path = ctx.scratch_dir / "report.txt"
+                path.write_text("hello")
+                return path
+
+            @stage(inputs=["report"], outputs=["length"])
+            def measure(report: Path):
+                assert isinstance(report, Path) and "objects" in report.parts
+                return len(report.read_text())
+        ''',
+        "params/p.yaml": "params: {}\n",
+    })
+    summary = proj.run_json("p")
+    assert summary["status"] == "succeeded"
+    from orchestrator import load
+
+    os.chdir(proj.root)
+    assert load("length", params="p") == 5
+
+
+def test_killed_run_resumes_after_finished_stages(make_project):
+    proj = make_project({
+        "stages/__init__.py": "",
+        "stages/slow.py": '''
+            import os, time
+            from orchestrator import stage
+
+            def mark(name):
+                with open(os.environ["RUNS_LOG"], "a") as handle:
+                    handle.write(name + "\\n")
+
+            @stage(outputs=["a"])
+            def first():
+                mark("first")
+                return 1
+
+            @stage(inputs=["a"], outputs=["b"])
+            def second(a):
+                mark("second")
+                return a + 1
+
+            @stage(inputs=["b"], outputs=["c"])
+            def third(b):
+                mark("third-start")
+                time.sleep(60)
+                return b + 1
+        ''',
+        "params/p.yaml": "params: {}\n",
+    })
+    proc = subprocess.Popen([*EXPERIMENT, "run", "p"], cwd=proj.root, env=proj.env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (proj.log.exists() and "third-start" in proj.log.read_text()):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proj.ran() == ["first", "second", "third-start"]
+    proj.edit("stages/slow.py", "time.sleep(60)", "time.sleep(0)")
+    summary = proj.run_json("p")
+    assert proj.ran() == ["third-start"]
+    assert statuses(summary) == {("first", "p"): "cached", ("second", "p"): "cached", ("third", "p"): "ran"}
+
+
+def test_corrupted_object_is_detected_and_recomputed(project):
+    first = project.run_json("base")
+    project.ran()
+    numbers = next(n for n in first["nodes"] if n["stage"] == "make_numbers")
+    from orchestrator.store import Store
+
+    store = Store(project.root / "cache")
+    record = store.get_record(numbers["key"])
+    path = store.object_path(record.outputs["numbers"].object)
+    os.chmod(path, 0o644)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    proc = project.experiment("run", "base", "--set", "scale=5", "--json")
+    assert "corrupt" in proc.stderr
+    assert "make_numbers" in project.ran()
+    import json
+
+    assert json.loads(proc.stdout)["status"] == "succeeded"
+
+
+def test_missing_object_is_recomputed(project):
+    first = project.run_json("base")
+    project.ran()
+    from orchestrator.store import Store
+
+    store = Store(project.root / "cache")
+    total = next(n for n in first["nodes"] if n["stage"] == "total")
+    store.discard_object(store.get_record(total["key"]).outputs["total"].object)
+    plan = project.experiment("plan", "base").stdout
+    assert "cached object of total is missing" in plan
+    project.run_json("base")
+    assert project.ran() == ["total"]
