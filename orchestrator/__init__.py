@@ -28,6 +28,7 @@ _EXPORTS = {
     "StoreError": "errors",
     "UsageError": "errors",
     "aggregate": "declaration",
+    "files": "filesets",
     "load": "api",
     "open_session": "api",
     "plan": "api",
@@ -69,3 +70,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .executors import Executor, register_executor
     from .runner import RunResult
     from .declaration import Stage, aggregate, stage
+    from .filesets import files

@@ -18,6 +18,7 @@ from typing import Any
 from .dag import ALL, Dag, build_dag
 from .errors import ArtifactNotCached, UsageError, did_you_mean
 from .executors import get_executor
+from .filesets import source_digest
 from .fingerprint import CodeFingerprint, Fingerprinter
 from .params import Experiment, load_experiment
 from .planner import Action, Plan, make_plan
@@ -58,8 +59,12 @@ class Session:
         keep_going: bool = False,
         observer: RunObserver | None = None,
         run_id: str | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> RunResult:
-        """Run what is missing or stale; see :func:`orchestrator.runner.execute_dag`."""
+        """Run what is missing or stale; see :func:`orchestrator.runner.execute_dag`.
+
+        ``options`` are run-wide settings passed to every task (``workers``, ``shard``...).
+        """
         self._check_forced(force)
         with get_executor(executor, **dict(executor_options or {})) as engine:
             return execute_dag(
@@ -72,6 +77,7 @@ class Session:
                 observer=observer,
                 run_id=run_id,
                 project_root=str(self.project.root),
+                options=options,
             )
 
     def _check_forced(self, force: Sequence[str]) -> None:
@@ -107,11 +113,15 @@ def open_session(
         )
     fingerprinter = Fingerprinter(project.root)
     fingerprints = {
-        name: fingerprinter.stage(stage.fn, version=stage.version, scripts=stage.scripts)
+        name: fingerprinter.stage(stage.fn, version=stage.version, scripts=stage.scripts,
+                                  extra=tuple(stage.hooks.values()))
         for name, stage in stages.items()
     }
-    dag = build_dag(stages, experiment.sets, fingerprints, list(targets or experiment.targets or ()) or None)
-    return Session(project, experiment, stages, fingerprints, dag, Store(project.cache_dir(cache_dir)))
+    store = Store(project.cache_dir(cache_dir))
+    sources = {name: source_digest(project.root, str(s.options["glob"]), store)
+               for name, s in stages.items() if s.options.get("glob")}
+    dag = build_dag(stages, experiment.sets, fingerprints, list(targets or experiment.targets or ()) or None, sources)
+    return Session(project, experiment, stages, fingerprints, dag, store)
 
 
 def plan(names: Names, *, overrides: Overrides = (), targets: Sequence[str] | None = None,

@@ -79,8 +79,12 @@ def build_dag(
     sets: Sequence[ParamSet],
     fingerprints: Mapping[str, CodeFingerprint],
     targets: Sequence[str] | None = None,
+    sources: Mapping[str, str] | None = None,
 ) -> Dag:
     """Wire ``stages`` by artifact name and instantiate the ones ``targets`` need per set.
+
+    ``sources`` maps stages that read files outside the store (``files()``) to the digest
+    of what they read; it becomes part of their key.
 
     Raises:
         WiringError: missing/duplicate producer, cycle, unknown target, aggregate misuse.
@@ -119,6 +123,8 @@ def build_dag(
             params = _bind(stage, param_set)
             refs = tuple(InputRef(a, node_id(producers[a], param_set.name)) for a in stage.inputs)
             nid = node_id(name, param_set.name)
+            if sources and name in sources:
+                params = {**params, "files": sources[name]}
             nodes[nid] = _node(nid, stage, param_set.name, params, param_set.values, refs, fingerprints[name])
     for name in (s for s in order if s in needed and stages[s].aggregate):
         stage = stages[name]
@@ -262,7 +268,7 @@ def _check_type(stage: Stage, param: Param, value: Any, param_set: str) -> None:
 
 def _bind(stage: Stage, param_set: ParamSet) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for param in stage.params:
+    for param in stage.all_params:
         if param.name in param_set.values:
             value = param_set.values[param.name]
             _check_type(stage, param, value, param_set.name)
@@ -281,7 +287,7 @@ def _bind(stage: Stage, param_set: ParamSet) -> dict[str, Any]:
 
 def _bind_aggregate(stage: Stage, sets: Sequence[ParamSet]) -> dict[str, Any]:
     bound = [_bind(stage, s) for s in sets]
-    for param in stage.params:
+    for param in stage.all_params:
         distinct = {repr(b[param.name]) for b in bound}
         if len(distinct) > 1:
             raise DefinitionError(
@@ -296,7 +302,7 @@ def _check_unknown_keys(
 ) -> None:
     if any("params" in fp.ctx_uses for fp in fingerprints.values()):
         return  # some stage reads ctx.params: any key may be meant for it
-    known = set(RESERVED_PARAMS) | {p.name for s in stages.values() for p in s.params}
+    known = set(RESERVED_PARAMS) | {p.name for s in stages.values() for p in s.all_params}
     for param_set in sets:
         for key in param_set.values:
             if key not in known:

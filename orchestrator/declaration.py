@@ -103,7 +103,21 @@ class Stage:
     @property
     def param_names(self) -> tuple[str, ...]:
         """Names of the params the stage takes."""
-        return tuple(p.name for p in self.params)
+        return tuple(p.name for p in self.all_params)
+
+    @property
+    def all_params(self) -> tuple[Param, ...]:
+        """The stage's params plus those of its setup function (map stages)."""
+        setup = self.hooks.get("setup")
+        if setup is None:
+            return self.params
+        own = {p.name for p in self.params}
+        extra = [
+            Param(name, parameter.default, parameter.annotation)
+            for name, parameter in inspect.signature(setup).parameters.items()
+            if name != CTX and name not in own and name not in self.inputs
+        ]
+        return (*self.params, *extra)
 
     def setup(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Attach a once-per-worker setup function to a map stage; its result is ``ctx.worker``."""
@@ -272,7 +286,8 @@ def _build(
         if pname == CTX:
             takes_ctx = True
         elif pname in ins:
-            if parameter.annotation in (Path, "Path", "pathlib.Path"):
+            # on a mapped input the annotation describes one item, not the artifact
+            if parameter.annotation in (Path, "Path", "pathlib.Path") and pname != map_over:
                 path_inputs.add(pname)
         else:
             params.append(Param(pname, parameter.default, parameter.annotation))
@@ -288,6 +303,13 @@ def _build(
             f"stage {stage_name!r}: map_over={map_over!r} is not one of its inputs {list(ins)}."
             f"{did_you_mean(map_over, ins)} Fix: map_over must name an input artifact."
         )
+    if map_over is not None and len(outs) != 1:
+        raise DefinitionError(
+            f"map stage {stage_name!r} declares {len(outs)} outputs; a map produces one sequence of "
+            "per-item results. Fix: declare one output (return a dict per item for several fields)."
+        )
+    if options.get("on_item_error", "fail") not in ("fail", "skip"):
+        raise DefinitionError(f"stage {stage_name!r}: on_item_error must be 'fail' or 'skip'.")
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise DefinitionError(f"stage {stage_name!r}: batch_size must be a positive int.")
     _check_return_annotation(fn, stage_name, outs)

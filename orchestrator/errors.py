@@ -9,12 +9,14 @@ what was found, and end with the fix. Only the CLI turns them into exit codes
     ├── UsageError              exit 2: the command or project is wrong before anything runs
     │   ├── ProjectError          no project root, a stage module that does not import
     │   ├── ParamsError           param files, --set overrides, unknown or mistyped params
-    │   └── DefinitionError       stage declarations and the DAG built from them
-    │       ├── WiringError         missing producer, two producers, cycle, unknown target
-    │       └── UnknownCacherError  a cacher name that is not registered
+    │   ├── DefinitionError       stage declarations and the DAG built from them
+    │   │   ├── WiringError         missing producer, two producers, cycle, unknown target
+    │   │   └── UnknownCacherError  a cacher name that is not registered
+    │   └── RecordNotFound        a run id, stage or artifact that the run records do not hold
     ├── StageFailed             exit 1: a stage raised, returned the wrong outputs, or its cacher failed
     ├── StoreError              exit 1: the artifact store could not be read or written
     │   └── CorruptObjectError    a stored object no longer matches its content hash
+    ├── RecordsError            exit 1: the run records database (runs.db) is damaged, busy or too new
     ├── ArtifactNotCached       exit 1: load() asked for an artifact that no run has produced yet
     └── RunInterrupted          exit 130: Ctrl-C; finished stages are kept
 """
@@ -31,6 +33,8 @@ __all__ = [
     "OrchestratorError",
     "ParamsError",
     "ProjectError",
+    "RecordNotFound",
+    "RecordsError",
     "RunInterrupted",
     "StageFailed",
     "StoreError",
@@ -73,6 +77,10 @@ class UnknownCacherError(DefinitionError):
     """A cacher name is not registered."""
 
 
+class RecordNotFound(UsageError):
+    """A run id (or prefix), stage, param set or artifact that the run records do not hold."""
+
+
 class StageFailed(OrchestratorError):
     """A stage raised, returned outputs that do not match its declaration, or could not be stored.
 
@@ -105,6 +113,10 @@ class StoreError(OrchestratorError):
 
 class CorruptObjectError(StoreError):
     """A stored object does not match its content hash (torn write, bit flip, manual edit)."""
+
+
+class RecordsError(OrchestratorError):
+    """The run records database could not be read or written (damaged, locked, or from a newer version)."""
 
 
 class ArtifactNotCached(OrchestratorError):

@@ -93,8 +93,10 @@ class Fingerprinter:
         self._module_trees: dict[str, ast.Module | None] = {}
 
     # -- public ------------------------------------------------------------------------
-    def stage(self, fn: Any, *, version: str | None = None, scripts: tuple[str, ...] = ()) -> CodeFingerprint:
-        """Fingerprint a stage function with everything project-local it reaches."""
+    def stage(
+        self, fn: Any, *, version: str | None = None, scripts: tuple[str, ...] = (), extra: tuple[Any, ...] = ()
+    ) -> CodeFingerprint:
+        """Fingerprint a stage function (and ``extra`` functions such as its setup) with what they reach."""
         fn = inspect.unwrap(fn)
         parts: dict[str, str] = {}
         ctx_uses: set[str] = set()
@@ -104,6 +106,8 @@ class Fingerprinter:
             ctx_uses, literals = _ctx_usage(tree)
             found_scripts += [s for s in literals if s not in found_scripts]
         self._walk(fn, parts)
+        for other in extra:
+            self._walk(other, parts)
         for script in found_scripts:
             self._walk_script(self.root / script, parts)
         if version is not None:

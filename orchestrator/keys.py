@@ -17,7 +17,7 @@ from .dag import Node
 from .fingerprint import CodeFingerprint
 from .hashing import SCHEME, hash_struct
 
-__all__ = ["KeyParts", "changes", "code_label", "input_label", "key_parts"]
+__all__ = ["KeyParts", "changes", "code_label", "input_label", "key_parts", "map_key"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,25 @@ class KeyParts:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy (stored in key records and refs)."""
         return asdict(self)
+
+
+def map_key(parts: KeyParts, mapped: str) -> str:
+    """The key of a map stage's items: its key without the mapped input.
+
+    Items are cached under (map key, item content hash), so adding items to the mapped
+    input, or reordering it, leaves every existing item's result reusable.
+    """
+    return hash_struct(
+        [
+            "MapKey",
+            SCHEME,
+            parts.stage,
+            sorted(parts.code.items()),
+            dict(parts.params),
+            sorted((k, v) for k, v in parts.inputs.items() if k != mapped),
+            sorted(parts.cachers.items()),
+        ]
+    )
 
 
 def input_label(artifact: str, label: str) -> str:

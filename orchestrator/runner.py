@@ -21,14 +21,14 @@ from typing import Any
 from .dag import Dag, Node
 from .executors import Executor
 from .fingerprint import CodeFingerprint
-from .keys import input_label
+from .keys import input_label, map_key
 from .planner import Action, Decision, decide
 from .store import ArtifactRecord, KeyRecord, Store
 from .task import InputSpec, Task, TaskError, TaskResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NodeOutcome", "RunObserver", "RunResult", "Status", "execute_dag", "new_run_id"]
+__all__ = ["NodeOutcome", "Observers", "RunObserver", "RunResult", "Status", "execute_dag", "new_run_id"]
 
 MAX_CORRUPTION_RETRIES = 2
 
@@ -41,6 +41,7 @@ class Status(str, Enum):
     FAILED = "failed"  # raised, returned bad outputs, or could not store them
     SKIPPED = "skipped"  # not run: an upstream node failed or the run stopped first
     INTERRUPTED = "interrupted"  # was running when the run was interrupted
+    SHARDED = "sharded"  # a --shard run stored its share of a map's items; a full run assembles them
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class NodeOutcome:
     outputs: Mapping[str, ArtifactRecord] = field(default_factory=dict)
     error: TaskError | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
+    log_path: str = ""
+    peak_rss: int = 0
 
 
 @dataclass(frozen=True)
@@ -116,8 +119,38 @@ class RunObserver:
     def node_finished(self, outcome: NodeOutcome) -> None:
         """A node ended (ran, cached, failed, skipped or interrupted)."""
 
+    def map_progress(self, node_id: str, progress: Any) -> None:
+        """A map stage advanced (``progress`` is a :class:`~orchestrator.mapper.MapProgress`)."""
+
     def run_finished(self, result: RunResult) -> None:
         """The run ended."""
+
+
+class Observers(RunObserver):
+    """Forwards every event to several observers, in order."""
+
+    def __init__(self, *observers: RunObserver) -> None:
+        self.observers = [o for o in observers if o is not None]
+
+    def run_started(self, run_id: str, dag: Dag) -> None:
+        for observer in self.observers:
+            observer.run_started(run_id, dag)
+
+    def node_started(self, node: Node, decision: Decision) -> None:
+        for observer in self.observers:
+            observer.node_started(node, decision)
+
+    def node_finished(self, outcome: NodeOutcome) -> None:
+        for observer in self.observers:
+            observer.node_finished(outcome)
+
+    def map_progress(self, node_id: str, progress: Any) -> None:
+        for observer in self.observers:
+            observer.map_progress(node_id, progress)
+
+    def run_finished(self, result: RunResult) -> None:
+        for observer in self.observers:
+            observer.run_finished(result)
 
 
 def new_run_id() -> str:
@@ -137,12 +170,15 @@ class _Driver:
         keep_going: bool,
         observer: RunObserver,
         project_root: str,
+        run_id: str,
     ) -> None:
+        self.run_id = run_id
         self.dag = dag
         self.fingerprints = fingerprints
         self.store = store
         self.executor = executor
         self.forced = set(forced)
+        self.options: Mapping[str, Any] = {}
         self.keep_going = keep_going
         self.observer = observer
         self.project_root = project_root
@@ -208,6 +244,9 @@ class _Driver:
             cachers=dict(node.stage.cachers),
             store=self.store.url,
             project_root=self.project_root,
+            log_path=str(self.store.log_path(self.run_id, node.id)),
+            options=self.options,
+            map_key=map_key(decision.parts, node.stage.map_over) if node.stage.map_over and decision.parts else "",
         )
 
     def _finish(self, nid: str, decision: Decision, future: Future[TaskResult]) -> None:
@@ -218,9 +257,17 @@ class _Driver:
             result = TaskResult(nid, error=TaskError("worker", f"the worker running it died: {exc}", type(exc).__name__))
         if result.error is not None and result.error.kind == "corrupt" and self._recover(nid, result.error):
             return
+        if result.error is not None and result.error.kind == "sharded":
+            outcome = NodeOutcome(nid, node.stage.name, node.param_set, Status.SHARDED, decision.key,
+                                  result.seconds, (result.error.message,), extras=result.extras,
+                                  log_path=self._log(nid), peak_rss=result.peak_rss)
+            self.outcomes[nid] = outcome
+            self.observer.node_finished(outcome)
+            return
         if result.error is not None:
             outcome = NodeOutcome(nid, node.stage.name, node.param_set, Status.FAILED, decision.key,
-                                  result.seconds, decision.reasons, error=result.error, extras=result.extras)
+                                  result.seconds, decision.reasons, error=result.error, extras=result.extras,
+                                  log_path=self._log(nid), peak_rss=result.peak_rss)
             self.outcomes[nid] = outcome
             self.observer.node_finished(outcome)
             if not self.keep_going:
@@ -233,7 +280,12 @@ class _Driver:
         self.store.put_record(record)
         self.store.put_ref(node.stage.name, node.param_set, parts)
         self._done(NodeOutcome(nid, node.stage.name, node.param_set, Status.RAN, decision.key,
-                               result.seconds, decision.reasons, record.outputs, extras=record.extras))
+                               result.seconds, decision.reasons, record.outputs, extras=record.extras,
+                               log_path=self._log(nid), peak_rss=result.peak_rss))
+
+    def _log(self, nid: str) -> str:
+        path = self.store.log_path(self.run_id, nid)
+        return str(path) if path.exists() else ""
 
     def _recover(self, nid: str, error: TaskError) -> bool:
         """An input object failed verification: forget it, recompute its producer, retry ``nid``."""
@@ -270,7 +322,8 @@ class _Driver:
             pending.append(self.submitting)
         for nid, decision in pending:
             node = self.dag.nodes[nid]
-            outcome = NodeOutcome(nid, node.stage.name, node.param_set, Status.INTERRUPTED, decision.key)
+            outcome = NodeOutcome(nid, node.stage.name, node.param_set, Status.INTERRUPTED, decision.key,
+                                  log_path=self._log(nid))
             self.outcomes[nid] = outcome
             self.observer.node_finished(outcome)
         self.running.clear()
@@ -278,9 +331,13 @@ class _Driver:
     def skip_rest(self) -> None:
         for nid, node in self.dag.nodes.items():
             if nid not in self.outcomes:
-                failed = [u for u in self.dag.upstream(nid) if self.outcomes.get(u) and
-                          self.outcomes[u].status in (Status.FAILED, Status.SKIPPED, Status.INTERRUPTED)]
-                reason = f"upstream {self.dag.nodes[failed[0]].stage.name} did not finish" if failed else "run stopped"
+                failed = [u for u in self.dag.upstream(nid) if self.outcomes.get(u) and self.outcomes[u].status in
+                          (Status.FAILED, Status.SKIPPED, Status.INTERRUPTED, Status.SHARDED)]
+                reason = "run stopped"
+                if failed:
+                    upstream = self.outcomes[failed[0]]
+                    reason = (f"needs every shard of {upstream.stage}" if upstream.status is Status.SHARDED
+                              else f"upstream {upstream.stage} did not finish")
                 outcome = NodeOutcome(nid, node.stage.name, node.param_set, Status.SKIPPED, reasons=(reason,))
                 self.outcomes[nid] = outcome
                 self.observer.node_finished(outcome)
@@ -297,6 +354,7 @@ def execute_dag(
     observer: RunObserver | None = None,
     run_id: str | None = None,
     project_root: str = "",
+    options: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Run every node of ``dag`` that is not cached; stop at the first failure unless ``keep_going``.
 
@@ -309,7 +367,9 @@ def execute_dag(
     store.clean_tmp()
     started = time.perf_counter()
     driver = _Driver(dag, fingerprints, store, executor, forced=forced, keep_going=keep_going,
-                     observer=observer, project_root=project_root)
+                     observer=observer, project_root=project_root, run_id=run_id)
+    driver.options = dict(options or {})
+    executor.progress = observer.map_progress
     observer.run_started(run_id, dag)
     status = "succeeded"
     try:

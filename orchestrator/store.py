@@ -169,6 +169,11 @@ class Store:
             )
         return path
 
+    def object_is_intact(self, object_hash: str) -> bool:
+        """True when the (file) object exists and still matches its hash."""
+        path = self.object_path(object_hash)
+        return path.is_file() and hash_file(path) == object_hash
+
     def discard_object(self, object_hash: str) -> None:
         """Delete an object (a corrupt one, or garbage)."""
         path = self.object_path(object_hash)
@@ -229,6 +234,11 @@ class Store:
         self._write_atomic(self._ref_path(stage, param_set), json.dumps(parts, sort_keys=True, default=str))
 
     # -- working folders -----------------------------------------------------------------
+    def log_path(self, run_id: str, node_id: str) -> Path:
+        """Where a node's captured output goes for a run (``runs/<run>/logs/<node>.log``)."""
+        safe = "".join(c if c.isalnum() or c in "-_.@[],=" else "_" for c in node_id)
+        return self.root / "runs" / run_id / "logs" / f"{safe}.log"
+
     def attempt_dir(self, stage: str, key: str) -> Path:
         """A persistent working folder for (stage, key), kept across failed attempts."""
         path = self.attempts / stage / key[:16]
@@ -251,6 +261,10 @@ class Store:
                     _remove(entry)
             except OSError:
                 continue
+
+    def write_json(self, path: Path, text: str) -> None:
+        """Publish a small JSON record at ``path`` (inside the store) atomically."""
+        self._write_atomic(path, text)
 
     def _write_atomic(self, path: Path, text: str) -> None:
         self.prepare()

@@ -29,7 +29,11 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class Task:
-    """A stage execution to perform."""
+    """A stage execution to perform.
+
+    ``log_path`` (when set) receives everything the stage prints or logs; ``options``
+    carries run-wide settings for extensions (``workers``, ``shard``, ``devices``...).
+    """
 
     node: str
     stage: str
@@ -43,7 +47,9 @@ class Task:
     cachers: Mapping[str, str]
     store: str
     project_root: str
+    log_path: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
+    map_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -52,8 +58,10 @@ class TaskError:
 
     ``kind`` is ``"stage"`` (the stage raised), ``"outputs"`` (it returned something that
     does not match its declared outputs), ``"cacher"`` (an output could not be stored),
-    ``"corrupt"`` (an input object failed verification; ``producer`` names its node) or
-    ``"worker"`` (the worker process died).
+    ``"corrupt"`` (an input object failed verification; ``producer`` names its node),
+    ``"items"`` (items of a map stage failed), ``"sharded"`` (a ``--shard`` run stored its
+    share of a map's items; the whole output needs every shard) or ``"worker"`` (the
+    worker process died).
     """
 
     kind: str
@@ -66,10 +74,11 @@ class TaskError:
 
 @dataclass(frozen=True)
 class TaskResult:
-    """The outcome of a task."""
+    """The outcome of a task; ``peak_rss`` is the worker process's peak resident memory in bytes."""
 
     node: str
     outputs: Mapping[str, ArtifactRecord] = field(default_factory=dict)
     seconds: float = 0.0
     extras: Mapping[str, Any] = field(default_factory=dict)
     error: TaskError | None = None
+    peak_rss: int = 0

@@ -14,13 +14,15 @@ import logging
 import sys
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from .cachers import choose_cacher, get_cacher
+from .capture import capture, peak_rss
 from .context import StageContext
-from .errors import CorruptObjectError
+from .errors import CorruptObjectError, DefinitionError
 from .declaration import Stage
 from .store import ArtifactRecord, Store, artifact_hash
 from .task import Task, TaskError, TaskResult
@@ -57,8 +59,17 @@ def load_input(store: Store, record: ArtifactRecord, *, as_path: bool, stage: st
     return get_cacher(record.cacher).load(path)
 
 
-def execute(task: Task) -> TaskResult:
-    """Execute ``task``; failures come back as ``TaskResult.error``."""
+def execute(task: Task, progress: Callable[[str, Any], None] | None = None) -> TaskResult:
+    """Execute ``task``; failures come back as ``TaskResult.error``.
+
+    ``progress`` receives map-stage progress (``(node_id, MapProgress)``) when given.
+    """
+    with capture(task.log_path):
+        result = _execute(task, progress)
+    return replace(result, peak_rss=peak_rss())
+
+
+def _execute(task: Task, progress: Callable[[str, Any], None] | None) -> TaskResult:
     started = time.perf_counter()
     store = Store(Path(task.store))
     ctx: StageContext | None = None
@@ -74,15 +85,13 @@ def execute(task: Task) -> TaskResult:
             store=store,
             project_root=Path(task.project_root),
         )
-        kwargs.update(task.params)
-        if stage.takes_ctx:
-            kwargs["ctx"] = ctx
-        try:
-            value = stage.fn(**kwargs)
-        except Exception as exc:
-            raise _Failure(
-                TaskError("stage", f"{type(exc).__name__}: {exc}", type(exc).__name__, _user_traceback(exc))
-            ) from exc
+        if stage.map_over:
+            value = _run_map(task, stage, kwargs, store, ctx, progress)
+        else:
+            kwargs.update({p.name: task.params[p.name] for p in stage.params})
+            if stage.takes_ctx:
+                kwargs["ctx"] = ctx
+            value = _call(stage, kwargs)
         values = _split_outputs(stage, value)
         outputs = {name: _save(store, task, name, obj) for name, obj in values.items()}
         if ctx is not None and stage.options.get("keep_attempts") is not True:
@@ -97,6 +106,28 @@ def execute(task: Task) -> TaskResult:
     finally:
         if ctx is not None:
             ctx.close()
+
+
+def _call(stage: Stage, kwargs: dict[str, Any]) -> Any:
+    try:
+        return stage.fn(**kwargs)
+    except Exception as exc:
+        raise _Failure(
+            TaskError("stage", f"{type(exc).__name__}: {exc}", type(exc).__name__, _user_traceback(exc))
+        ) from exc
+
+
+def _run_map(task: Task, stage: Stage, kwargs: dict[str, Any], store: Store, ctx: StageContext,
+             progress: Callable[[str, Any], None] | None) -> Any:
+    from .mapper import MapFailed, run_map
+
+    mapped = kwargs.pop(stage.map_over or "")
+    try:
+        return run_map(task, stage, mapped, kwargs, store, ctx, progress)
+    except MapFailed as failed:
+        raise _Failure(failed.error) from failed
+    except DefinitionError as exc:
+        raise _Failure(TaskError("stage", str(exc), type(exc).__name__)) from exc
 
 
 def _load_inputs(task: Task, store: Store) -> dict[str, Any]:

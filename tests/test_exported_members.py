@@ -18,6 +18,7 @@ def test_public_api_is_pinned():
         "StoreError",
         "UsageError",
         "aggregate",
+        "files",
         "load",
         "open_session",
         "plan",

@@ -71,16 +71,57 @@ def main(debug: bool, verbose: int) -> None:
         root.addHandler(LogHandler())
 
 
+class ShardType(click.ParamType):
+    """``I/N``: this process's share of every map stage's items."""
+
+    name = "I/N"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        index, sep, count = str(value).partition("/")
+        if not sep or not index.isdigit() or not count.isdigit():
+            self.fail(f"{value!r} is not I/N (e.g. --shard 1/4)", param, ctx)
+        i, n = int(index), int(count)
+        if n < 1 or not 1 <= i <= n:
+            self.fail(f"{value!r}: I must be between 1 and N (got {i} of {n}). Fix: --shard 1/{max(n, 1)} ... "
+                      f"--shard {max(n, 1)}/{max(n, 1)}", param, ctx)
+        return i, n
+
+
+def _run_options(workers: int | None, shard: tuple[int, int] | None, max_item_failures: int | None,
+                 devices: str | None) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if workers is not None:
+        options["workers"] = workers
+    if shard is not None:
+        options["shard"] = shard
+    if max_item_failures is not None:
+        options["max_item_failures"] = max_item_failures
+    if devices:
+        options["devices"] = [d.strip() for d in devices.split(",") if d.strip()]
+    return options
+
+
 @main.command(context_settings=CONTEXT)
 @_common
 @click.option("--force", multiple=True, metavar="STAGE", help="Rerun this stage even if cached (repeatable).")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Processes per map stage (default: number of cores; 0 runs items in-process).")
+@click.option("--shard", type=ShardType(), default=None,
+              help="Compute only share I of N of every map stage's items (stops before stages needing all).")
+@click.option("--max-item-failures", type=click.IntRange(min=0), default=None,
+              help="Accept up to N failed items per map stage (their results are None).")
+@click.option("--devices", default=None, metavar="DEV,DEV",
+              help="One map worker per device, e.g. cuda:0,cuda:1 (ctx.device).")
 @click.option("--dry-run", is_flag=True, help="Only show the plan (same as `experiment plan`).")
 @click.option("--keep-going", is_flag=True, help="After a failure, still run every branch that does not depend on it.")
 @click.option("--executor", default="local", show_default=True, help="Where stages run.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary instead.")
 @_handle_errors
 def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, ...], cache_dir: str | None,
-        force: tuple[str, ...], dry_run: bool, keep_going: bool, executor: str, as_json: bool) -> None:
+        force: tuple[str, ...], workers: int | None, shard: tuple[int, int] | None, max_item_failures: int | None,
+        devices: str | None, dry_run: bool, keep_going: bool, executor: str, as_json: bool) -> None:
     """Run the experiment PARAMS_SET... (files in params/): only what is missing or stale."""
     from ..api import open_session
     from . import render
@@ -91,7 +132,8 @@ def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
         return
     observer = render.NullObserver() if as_json else render.ProgressObserver(session)
     with observer:
-        result = session.run(force=force, executor=executor, keep_going=keep_going, observer=observer)
+        result = session.run(force=force, executor=executor, keep_going=keep_going, observer=observer,
+                             options=_run_options(workers, shard, max_item_failures, devices))
     command = render.resume_command(names, overrides, targets, cache_dir)
     if as_json:
         click.echo(json.dumps(render.result_json(result), indent=1))

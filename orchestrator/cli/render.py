@@ -62,6 +62,7 @@ class ProgressObserver(RunObserver):
         self.done = 0
         self.current = ""
         self.started = 0.0
+        self.map_state: Any = None
         self.live = Live(console=err, transient=True, refresh_per_second=8, get_renderable=self._render)
 
     def __enter__(self) -> ProgressObserver:
@@ -75,18 +76,41 @@ class ProgressObserver(RunObserver):
         if not self.current:
             return Text(f"  {self.done}/{self.total} done", style="dim")
         elapsed = time.monotonic() - self.started
-        return Text.assemble(("  RUNNING ", "bold green"), self.current, (f"  {elapsed:5.1f}s", "dim"),
+        line = Text.assemble(("  RUNNING ", "bold green"), self.current, (f"  {elapsed:5.1f}s", "dim"),
                              (f"   {self.done}/{self.total} done", "dim"))
+        if self.map_state is not None:
+            line.append("\n")
+            line.append_text(map_bar(self.map_state))
+        return line
 
     def node_started(self, node: Node, decision: Decision) -> None:
         self.current = f"{node.stage.name} [{node.param_set}]"
         self.started = time.monotonic()
+        self.map_state = None
+
+    def map_progress(self, node_id: str, progress: Any) -> None:
+        self.map_state = progress
 
     def node_finished(self, outcome: NodeOutcome) -> None:
         self.done += 1
         self.current = ""
         if self.verbose_nodes or outcome.status in (Status.RAN, Status.FAILED, Status.INTERRUPTED):
             err.print(status_line(outcome, self.widths), no_wrap=True, overflow="ellipsis")
+
+
+def map_bar(state: Any, width: int = 30) -> Text:
+    """``  [#########.....]  6,012/10,000 items  4,000 cached  2,012 computed  1 failed  812/s  ETA 5s``"""
+    fraction = state.done / state.total if state.total else 1.0
+    filled = int(fraction * width)
+    eta = f"  ETA {state.eta:.0f}s" if state.eta is not None and state.done < state.total else ""
+    return Text.assemble(
+        ("    [" + "#" * filled + "." * (width - filled) + "]", "green"),
+        f"  {state.done:,}/{state.total:,} items",
+        (f"  {state.cached:,} cached", "cyan"),
+        (f"  {state.computed:,} computed", "green"),
+        (f"  {state.failed:,} failed", "red" if state.failed else "dim"),
+        (f"  {state.rate:,.0f}/s{eta}", "dim"),
+    )
 
 
 def column_widths(session: Session) -> tuple[int, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, ClassVar
 
@@ -28,6 +29,8 @@ class Executor(ABC):
 
     name: ClassVar[str]
     capacity: int = 1
+    #: set by the driver: called with (node_id, MapProgress) while a map stage runs
+    progress: Callable[[str, Any], None] | None = None
 
     @abstractmethod
     def submit(self, task: Task) -> Future[TaskResult]:

@@ -19,5 +19,5 @@ class LocalExecutor(Executor):
 
     def submit(self, task: Task) -> Future[TaskResult]:
         future: Future[TaskResult] = Future()
-        future.set_result(execute(task))
+        future.set_result(execute(task, progress=self.progress))
         return future

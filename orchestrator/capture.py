@@ -1,0 +1,63 @@
+"""Capture what a stage prints and logs into its own log file, while still showing it."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import resource
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["capture", "peak_rss"]
+
+
+class _Tee:
+    """A text stream writing to the original stream and a log file."""
+
+    def __init__(self, original: IO[str], log: IO[str]) -> None:
+        self.original = original
+        self.log = log
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        return self.original.write(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+        self.original.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.original, name)
+
+
+@contextlib.contextmanager
+def capture(path: str) -> Iterator[None]:
+    """Tee stdout, stderr and log records (INFO and up) into ``path`` for the block's duration."""
+    if not path:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8", errors="replace") as log:
+        handler = logging.StreamHandler(log)
+        handler.setLevel(logging.INFO)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        previous_level = root.level
+        if root.level > logging.INFO or root.level == logging.NOTSET:
+            root.setLevel(logging.INFO)
+        root.addHandler(handler)
+        out, err = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = out, err
+            root.removeHandler(handler)
+            root.setLevel(previous_level)
+
+
+def peak_rss() -> int:
+    """Peak resident memory of this process, in bytes (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

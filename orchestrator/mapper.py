@@ -1,0 +1,357 @@
+"""Run a map stage: fan its items out to a process pool, cache each item's result.
+
+The driver side (:func:`run_map`) splits the mapped input into items, looks each item up
+in the segment index by (map key, item hash), and ships only the missing ones, in chunks,
+to worker processes. Workers import the stage by module and name, run its setup once,
+call it per item (or per batch), write each chunk's results as a segment to the store
+and return only the segment's id and the failures, so results never travel back through
+the pool and a crash loses at most the chunks in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+import pickle
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .declaration import Stage
+from .filehashes import FileHashes
+from .items import Items, split_items
+from .segments import Segment, SegmentStore
+from .store import Store
+from .task import Task, TaskError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ItemFailure", "MapFailed", "MapProgress", "run_map"]
+
+MAX_CHUNK = 1000
+REPORTED_FAILURES = 100
+
+
+@dataclass(frozen=True)
+class MapProgress:
+    """Where a map stage stands."""
+
+    total: int
+    cached: int
+    computed: int
+    failed: int
+    started: float
+
+    @property
+    def done(self) -> int:
+        """Items with a result or a failure."""
+        return self.cached + self.computed + self.failed
+
+    @property
+    def rate(self) -> float:
+        """Computed items per second."""
+        elapsed = time.monotonic() - self.started
+        return self.computed / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the current rate."""
+        left = self.total - self.done
+        return left / self.rate if self.rate > 0 else None
+
+
+@dataclass(frozen=True)
+class ItemFailure:
+    """An item whose call raised."""
+
+    index: int
+    type: str
+    message: str
+    traceback: str
+
+
+class MapFailed(Exception):
+    """Raised by :func:`run_map` with the TaskError the worker should report."""
+
+    def __init__(self, error: TaskError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a map worker process needs to run a stage's items (picklable)."""
+
+    task: Task
+    mapped: str
+    batch_size: int | None
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    positions: tuple[int, ...]
+    hashes: tuple[str, ...]
+    values: list[Any]
+
+
+@dataclass(frozen=True)
+class _ChunkResult:
+    segment: Segment | None
+    failures: tuple[ItemFailure, ...]
+
+
+def run_map(
+    task: Task,
+    stage: Stage,
+    value: Any,
+    others: Mapping[str, Any],
+    store: Store,
+    ctx: Any,
+    progress: Callable[[str, MapProgress], None] | None = None,
+) -> Any:
+    """Compute the missing items of a map stage and return its assembled output.
+
+    Raises:
+        MapFailed: items failed beyond what the stage accepts, a worker died, or this is
+            a ``--shard`` run that stored its share but cannot assemble the whole.
+    """
+    mapped = stage.map_over or ""
+    hashes = FileHashes(store)
+    items = split_items(value, stage=stage.name, artifact=mapped, file_hash=hashes.hash)
+    hashes.save()
+    segments = SegmentStore(store, task.map_key)
+    index = segments.index()
+    shard = task.options.get("shard")
+    mine = [p for p, h in enumerate(items.hashes) if shard is None or _in_shard(h, shard)]
+    pending: dict[str, int] = {}
+    for position in mine:
+        pending.setdefault(items.hashes[position], position)
+    for item_hash in [h for h in pending if h in index]:
+        del pending[item_hash]
+    cached = len(mine) - sum(1 for p in mine if items.hashes[p] in pending)
+    state = MapProgress(len(mine), cached, 0, 0, time.monotonic())
+    report = (lambda s: progress(task.node, s)) if progress else (lambda s: None)
+    report(state)
+    failures: list[ItemFailure] = []
+    if pending:
+        _check_picklable(stage, items.values[next(iter(pending.values()))])
+        spec = WorkerSpec(task, mapped, stage.batch_size, dict(others))
+        for result in _compute(spec, stage, items, list(pending.values()), task.options):
+            if result.segment is not None:
+                for position, item_hash in enumerate(result.segment.items):
+                    index[item_hash] = (result.segment.object, position)
+            failures += result.failures
+            computed = len(result.segment.items) if result.segment else 0
+            state = MapProgress(state.total, state.cached, state.computed + computed,
+                                state.failed + len(result.failures), state.started)
+            report(state)
+    if failures:
+        ctx.report("item failures", _failure_text(failures, len(items)))
+    missing = [h for h in items.hashes if h not in index]
+    failed = {f.index for f in failures}
+    if shard is not None and any(p not in failed for p, h in enumerate(items.hashes) if h not in index):
+        raise MapFailed(TaskError("sharded", f"shard {shard[0]}/{shard[1]}: {len(mine)} of {len(items)} items "
+                                  f"are this shard's and are stored; {len(missing)} items still need other shards"))
+    _check_failures(stage, task, failures, len(items))
+    return items.assemble(_results(items, index, segments), stage.outputs[0])
+
+
+def _in_shard(item_hash: str, shard: Sequence[int]) -> bool:
+    return int(item_hash[:8], 16) % shard[1] == shard[0] - 1
+
+
+def _check_picklable(stage: Stage, sample: Any) -> None:
+    from .errors import DefinitionError
+
+    if "<locals>" in stage.fn.__qualname__ or stage.fn.__qualname__ == "<lambda>":
+        raise DefinitionError(
+            f"map stage {stage.name!r} is defined inside a function; workers import stages by module "
+            "and name. Fix: define it at module level."
+        )
+    try:
+        pickle.dumps(sample, protocol=5)
+    except Exception as exc:
+        raise DefinitionError(
+            f"map stage {stage.name!r}: items of {stage.map_over!r} cannot be sent to worker processes "
+            f"({type(exc).__name__}: {exc}). Fix: map over plain data (paths, dicts, arrays) and open "
+            "resources in a @{stage.name}.setup function."
+        ) from exc
+
+
+def _compute(spec: WorkerSpec, stage: Stage, items: Items, positions: list[int],
+             options: Mapping[str, Any]) -> Iterator[_ChunkResult]:
+    devices = list(options.get("devices") or stage.options.get("devices") or [])
+    workers = len(devices) if devices else int(options.get("workers", os.cpu_count() or 1))
+    chunks = _chunks(items, positions, workers, stage)
+    if workers <= 0:
+        worker = _MapWorker(spec, None)
+        for chunk in chunks:
+            yield worker.run(chunk)
+        return
+    context = multiprocessing.get_context("spawn" if devices else "forkserver")
+    queue = context.Queue() if devices else None
+    for device in devices:
+        queue.put(device)  # type: ignore[union-attr]
+    if not devices:
+        context.set_forkserver_preload([stage.module])  # type: ignore[attr-defined]
+    in_flight = max(1, workers) * (1 + int(stage.options.get("prefetch", 2)))
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(spec, queue))
+    running: set[Future[_ChunkResult]] = set()
+    try:
+        chunk_iter = iter(chunks)
+        while True:
+            for chunk in chunk_iter:
+                running.add(pool.submit(_run_chunk, chunk))
+                if len(running) >= in_flight:
+                    break
+            if not running:
+                break
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+    except BrokenProcessPool as exc:
+        raise MapFailed(TaskError("worker", f"a map worker process died ({exc}); finished chunks are stored. "
+                                  "Fix: check memory use of the stage, then rerun to compute the rest.")) from exc
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _chunks(items: Items, positions: list[int], workers: int, stage: Stage) -> list[_Chunk]:
+    size = int(stage.options.get("chunk_size") or 0)
+    if not size:
+        size = max(1, min(MAX_CHUNK, math.ceil(len(positions) / (max(1, workers) * 16))))
+    if stage.batch_size:
+        size = max(stage.batch_size, size - size % stage.batch_size)
+    return [
+        _Chunk(tuple(block), tuple(items.hashes[p] for p in block), [items.values[p] for p in block])
+        for block in (positions[i:i + size] for i in range(0, len(positions), size))
+    ]
+
+
+class _MapWorker:
+    """Runs chunks of one map stage in one process (setup runs once, at construction)."""
+
+    def __init__(self, spec: WorkerSpec, device: Any) -> None:
+        from .context import StageContext
+        from .worker import load_input, resolve_stage
+
+        task = spec.task
+        self.spec = spec
+        self.stage = resolve_stage(task.module, task.stage, task.project_root)
+        self.store = Store(Path(task.store))
+        self.segments = SegmentStore(self.store, task.map_key)
+        self.ctx = StageContext(stage=task.stage, param_set=task.param_set, params=task.set_values,
+                                seed=task.seed, key=task.key, store=self.store,
+                                project_root=Path(task.project_root))
+        self.ctx.device = device
+        kwargs = dict(spec.inputs)
+        for input_spec in task.inputs:
+            if input_spec.name != spec.mapped and input_spec.name not in kwargs:
+                kwargs[input_spec.name] = load_input(self.store, input_spec.record, as_path=input_spec.as_path)
+        kwargs.update({p.name: task.params[p.name] for p in self.stage.params})
+        if self.stage.takes_ctx:
+            kwargs["ctx"] = self.ctx
+        self.kwargs = kwargs
+        setup = self.stage.hooks.get("setup")
+        if setup is not None:
+            import inspect
+
+            names = inspect.signature(setup).parameters
+            arguments = {n: self.ctx if n == "ctx" else task.params[n] for n in names if n == "ctx" or n in task.params}
+            self.ctx.worker = setup(**arguments)
+
+    def run(self, chunk: _Chunk) -> _ChunkResult:
+        results: list[Any] = []
+        done: list[str] = []
+        failures: list[ItemFailure] = []
+        step = self.spec.batch_size or 1
+        for start in range(0, len(chunk.values), step):
+            values = chunk.values[start:start + step]
+            positions = chunk.positions[start:start + step]
+            try:
+                if self.spec.batch_size:
+                    out = list(self.stage.fn(**{self.spec.mapped: values}, **self.kwargs))
+                    if len(out) != len(values):
+                        raise ValueError(f"a batch of {len(values)} items returned {len(out)} results")
+                else:
+                    out = [self.stage.fn(**{self.spec.mapped: values[0]}, **self.kwargs)]
+            except Exception as exc:
+                text = "".join(traceback.format_exception(exc))
+                failures += [ItemFailure(p, type(exc).__name__, str(exc), text) for p in positions]
+                continue
+            results += out
+            done += chunk.hashes[start:start + step]
+        segment = self.segments.write(done, results) if done else None
+        return _ChunkResult(segment, tuple(failures))
+
+
+_WORKER: _MapWorker | None = None
+
+
+def _init_worker(spec: WorkerSpec, devices: Any) -> None:
+    global _WORKER
+    if spec.task.project_root and spec.task.project_root not in sys.path:
+        sys.path.insert(0, spec.task.project_root)
+    device = devices.get() if devices is not None else None
+    _WORKER = _MapWorker(spec, device)
+
+
+def _run_chunk(chunk: _Chunk) -> _ChunkResult:
+    assert _WORKER is not None, "map worker used before its initializer ran"
+    return _WORKER.run(chunk)
+
+
+def _results(items: Items, index: Mapping[str, tuple[str, int]], segments: SegmentStore) -> list[Any]:
+    loaded: dict[str, list[Any] | None] = {}
+    results: list[Any] = []
+    for item_hash in items.hashes:
+        entry = index.get(item_hash)
+        if entry is None:
+            results.append(None)  # an accepted failure
+            continue
+        if entry[0] not in loaded:
+            loaded[entry[0]] = segments.load(entry[0])
+        segment = loaded[entry[0]]
+        if segment is None:
+            raise MapFailed(TaskError("corrupt", f"a stored segment of {items.kind} results was corrupt and has "
+                                      "been dropped. Fix: rerun; only its items are recomputed."))
+        results.append(segment[entry[1]])
+    return results
+
+
+def _failure_text(failures: list[ItemFailure], total: int) -> str:
+    kept = sorted(failures, key=lambda f: f.index)[:REPORTED_FAILURES]
+    lines = [f"{len(failures)} of {total} items failed:"]
+    lines += [f"- item {f.index}: {f.type}: {f.message}" for f in kept]
+    if len(failures) > len(kept):
+        lines.append(f"- ... and {len(failures) - len(kept)} more")
+    return "\n".join(lines)
+
+
+def _check_failures(stage: Stage, task: Task, failures: list[ItemFailure], total: int) -> None:
+    if not failures:
+        return
+    if stage.options.get("on_item_error") == "skip":
+        allowed = total
+    else:
+        allowed = int(task.options.get("max_item_failures", stage.options.get("max_item_failures", 0)))
+    first = min(failures, key=lambda f: f.index)
+    if len(failures) <= allowed:
+        logger.warning("%s: %d of %d items failed and were accepted (first: item %d: %s: %s)", stage.name,
+                       len(failures), total, first.index, first.type, first.message)
+        return
+    listed = ", ".join(str(f.index) for f in sorted(failures, key=lambda f: f.index)[:10])
+    message = (f"{len(failures)} of {total} items failed (items {listed}{'...' if len(failures) > 10 else ''}); "
+               f"first: item {first.index}: {first.type}: {first.message}. The other items are stored: a rerun "
+               "retries only the failed ones. Fix the cause, or accept failures with --max-item-failures N "
+               "or @stage(..., on_item_error='skip').")
+    raise MapFailed(TaskError("items", message, first.type, first.traceback))

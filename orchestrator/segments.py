@@ -1,0 +1,96 @@
+"""Per-item results of map stages, stored in batched segments (not one file per item).
+
+A segment is one content-addressed object holding the results of a chunk of items, plus
+a small index record listing the item hashes it covers::
+
+    maps/<mk[:2]>/<map key>/<segment object hash>.json   {"object": ..., "items": [...]}
+
+Workers write segments as they finish chunks, so a map killed at item 73,512 keeps every
+finished chunk; the next run reads the index and computes only the missing items.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .store import Store
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Segment", "SegmentStore"]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Where a segment lives and which items it holds."""
+
+    object: str
+    items: tuple[str, ...]
+
+
+class SegmentStore:
+    """The segments of one map key."""
+
+    def __init__(self, store: Store, map_key: str) -> None:
+        self.store = store
+        self.map_key = map_key
+        self.folder = store.root / "maps" / map_key[:2] / map_key
+
+    def segments(self) -> list[Segment]:
+        """Every readable segment record of this map key."""
+        if not self.folder.is_dir():
+            return []
+        found = []
+        for path in self.folder.glob("*.json"):
+            try:
+                data = json.loads(path.read_text())
+                found.append(Segment(data["object"], tuple(data["items"])))
+            except (OSError, ValueError, KeyError):
+                logger.warning("skipping damaged segment record %s", path)
+        return found
+
+    def index(self) -> dict[str, tuple[str, int]]:
+        """item hash -> (segment object, position) over every segment whose object exists."""
+        index: dict[str, tuple[str, int]] = {}
+        for segment in self.segments():
+            if not self.store.has_object(segment.object):
+                continue
+            for position, item in enumerate(segment.items):
+                index.setdefault(item, (segment.object, position))
+        return index
+
+    def write(self, items: Sequence[str], results: Sequence[Any]) -> Segment:
+        """Store the results of ``items`` (same order) as one segment."""
+        import cloudpickle
+
+        staged = self.store.staging_path(".seg")
+        with open(staged, "wb") as handle:
+            cloudpickle.dump(list(results), handle, protocol=pickle.HIGHEST_PROTOCOL)
+        digest, _, _ = self.store.ingest(staged)
+        segment = Segment(digest, tuple(items))
+        record = json.dumps({"object": digest, "items": list(items)})
+        self.store.write_json(self.folder / f"{digest}.json", record)
+        return segment
+
+    def load(self, object_hash: str) -> list[Any] | None:
+        """The results in a segment, or None (and the segment forgotten) when it is corrupt."""
+        path: Path = self.store.object_path(object_hash)
+        if not self.store.object_is_intact(object_hash):
+            logger.warning("map segment %s of %s is missing or corrupt; its items will be recomputed",
+                           object_hash[:12], self.map_key[:12])
+            self.forget([object_hash])
+            return None
+        with open(path, "rb") as handle:
+            return pickle.load(handle)  # type: ignore[no-any-return]
+
+    def forget(self, objects: Iterable[str]) -> None:
+        """Drop segments (their records and objects)."""
+        for object_hash in objects:
+            (self.folder / f"{object_hash}.json").unlink(missing_ok=True)
+            self.store.discard_object(object_hash)
