@@ -25,7 +25,7 @@ from .planner import Action, Plan, make_plan
 from .project import Project, collect_stages, find_project, import_modules
 from .runner import RunObserver, RunResult, execute_dag
 from .declaration import Stage
-from .store import Store
+from .store import Store, open_store
 from .worker import load_input
 
 __all__ = ["Session", "load", "open_session", "plan", "run"]
@@ -117,7 +117,7 @@ def open_session(
                                   extra=tuple(stage.hooks.values()))
         for name, stage in stages.items()
     }
-    store = Store(project.cache_dir(cache_dir))
+    store = open_store(project.cache_dir(cache_dir))
     sources = {name: source_digest(project.root, str(s.options["glob"]), store)
                for name, s in stages.items() if s.options.get("glob")}
     dag = build_dag(stages, experiment.sets, fingerprints, list(targets or experiment.targets or ()) or None, sources)

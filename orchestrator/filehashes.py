@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from .hashing import hash_file
+from .localfs import write_atomic
 from .store import Store
 
 __all__ = ["FileHashes"]
@@ -49,5 +50,5 @@ class FileHashes:
     def save(self) -> None:
         """Persist new entries."""
         if self._dirty and self._memo is not None:
-            self.store.write_json(self.path, json.dumps(self._memo))
+            write_atomic(self.path, json.dumps(self._memo))
             self._dirty = False

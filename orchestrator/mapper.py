@@ -29,7 +29,7 @@ from .declaration import Stage
 from .filehashes import FileHashes
 from .items import Items, split_items
 from .segments import Segment, SegmentStore
-from .store import Store
+from .store import Store, open_store
 from .task import Task, TaskError
 
 logger = logging.getLogger(__name__)
@@ -247,7 +247,7 @@ class _MapWorker:
         task = spec.task
         self.spec = spec
         self.stage = resolve_stage(task.module, task.stage, task.project_root)
-        self.store = Store(Path(task.store))
+        self.store = open_store(task.store)
         self.segments = SegmentStore(self.store, task.map_key)
         self.ctx = StageContext(stage=task.stage, param_set=task.param_set, params=task.set_values,
                                 seed=task.seed, key=task.key, store=self.store,

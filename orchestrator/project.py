@@ -44,10 +44,15 @@ class Project:
         """Where param files live (``params_dir`` in the config, default ``params/``)."""
         return self.root / str(self.config.get("params_dir", "params"))
 
-    def cache_dir(self, override: str | os.PathLike[str] | None = None) -> Path:
-        """The artifact store: ``override``, else $ORCHESTRATOR_CACHE_DIR, else config, else ``cache/``."""
-        chosen = override or os.environ.get(CACHE_ENV) or self.config.get("cache_dir") or "cache"
-        path = Path(chosen).expanduser()
+    def cache_dir(self, override: str | os.PathLike[str] | None = None) -> Path | str:
+        """The artifact store: ``override``, else $ORCHESTRATOR_CACHE_DIR, else config, else ``cache/``.
+
+        A local folder comes back as an absolute Path; a URL (``s3://bucket/prefix``) as is.
+        """
+        chosen = str(override or os.environ.get(CACHE_ENV) or self.config.get("cache_dir") or "cache")
+        if "://" in chosen and not chosen.startswith("file://"):
+            return chosen
+        path = Path(chosen.removeprefix("file://")).expanduser()
         return path if path.is_absolute() else (self.root / path)
 
     def activate(self) -> None:

@@ -23,7 +23,7 @@ from .executors import Executor
 from .fingerprint import CodeFingerprint
 from .keys import input_label, map_key
 from .planner import Action, Decision, decide
-from .store import ArtifactRecord, KeyRecord, Store
+from .store import ArtifactRecord, KeyRecord, Store, open_store
 from .task import InputSpec, Task, TaskError, TaskResult
 
 logger = logging.getLogger(__name__)
@@ -90,8 +90,6 @@ class RunResult:
 
     def load(self, artifact: str, param_set: str | None = None) -> Any:
         """Load an artifact this run produced or reused (``param_set`` when several sets ran)."""
-        from pathlib import Path
-
         from .worker import load_input
 
         matches = [o for o in self.outcomes if artifact in o.outputs and param_set in (None, o.param_set)]
@@ -99,7 +97,7 @@ class RunResult:
             sets = sorted(o.param_set for o in self.outcomes if artifact in o.outputs)
             raise KeyError(f"artifact {artifact!r}: pass param_set= one of {sets}" if sets else
                            f"this run stored no artifact {artifact!r}")
-        return load_input(Store(Path(self.store_root)), matches[0].outputs[artifact], as_path=False)
+        return load_input(open_store(self.store_root), matches[0].outputs[artifact], as_path=False)
 
     @property
     def failures(self) -> list[NodeOutcome]:

@@ -16,7 +16,6 @@ import logging
 import pickle
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .store import Store
@@ -40,19 +39,19 @@ class SegmentStore:
     def __init__(self, store: Store, map_key: str) -> None:
         self.store = store
         self.map_key = map_key
-        self.folder = store.root / "maps" / map_key[:2] / map_key
+        self.folder = f"maps/{map_key[:2]}/{map_key}"
 
     def segments(self) -> list[Segment]:
         """Every readable segment record of this map key."""
-        if not self.folder.is_dir():
-            return []
         found = []
-        for path in self.folder.glob("*.json"):
+        for name in self.store.list_names(self.folder):
+            if not name.endswith(".json"):
+                continue
             try:
-                data = json.loads(path.read_text())
+                data = json.loads(self.store.read_text(f"{self.folder}/{name}") or "")
                 found.append(Segment(data["object"], tuple(data["items"])))
-            except (OSError, ValueError, KeyError):
-                logger.warning("skipping damaged segment record %s", path)
+            except (ValueError, KeyError):
+                logger.warning("skipping damaged segment record %s/%s", self.folder, name)
         return found
 
     def index(self) -> dict[str, tuple[str, int]]:
@@ -75,22 +74,21 @@ class SegmentStore:
         digest, _, _ = self.store.ingest(staged)
         segment = Segment(digest, tuple(items))
         record = json.dumps({"object": digest, "items": list(items)})
-        self.store.write_json(self.folder / f"{digest}.json", record)
+        self.store.write_text(f"{self.folder}/{digest}.json", record)
         return segment
 
     def load(self, object_hash: str) -> list[Any] | None:
         """The results in a segment, or None (and the segment forgotten) when it is corrupt."""
-        path: Path = self.store.object_path(object_hash)
         if not self.store.object_is_intact(object_hash):
             logger.warning("map segment %s of %s is missing or corrupt; its items will be recomputed",
                            object_hash[:12], self.map_key[:12])
             self.forget([object_hash])
             return None
-        with open(path, "rb") as handle:
+        with open(self.store.local_object(object_hash), "rb") as handle:
             return pickle.load(handle)  # type: ignore[no-any-return]
 
     def forget(self, objects: Iterable[str]) -> None:
         """Drop segments (their records and objects)."""
         for object_hash in objects:
-            (self.folder / f"{object_hash}.json").unlink(missing_ok=True)
+            self.store.delete(f"{self.folder}/{object_hash}.json")
             self.store.discard_object(object_hash)

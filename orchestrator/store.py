@@ -1,16 +1,21 @@
-"""The content-addressed artifact store on a local (or NFS) folder.
+"""The content-addressed artifact store.
 
-Layout::
+Layout (relative keys, the same on a local folder and on a remote fsspec URL)::
 
     objects/ab/<hash>       stored objects, files or folders, read-only, named by content hash
     keys/ab/<key>.json      key records: which objects a stage execution produced
     refs/<stage>/<id>.json  the key parts of a stage's last execution per param set
-    tmp/                    staging area; everything is written here and renamed into place
-    attempts/<stage>/<key>  persistent working folders (resumable external training)
+    maps/ab/<map key>/...   per-item results of map stages (see segments.py)
+    leases/<key>/<gen>      per-key leases of running stages (see leases.py)
 
-Publishing is atomic: objects and records are written under ``tmp/`` then renamed, so a
-killed process leaves at most garbage in ``tmp/``, never a partial object. Objects are
-verified against their content hash on load. This is the only module that writes the store.
+and, always on the local disk (``root``): ``tmp/`` (staging), ``attempts/`` (resumable
+working folders), ``runs/`` (logs, reports, the run database).
+
+Publishing is atomic: objects and records are staged under ``tmp/`` and renamed into
+place, so a killed process leaves at most garbage in ``tmp/``, never a partial object.
+Objects are verified against their content hash when loaded. :class:`Store` holds the
+logic; subclasses provide a handful of primitives (:class:`LocalStore` here, the fsspec
+store in ``remote.py``).
 """
 
 from __future__ import annotations
@@ -29,10 +34,11 @@ from typing import Any
 
 from .errors import CorruptObjectError, StoreError
 from .hashing import hash_file, hash_struct
+from .localfs import hash_tree, make_read_only, remove
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ArtifactRecord", "KeyRecord", "Store", "artifact_hash"]
+__all__ = ["ArtifactRecord", "KeyRecord", "Store", "artifact_hash", "open_store"]
 
 
 def artifact_hash(cacher: str, cacher_version: str, object_hash: str) -> str:
@@ -68,8 +74,7 @@ class KeyRecord:
 
     def to_json(self) -> str:
         """Serialize for the store."""
-        data = asdict(self)
-        return json.dumps(data, sort_keys=True, default=str)
+        return json.dumps(asdict(self), sort_keys=True, default=str)
 
     @classmethod
     def from_json(cls, text: str) -> KeyRecord:
@@ -79,32 +84,77 @@ class KeyRecord:
         return cls(outputs=outputs, **data)
 
 
+def open_store(location: str | os.PathLike[str], local: Path | None = None) -> Store:
+    """A store for a local path or an fsspec URL (``s3://bucket/prefix``)."""
+    text = str(location)
+    if "://" in text and not text.startswith("file://"):
+        from .remote import RemoteStore
+
+        return RemoteStore(text, local)
+    from .localstore import LocalStore
+
+    return LocalStore(Path(text.removeprefix("file://")))
+
+
 class Store:
-    """A content-addressed store in a local folder."""
+    """Store logic over primitives; ``root`` is the local working folder."""
+
+    url: str
+    root: Path
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.objects = self.root / "objects"
-        self.keys = self.root / "keys"
-        self.refs = self.root / "refs"
         self.tmp = self.root / "tmp"
         self.attempts = self.root / "attempts"
         self._ready = False
 
     def __repr__(self) -> str:
-        return f"Store({str(self.root)!r})"
+        return f"{type(self).__name__}({self.url!r})"
 
-    @property
-    def url(self) -> str:
-        """Where the store lives, as given to workers."""
-        return str(self.root)
+    # -- primitives (subclasses) -----------------------------------------------------------
+    def read_text(self, rel: str) -> str | None:
+        """The text stored at ``rel``, or None when absent."""
+        raise NotImplementedError
 
+    def write_text(self, rel: str, text: str) -> None:
+        """Publish ``text`` at ``rel`` atomically (readers see the old or the new text)."""
+        raise NotImplementedError
+
+    def create_exclusive(self, rel: str, text: str) -> bool:
+        """Create ``rel`` only if absent; True when this call created it."""
+        raise NotImplementedError
+
+    def list_names(self, rel_dir: str) -> list[str]:
+        """Names of the entries directly under ``rel_dir`` (empty when absent)."""
+        raise NotImplementedError
+
+    def delete(self, rel: str) -> None:
+        """Remove ``rel`` if present."""
+        raise NotImplementedError
+
+    def has_object(self, object_hash: str) -> bool:
+        """True when the object exists (not verified)."""
+        raise NotImplementedError
+
+    def _publish(self, staged: Path, object_hash: str) -> None:
+        """Move a staged, hashed file or folder to the object ``object_hash`` (if absent)."""
+        raise NotImplementedError
+
+    def local_object(self, object_hash: str, kind: str = "file") -> Path:
+        """A local path holding the object (downloaded first for a remote store)."""
+        raise NotImplementedError
+
+    def discard_object(self, object_hash: str) -> None:
+        """Delete an object (a corrupt one, or garbage)."""
+        raise NotImplementedError
+
+    # -- setup -----------------------------------------------------------------------------
     def prepare(self) -> None:
-        """Create the store's folders; raises StoreError when the location is not writable."""
+        """Create the local folders; raises StoreError when the location is not writable."""
         if self._ready:
             return
         try:
-            for folder in (self.objects, self.keys, self.refs, self.tmp, self.attempts):
+            for folder in (self.tmp, self.attempts):
                 folder.mkdir(parents=True, exist_ok=True)
             probe = self.tmp / f".probe-{uuid.uuid4().hex}"
             probe.write_bytes(b"")
@@ -117,52 +167,37 @@ class Store:
         self._ready = True
 
     # -- objects ---------------------------------------------------------------------------
-    def object_path(self, object_hash: str) -> Path:
-        """Where an object with this content hash lives."""
-        return self.objects / object_hash[:2] / object_hash
-
-    def has_object(self, object_hash: str) -> bool:
-        """True when the object exists (not verified)."""
-        return self.object_path(object_hash).exists()
-
     def staging_path(self, suffix: str = "") -> Path:
-        """A fresh path under ``tmp/`` for a cacher to write to."""
+        """A fresh local path under ``tmp/`` for a cacher to write to."""
         self.prepare()
         return self.tmp / f"{uuid.uuid4().hex}{suffix}"
 
     def ingest(self, staged: Path) -> tuple[str, int, str]:
         """Hash a staged file or folder and publish it as an object; returns (hash, size, kind).
 
-        Identical content is stored once: when the object exists already, the staged
-        copy is discarded.
+        Identical content is stored once: when the object exists already, the staged copy
+        is discarded.
         """
         kind = "dir" if staged.is_dir() else "file"
-        digest, size = (_hash_tree(staged) if kind == "dir" else (hash_file(staged), staged.stat().st_size))
-        target = self.object_path(digest)
-        if target.exists():
-            _remove(staged)
-            return digest, size, kind
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _make_read_only(staged)
-        try:
-            os.rename(staged, target)
-        except OSError:
-            if not target.exists():  # a concurrent writer published the same content: fine
-                raise
-            _remove(staged)
+        digest, size = hash_tree(staged) if kind == "dir" else (hash_file(staged), staged.stat().st_size)
+        if self.has_object(digest):
+            remove(staged)
+        else:
+            make_read_only(staged)
+            self._publish(staged, digest)
         return digest, size, kind
 
     def verified_path(self, record: ArtifactRecord, *, stage: str = "", param_set: str = "") -> Path:
-        """The object's path after checking its content hash.
+        """A local path of the object after checking its content hash.
 
         Raises:
             CorruptObjectError: the object is missing or its content changed.
         """
-        path = self.object_path(record.object)
         where = f"artifact {record.name!r}" + (f" of stage {stage!r} [{param_set}]" if stage else "")
-        if not path.exists():
-            raise CorruptObjectError(f"{where}: stored object {record.object[:12]} is missing from {self.objects}.")
-        actual = _hash_tree(path)[0] if record.kind == "dir" else hash_file(path)
+        if not self.has_object(record.object):
+            raise CorruptObjectError(f"{where}: stored object {record.object[:12]} is missing from {self.url}.")
+        path = self.local_object(record.object, record.kind)
+        actual = hash_tree(path)[0] if record.kind == "dir" else hash_file(path)
         if actual != record.object:
             raise CorruptObjectError(
                 f"{where}: stored object {record.object[:12]} is corrupt (content hash is now {actual[:12]})."
@@ -171,29 +206,16 @@ class Store:
 
     def object_is_intact(self, object_hash: str) -> bool:
         """True when the (file) object exists and still matches its hash."""
-        path = self.object_path(object_hash)
-        return path.is_file() and hash_file(path) == object_hash
+        if not self.has_object(object_hash):
+            return False
+        return hash_file(self.local_object(object_hash)) == object_hash
 
-    def discard_object(self, object_hash: str) -> None:
-        """Delete an object (a corrupt one, or garbage)."""
-        path = self.object_path(object_hash)
-        if path.exists():
-            quarantine = self.staging_path(".discard")
-            os.rename(path, quarantine)
-            _remove(quarantine)
-
-    # -- key records -----------------------------------------------------------------------
-    def _key_path(self, key: str) -> Path:
-        return self.keys / key[:2] / f"{key}.json"
-
+    # -- key records and refs --------------------------------------------------------------
     def get_record(self, key: str) -> KeyRecord | None:
         """The record stored under ``key``, or None (unreadable records count as absent)."""
-        try:
-            text = self._key_path(key).read_text()
-        except FileNotFoundError:
+        text = self.read_text(f"keys/{key[:2]}/{key}.json")
+        if text is None:
             return None
-        except OSError as exc:
-            raise StoreError(f"cannot read key record {key[:12]} in {self.keys}: {exc}") from exc
         try:
             return KeyRecord.from_json(text)
         except (ValueError, TypeError, KeyError) as exc:
@@ -202,53 +224,57 @@ class Store:
 
     def put_record(self, record: KeyRecord) -> None:
         """Publish a key record atomically."""
-        self._write_atomic(self._key_path(record.key), record.to_json())
+        self.write_text(f"keys/{record.key[:2]}/{record.key}.json", record.to_json())
 
     def drop_record(self, key: str) -> None:
         """Forget a key (its objects stay until garbage collection)."""
-        self._key_path(key).unlink(missing_ok=True)
+        self.delete(f"keys/{key[:2]}/{key}.json")
 
     def records(self) -> Iterator[KeyRecord]:
         """Every key record in the store."""
-        if not self.keys.is_dir():
-            return
-        for path in sorted(self.keys.glob("*/*.json")):
-            try:
-                yield KeyRecord.from_json(path.read_text())
-            except (OSError, ValueError, TypeError, KeyError):
-                logger.warning("skipping damaged key record %s", path)
+        for prefix in sorted(self.list_names("keys")):
+            for name in sorted(self.list_names(f"keys/{prefix}")):
+                text = self.read_text(f"keys/{prefix}/{name}")
+                try:
+                    yield KeyRecord.from_json(text or "")
+                except (ValueError, TypeError, KeyError):
+                    logger.warning("skipping damaged key record %s", name)
 
-    # -- refs: the last execution of (stage, param set) ----------------------------------------
-    def _ref_path(self, stage: str, param_set: str) -> Path:
-        return self.refs / stage / f"{hash_struct(['Ref', param_set])[:24]}.json"
+    def _ref(self, stage: str, param_set: str) -> str:
+        return f"refs/{stage}/{hash_struct(['Ref', param_set])[:24]}.json"
 
     def get_ref(self, stage: str, param_set: str) -> dict[str, Any] | None:
         """The key parts of the last execution of ``stage`` for ``param_set``."""
+        text = self.read_text(self._ref(stage, param_set))
         try:
-            return json.loads(self._ref_path(stage, param_set).read_text())
-        except (OSError, ValueError):
+            return json.loads(text) if text else None
+        except ValueError:
             return None
 
     def put_ref(self, stage: str, param_set: str, parts: Mapping[str, Any]) -> None:
         """Remember the key parts of the latest execution."""
-        self._write_atomic(self._ref_path(stage, param_set), json.dumps(parts, sort_keys=True, default=str))
+        self.write_text(self._ref(stage, param_set), json.dumps(parts, sort_keys=True, default=str))
 
-    # -- working folders -----------------------------------------------------------------
-    def log_path(self, run_id: str, node_id: str) -> Path:
-        """Where a node's captured output goes for a run (``runs/<run>/logs/<node>.log``)."""
-        safe = "".join(c if c.isalnum() or c in "-_.@[],=" else "_" for c in node_id)
-        return self.root / "runs" / run_id / "logs" / f"{safe}.log"
-
+    # -- local working folders -------------------------------------------------------------
     def attempt_dir(self, stage: str, key: str) -> Path:
-        """A persistent working folder for (stage, key), kept across failed attempts."""
+        """A persistent local working folder for (stage, key), kept across failed attempts."""
         path = self.attempts / stage / key[:16]
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def drop_attempt(self, stage: str, key: str) -> None:
+        """Remove the attempt folder after a success."""
+        shutil.rmtree(self.attempts / stage / key[:16], ignore_errors=True)
+
     def scratch_dir(self) -> Path:
-        """A fresh, private scratch folder under ``tmp/`` (the caller removes it)."""
+        """A fresh, private local scratch folder under ``tmp/`` (the caller removes it)."""
         self.prepare()
         return Path(tempfile.mkdtemp(prefix="scratch-", dir=self.tmp))
+
+    def log_path(self, run_id: str, node_id: str) -> Path:
+        """Where a node's captured output goes for a run (``runs/<run>/logs/<node>.log``)."""
+        safe = "".join(c if c.isalnum() or c in "-_.@[],=" else "_" for c in node_id)
+        return self.root / "runs" / run_id / "logs" / f"{safe}.log"
 
     def clean_tmp(self, older_than: float = 24 * 3600) -> None:
         """Remove staging leftovers of killed processes older than ``older_than`` seconds."""
@@ -258,55 +284,6 @@ class Store:
         for entry in self.tmp.iterdir():
             try:
                 if entry.lstat().st_mtime < cutoff:
-                    _remove(entry)
+                    remove(entry)
             except OSError:
                 continue
-
-    def write_json(self, path: Path, text: str) -> None:
-        """Publish a small JSON record at ``path`` (inside the store) atomically."""
-        self._write_atomic(path, text)
-
-    def _write_atomic(self, path: Path, text: str) -> None:
-        self.prepare()
-        staged = self.tmp / f"{uuid.uuid4().hex}.json"
-        try:
-            staged.write_text(text)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staged, path)
-        except OSError as exc:
-            staged.unlink(missing_ok=True)
-            raise StoreError(f"cannot write {path}: {exc.strerror or exc}. Is the disk full?") from exc
-
-
-def _hash_tree(folder: Path) -> tuple[str, int]:
-    entries = []
-    size = 0
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            stat = path.stat()
-            size += stat.st_size
-            entries.append([path.relative_to(folder).as_posix(), hash_file(path), bool(stat.st_mode & 0o111)])
-    return hash_struct(["Tree", entries]), size
-
-
-def _make_read_only(path: Path) -> None:
-    paths = [path, *path.rglob("*")] if path.is_dir() else [path]
-    for item in paths:
-        mode = item.stat().st_mode
-        os.chmod(item, mode & ~0o222 if item.is_file() else mode)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        for item in path.rglob("*"):
-            if item.is_dir():
-                os.chmod(item, 0o755)
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-        except PermissionError:
-            os.chmod(path, 0o644)
-            path.unlink(missing_ok=True)

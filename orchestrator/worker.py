@@ -24,7 +24,7 @@ from .capture import capture, peak_rss
 from .context import StageContext
 from .errors import CorruptObjectError, DefinitionError
 from .declaration import Stage
-from .store import ArtifactRecord, Store, artifact_hash
+from .store import ArtifactRecord, Store, artifact_hash, open_store
 from .task import Task, TaskError, TaskResult
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def execute(task: Task, progress: Callable[[str, Any], None] | None = None) -> T
 
 def _execute(task: Task, progress: Callable[[str, Any], None] | None) -> TaskResult:
     started = time.perf_counter()
-    store = Store(Path(task.store))
+    store = open_store(task.store)
     ctx: StageContext | None = None
     try:
         stage = resolve_stage(task.module, task.stage, task.project_root)
@@ -218,11 +218,7 @@ def _discard(path: Path) -> None:
 
 
 def _drop_attempt(store: Store, task: Task) -> None:
-    import shutil
-
-    folder = store.attempts / task.stage / task.key[:16]
-    if folder.exists():
-        shutil.rmtree(folder, ignore_errors=True)
+    store.drop_attempt(task.stage, task.key)
 
 
 def _user_traceback(exc: BaseException) -> str:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from orchestrator.cachers import Cacher, choose_cacher, get_cacher, register_cacher, registered_cachers
 from orchestrator.errors import UnknownCacherError
-from orchestrator.store import Store
+from orchestrator.localstore import LocalStore as Store
 
 
 def _frame():

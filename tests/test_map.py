@@ -138,7 +138,7 @@ def test_accepting_item_failures(mapper):
 
 def test_killed_map_resumes_with_only_missing_items(mapper):
     from orchestrator.segments import SegmentStore
-    from orchestrator.store import Store
+    from orchestrator.localstore import LocalStore as Store
 
     proc = subprocess.Popen([*EXPERIMENT, "run", "p", "--workers", "2", "--set", "delay=0.02", "--set", "count=400"],
                             cwd=mapper.root, env=mapper.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -205,7 +205,7 @@ def test_corrupted_object_is_detected_and_recomputed(project):
     first = project.run_json("base")
     project.ran()
     numbers = next(n for n in first["nodes"] if n["stage"] == "make_numbers")
-    from orchestrator.store import Store
+    from orchestrator.localstore import LocalStore as Store
 
     store = Store(project.root / "cache")
     record = store.get_record(numbers["key"])
@@ -225,7 +225,7 @@ def test_corrupted_object_is_detected_and_recomputed(project):
 def test_missing_object_is_recomputed(project):
     first = project.run_json("base")
     project.ran()
-    from orchestrator.store import Store
+    from orchestrator.localstore import LocalStore as Store
 
     store = Store(project.root / "cache")
     total = next(n for n in first["nodes"] if n["stage"] == "total")

@@ -201,8 +201,8 @@ def cache() -> None:
 def cache_ls(cache_dir: str | None, as_json: bool) -> None:
     """List stored artifacts: stage, param set, artifact, size, age."""
     from ..project import find_project
-    from ..store import Store
+    from ..store import open_store
     from . import render
 
-    store = Store(find_project().cache_dir(cache_dir))
+    store = open_store(find_project().cache_dir(cache_dir))
     render.cache_listing(store, as_json=as_json)

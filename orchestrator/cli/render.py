@@ -269,7 +269,7 @@ def cache_listing(store: Store, *, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
-    table = Table(title=f"{store.root} — {len(rows)} artifacts", title_justify="left")
+    table = Table(title=f"{store.url} — {len(rows)} artifacts", title_justify="left")
     for column in ("stage", "param set", "artifact", "cacher", "size", "age", "hash"):
         table.add_column(column, justify="right" if column in ("size", "age") else "left")
     for r in rows:

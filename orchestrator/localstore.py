@@ -1,0 +1,88 @@
+"""The artifact store in a local (or NFS) folder."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from .errors import StoreError
+from .localfs import remove
+from .store import Store
+
+__all__ = ["LocalStore"]
+
+
+class LocalStore(Store):
+    """A store in a local (or NFS) folder."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.url = str(self.root)
+        self.objects = self.root / "objects"
+
+    def read_text(self, rel: str) -> str | None:
+        try:
+            return (self.root / rel).read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.root / rel}: {exc.strerror or exc}") from exc
+
+    def write_text(self, rel: str, text: str) -> None:
+        self.prepare()
+        path = self.root / rel
+        staged = self.tmp / f"{uuid.uuid4().hex}.json"
+        try:
+            staged.write_text(text)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, path)
+        except OSError as exc:
+            staged.unlink(missing_ok=True)
+            raise StoreError(f"cannot write {path}: {exc.strerror or exc}. Is the disk full?") from exc
+
+    def create_exclusive(self, rel: str, text: str) -> bool:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(path, "x") as handle:
+                handle.write(text)
+        except FileExistsError:
+            return False
+        return True
+
+    def list_names(self, rel_dir: str) -> list[str]:
+        try:
+            return [entry.name for entry in os.scandir(self.root / rel_dir)]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def delete(self, rel: str) -> None:
+        (self.root / rel).unlink(missing_ok=True)
+
+    def object_path(self, object_hash: str) -> Path:
+        """Where an object with this content hash lives."""
+        return self.objects / object_hash[:2] / object_hash
+
+    def has_object(self, object_hash: str) -> bool:
+        return self.object_path(object_hash).exists()
+
+    def _publish(self, staged: Path, object_hash: str) -> None:
+        target = self.object_path(object_hash)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(staged, target)
+        except OSError:
+            if not target.exists():  # a concurrent writer published the same content: fine
+                raise
+            remove(staged)
+
+    def local_object(self, object_hash: str, kind: str = "file") -> Path:
+        return self.object_path(object_hash)
+
+    def discard_object(self, object_hash: str) -> None:
+        path = self.object_path(object_hash)
+        if path.exists():
+            quarantine = self.staging_path(".discard")
+            os.rename(path, quarantine)
+            remove(quarantine)
