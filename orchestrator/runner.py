@@ -22,6 +22,7 @@ from .dag import Dag, Node
 from .executors import Executor
 from .fingerprint import CodeFingerprint
 from .keys import input_label, map_key
+from .leases import Leases
 from .planner import Action, Decision, decide
 from .store import ArtifactRecord, KeyRecord, Store, open_store
 from .task import InputSpec, Task, TaskError, TaskResult
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["NodeOutcome", "Observers", "RunObserver", "RunResult", "Status", "execute_dag", "new_run_id"]
 
 MAX_CORRUPTION_RETRIES = 2
+LEASE_POLL = 0.25  # seconds between checks on stages another run is computing
 
 
 class Status(str, Enum):
@@ -186,19 +188,33 @@ class _Driver:
         self.outputs: dict[str, Mapping[str, ArtifactRecord]] = {}
         self.outcomes: dict[str, NodeOutcome] = {}
         self.corruptions: dict[str, int] = {}
+        self.attempts: dict[str, int] = {}
         self.stopped = False
         self.submitting: tuple[str, Decision] | None = None
+        self.leases = Leases(store)
+        self.blocked: dict[str, float] = {}  # nodes whose key another run is computing -> since when
 
     def run(self) -> None:
-        while self.ready or self.running:
-            while self.ready and not self.stopped and len(self.running) < max(1, self.executor.capacity):
-                self._start(self.ready.popleft())
-            if not self.running:
-                break
-            done, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
-            for future in done:
-                nid, decision = self.running.pop(future)
-                self._finish(nid, decision, future)
+        with self.leases:
+            while self.ready or self.running or (self.blocked and not self.stopped):
+                while self.ready and not self.stopped and len(self.running) < max(1, self.executor.capacity):
+                    self._start(self.ready.popleft())
+                if self.blocked and not self.stopped:
+                    for nid in list(self.blocked):
+                        if len(self.running) < max(1, self.executor.capacity):
+                            self._start(nid)
+                if not self.running:
+                    if self.ready and not self.stopped:
+                        continue
+                    if not self.blocked or self.stopped:
+                        break
+                    time.sleep(LEASE_POLL)
+                    continue
+                done, _ = wait(list(self.running), timeout=LEASE_POLL if self.blocked else None,
+                               return_when=FIRST_COMPLETED)
+                for future in done:
+                    nid, decision = self.running.pop(future)
+                    self._finish(nid, decision, future)
 
     def _start(self, nid: str) -> None:
         node = self.dag.nodes[nid]
@@ -206,11 +222,29 @@ class _Driver:
         decision = decide(
             node, self.fingerprints[node.stage.name], hashes, self.store, forced=node.stage.name in self.forced
         )
+        if decision.action is Action.RUN and decision.key is not None:
+            if not self.leases.acquire(decision.key):
+                if nid not in self.blocked:
+                    logger.info("%s [%s]: another run is computing it; waiting to reuse its result",
+                                node.stage.name, node.param_set)
+                self.blocked.setdefault(nid, time.monotonic())
+                return
+            # another run may have stored it since we decided (or while we waited)
+            again = decide(node, self.fingerprints[node.stage.name], hashes, self.store,
+                           forced=node.stage.name in self.forced)
+            if again.action is Action.CACHED:
+                self.leases.release(decision.key)
+                decision = again
+        self.blocked.pop(nid, None)
         if decision.action is Action.CACHED and decision.record is not None:
             record = decision.record
             self._done(NodeOutcome(nid, node.stage.name, node.param_set, Status.CACHED, decision.key,
                                    0.0, (), record.outputs, extras=record.extras))
             return
+        self._submit(node, decision)
+
+    def _submit(self, node: Node, decision: Decision) -> None:
+        nid = node.id
         task = self._task(node, decision)
         self.observer.node_started(node, decision)
         self.submitting = (nid, decision)
@@ -253,6 +287,16 @@ class _Driver:
             result = future.result()
         except Exception as exc:  # an executor that lost its worker
             result = TaskResult(nid, error=TaskError("worker", f"the worker running it died: {exc}", type(exc).__name__))
+        if result.error is not None and result.error.kind not in ("sharded", "corrupt"):
+            attempt = self.attempts.get(nid, 0)
+            if attempt < node.stage.retries:
+                self.attempts[nid] = attempt + 1
+                logger.warning("%s [%s] failed (%s); retry %d of %d", node.stage.name, node.param_set,
+                               result.error.message, attempt + 1, node.stage.retries)
+                self._submit(node, decision)
+                return
+        if decision.key is not None:
+            self.leases.release(decision.key)
         if result.error is not None and result.error.kind == "corrupt" and self._recover(nid, result.error):
             return
         if result.error is not None and result.error.kind == "sharded":

@@ -48,6 +48,7 @@ class Executor(ABC):
 
 _REGISTRY: dict[str, type[Executor] | str] = {
     "local": "orchestrator.executors.local:LocalExecutor",
+    "process": "orchestrator.executors.process:ProcessExecutor",
 }
 
 

@@ -1,0 +1,138 @@
+"""Per-key leases with heartbeats: a stage needed by several runs is computed once.
+
+Before running a stage, the driver takes the lease of its key. Another run that needs the
+same key waits, then finds the stored result and reuses it. Leases live in the store, so
+this works across processes and machines sharing it, on a local folder or on S3::
+
+    leases/<key>/<generation>.json    {"owner", "host", "pid", "beat"}
+
+The holder is the highest generation. Taking a lease is an exclusive create of the next
+generation, which exactly one contender wins; this needs no rename (S3 has none). A lease
+whose heartbeat is older than the TTL (or, on the same host, whose process is gone) is
+taken over by creating the next generation: no ``--unlock`` ritual after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+from .store import Store
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Leases"]
+
+TTL_ENV = "ORCHESTRATOR_LEASE_TTL"
+DEFAULT_TTL = 60.0
+
+
+class Leases:
+    """The leases one run holds, kept alive by a heartbeat thread."""
+
+    def __init__(self, store: Store, ttl: float | None = None) -> None:
+        self.store = store
+        self.ttl = float(ttl if ttl is not None else os.environ.get(TTL_ENV, DEFAULT_TTL))
+        self.owner = uuid.uuid4().hex
+        self.host = socket.gethostname()
+        self.held: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Leases:
+        self._thread = threading.Thread(target=self._beat, name="orchestrator-leases", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for key in list(self.held):
+            self.release(key)
+
+    def acquire(self, key: str) -> bool:
+        """Take the lease of ``key``; False while a live run (this one included) holds it.
+
+        Not reentrant on purpose: two nodes of one run with the same key (two param sets
+        that agree on a stage's params) compute it once; the second waits and reuses it.
+        """
+        with self._lock:
+            if key in self.held:
+                return False
+        generations = self._generations(key)
+        following = 0
+        if generations:
+            top = generations[-1]
+            holder = self._read(key, top)
+            if holder is None or self._alive(holder):
+                return False
+            logger.info("taking over the lease of %s from a run that stopped (%s, pid %s)",
+                        key[:12], holder.get("host"), holder.get("pid"))
+            following = top + 1
+        if not self.store.create_exclusive(self._path(key, following), self._payload()):
+            return False
+        with self._lock:
+            self.held[key] = following
+        return True
+
+    def release(self, key: str) -> None:
+        """Give the lease back (after the stage's result is stored or it failed)."""
+        with self._lock:
+            generation = self.held.pop(key, None)
+        if generation is None:
+            return
+        for older in self._generations(key):
+            if older <= generation:
+                self.store.delete(self._path(key, older))
+
+    def _generations(self, key: str) -> list[int]:
+        names = self.store.list_names(f"leases/{key}")
+        return sorted(int(n.split(".")[0]) for n in names if n.split(".")[0].isdigit())
+
+    def _path(self, key: str, generation: int) -> str:
+        return f"leases/{key}/{generation:08d}.json"
+
+    def _payload(self) -> str:
+        return json.dumps({"owner": self.owner, "host": self.host, "pid": os.getpid(), "beat": time.time()})
+
+    def _read(self, key: str, generation: int) -> dict[str, Any] | None:
+        text = self.store.read_text(self._path(key, generation))
+        if not text:
+            return {"beat": time.time()}  # being written right now: alive
+        try:
+            return json.loads(text)  # type: ignore[no-any-return]
+        except ValueError:
+            return {"beat": time.time()}
+
+    def _alive(self, holder: dict[str, Any]) -> bool:
+        if holder.get("owner") == self.owner:
+            return True
+        if time.time() - float(holder.get("beat", 0)) > self.ttl:
+            return False
+        if holder.get("host") == self.host and isinstance(holder.get("pid"), int):
+            try:
+                os.kill(holder["pid"], 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                return True
+        return True
+
+    def _beat(self) -> None:
+        interval = max(0.2, self.ttl / 4)
+        while not self._stop.wait(interval):
+            with self._lock:
+                held = dict(self.held)
+            for key, generation in held.items():
+                try:
+                    self.store.write_text(self._path(key, generation), self._payload())
+                except Exception as exc:  # a failed heartbeat must not kill the run
+                    logger.warning("could not renew the lease of %s: %s", key[:12], exc)
