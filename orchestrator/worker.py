@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .cachers import choose_cacher, get_cacher
+from .cachers import Cacher, choose_cacher, get_cacher
 from .capture import capture, peak_rss
 from .context import StageContext
 from .errors import CorruptObjectError, DefinitionError
@@ -92,8 +92,9 @@ def _execute(task: Task, progress: Callable[[str, Any], None] | None) -> TaskRes
             if stage.takes_ctx:
                 kwargs["ctx"] = ctx
             value = _call(stage, kwargs)
-        values = _split_outputs(stage, value)
-        outputs = {name: _save(store, task, name, obj) for name, obj in values.items()}
+        staged = {name: _stage_output(store, task, name, obj) for name, obj in _split_outputs(stage, value).items()}
+        del value, kwargs  # the serialized outputs are on disk: do not hold them twice while publishing
+        outputs = {name: _publish(store, name, cacher, path) for name, (cacher, path) in staged.items()}
         if ctx is not None and stage.options.get("keep_attempts") is not True:
             _drop_attempt(store, task)
         return TaskResult(task.node, outputs, time.perf_counter() - started, ctx.extras())
@@ -176,27 +177,29 @@ def _split_outputs(stage: Stage, value: Any) -> dict[str, Any]:
     )
 
 
-def _save(store: Store, task: Task, name: str, obj: Any) -> ArtifactRecord:
+def _stage_output(store: Store, task: Task, name: str, obj: Any) -> tuple[Cacher, Path]:
+    """Serialize one output to a local staging file with its cacher."""
     declared = task.cachers.get(name)
     cacher = get_cacher(declared) if declared else choose_cacher(obj)
     staged = store.staging_path(cacher.extension)
     try:
         cacher.save(obj, staged)
+    except Exception as exc:
+        _discard(staged)
+        hint = "" if declared == "pickle" else f" Fix: declare cachers={{{name!r}: 'pickle'}} or return a supported type."
+        raise _storage_failure(store, name, exc, f"({type(obj).__name__}) could not be stored with cacher "
+                               f"{cacher.name!r}: {type(exc).__name__}: {exc}.{hint}") from exc
+    return cacher, staged
+
+
+def _publish(store: Store, name: str, cacher: Cacher, staged: Path) -> ArtifactRecord:
+    """Hash a staged output and publish it to the store."""
+    try:
         digest, size, kind = store.ingest(staged)
     except Exception as exc:
         _discard(staged)
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            message = (
-                f"output {name!r}: the disk holding {store.root} is full. Nothing partial was kept. "
-                "Fix: free space (experiment cache gc) or pass --cache-dir on a larger disk."
-            )
-        else:
-            hint = "" if declared == "pickle" else f" Fix: declare cachers={{{name!r}: 'pickle'}} or return a supported type."
-            message = (
-                f"output {name!r} ({type(obj).__name__}) could not be stored with cacher {cacher.name!r}: "
-                f"{type(exc).__name__}: {exc}.{hint}"
-            )
-        raise _Failure(TaskError("cacher", message, type(exc).__name__, _user_traceback(exc))) from exc
+        raise _storage_failure(store, name, exc, f"could not be published to {store.url}: "
+                               f"{type(exc).__name__}: {exc}.") from exc
     return ArtifactRecord(
         name=name,
         hash=artifact_hash(cacher.name, cacher.version, digest),
@@ -206,6 +209,17 @@ def _save(store: Store, task: Task, name: str, obj: Any) -> ArtifactRecord:
         size=size,
         kind=kind,
     )
+
+
+def _storage_failure(store: Store, name: str, exc: Exception, detail: str) -> _Failure:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        message = (
+            f"output {name!r}: the disk holding {store.root} is full. Nothing partial was kept. "
+            "Fix: free space (experiment cache gc) or pass --cache-dir on a larger disk."
+        )
+    else:
+        message = f"output {name!r} {detail}"
+    return _Failure(TaskError("cacher", message, type(exc).__name__, _user_traceback(exc)))
 
 
 def _discard(path: Path) -> None:
