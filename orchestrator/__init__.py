@@ -25,6 +25,7 @@ _EXPORTS = {
     "Stage": "declaration",
     "StageContext": "context",
     "StageFailed": "errors",
+    "Status": "runner",
     "StoreError": "errors",
     "UsageError": "errors",
     "aggregate": "declaration",
@@ -68,6 +69,6 @@ if TYPE_CHECKING:  # pragma: no cover
         UsageError,
     )
     from .executors import Executor, register_executor
-    from .runner import RunResult
+    from .runner import RunResult, Status
     from .declaration import Stage, aggregate, stage
     from .filesets import files

@@ -6,7 +6,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ class StageContext:
         self.device: Any = None
         self.worker: Any = None
         self.project_root = project_root
+        self.store = store
         self._store = store
         self._scratch: Path | None = None
         self._metrics: list[dict[str, Any]] = []
@@ -80,6 +81,58 @@ class StageContext:
         from .reportables import to_reportable
 
         self._reports.append(to_reportable(str(name), obj))
+
+    def torchrun(
+        self,
+        script: str | Path,
+        args: Mapping[str, Any] | None = None,
+        outputs: Mapping[str, str] | None = None,
+        nproc_per_node: int | str = "auto",
+        timeout: float | None = None,
+        env: Mapping[str, Any] | None = None,
+        gpus: int | None = None,
+        nnodes: int = 1,
+        node_rank: int = 0,
+        rdzv_endpoint: str | None = None,
+        all_ranks: bool = False,
+        on_output: Callable[[str], None] | None = None,
+    ) -> dict[str, Path]:
+        """Run an external script under torchrun and return its declared outputs as paths.
+
+        The script runs in this (stage, key)'s attempt folder, which is also passed as
+        ``--output-dir``; ``args`` are passed as ``--name value``; a checkpoint left in
+        ``checkpoints/`` by an earlier failed attempt is passed as ``--resume-from``. The
+        script's file (and the project modules it imports) is part of the stage's key when
+        ``script`` is a string literal here (else list it in ``@stage(scripts=[...])``).
+
+        Args:
+            script: The script, relative to the project root (or absolute).
+            args: Script arguments; Paths are passed as absolute strings.
+            outputs: ``{output_name: file name under the output dir}`` to check and return.
+            nproc_per_node: Processes per node, or ``"auto"``: one per visible GPU, else 2 on CPU (gloo).
+            timeout: Seconds before every rank is stopped and the stage fails (None: no limit).
+            env: Extra environment variables for the ranks.
+            gpus: Pick this many free GPUs (``CUDA_VISIBLE_DEVICES``); CPU fallback when there are none.
+            nnodes: Number of nodes; above 1, also pass ``node_rank`` and ``rdzv_endpoint``.
+            node_rank: This node's rank.
+            rdzv_endpoint: ``host:port`` of the rendezvous (several nodes).
+            all_ranks: Stream every rank's output, not only rank 0's.
+            on_output: Called with each streamed line (default: written to ``sys.stderr``).
+
+        Returns:
+            ``{output_name: Path}``, ready to return from the stage.
+
+        Raises:
+            ExternalScriptFailed: a missing script, a non-zero exit, a timeout, a signal, or a
+                declared output that was not written.
+        """
+        from .script_stage import run_torchrun
+
+        return run_torchrun(
+            self, script, args=args, outputs=outputs, nproc_per_node=nproc_per_node, timeout=timeout, env=env,
+            gpus=gpus, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint, all_ranks=all_ranks,
+            on_output=on_output,
+        )
 
     def extras(self) -> dict[str, Any]:
         """Metrics and reports collected so far (stored with the stage's outputs)."""

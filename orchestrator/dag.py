@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .cachers import get_cacher
-from .errors import DefinitionError, ParamsError, WiringError, did_you_mean
+from .errors import DefinitionError, ParamsError, UnknownCacherError, WiringError, did_you_mean
 from .fingerprint import CodeFingerprint
 from .hashing import hash_struct
 from .params import ParamSet
@@ -109,7 +109,10 @@ def build_dag(
                     "over all param sets. Fix: make the consumer an @aggregate too."
                 )
         for output, cacher in stage.cachers.items():
-            get_cacher(cacher)
+            try:
+                get_cacher(cacher)
+            except UnknownCacherError as exc:
+                raise UnknownCacherError(f"stage {stage.name!r}, output {output!r}: {exc}") from None
     order = _topological(stages, producers)
     wanted = _resolve_targets(stages, producers, targets)
     needed = _ancestors(stages, producers, [producers[t] for t in wanted])
@@ -248,9 +251,12 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+def _label(annotation: Any) -> str:
+    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+
+
 def _check_type(stage: Stage, param: Param, value: Any, param_set: str) -> None:
-    annotation = param.annotation
-    label = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    label = _label(param.annotation)
     expected = _TYPES.get(label)
     if expected is None or (value is None and param.default is None):
         return
@@ -272,6 +278,8 @@ def _bind(stage: Stage, param_set: ParamSet) -> dict[str, Any]:
         if param.name in param_set.values:
             value = param_set.values[param.name]
             _check_type(stage, param, value, param_set.name)
+            if _label(param.annotation) == "float" and type(value) is int:
+                value = float(value)  # lr=1 and lr=1.0 are the same param value, and the same key
             values[param.name] = value
         elif not param.required:
             values[param.name] = param.default
@@ -305,6 +313,11 @@ def _check_unknown_keys(
     known = set(RESERVED_PARAMS) | {p.name for s in stages.values() for p in s.all_params}
     for param_set in sets:
         for key in param_set.values:
+            if key not in known and key in param_set.overridden:
+                raise ParamsError(
+                    f"--set {key}=...: no stage takes a param {key!r}.{did_you_mean(key, known)} "
+                    "Fix: correct the name in --set."
+                )
             if key not in known:
                 raise ParamsError(
                     f"param set {param_set.name!r} ({param_set.source}) defines {key!r}, which no stage "

@@ -10,7 +10,7 @@ from typing import Any
 from .declaration import Stage, stage
 from .hashing import hash_struct
 
-__all__ = ["files", "list_files", "source_digest"]
+__all__ = ["FileList", "files", "list_files", "source_digest"]
 
 
 def list_files(root: Path, pattern: str) -> list[Path]:
@@ -18,6 +18,25 @@ def list_files(root: Path, pattern: str) -> list[Path]:
     base = root if not Path(pattern).is_absolute() else Path("/")
     matches = globbing.glob(str(base / pattern), recursive=True)
     return sorted(Path(m).resolve() for m in matches if Path(m).is_file())
+
+
+class FileList(list):  # type: ignore[type-arg]
+    """The paths of a ``files()`` artifact; ``digest`` covers their content.
+
+    Because the digest is stored with the list, editing a file changes the artifact's
+    hash, so stages that read the files rerun even though the paths are the same.
+    """
+
+    digest: str = ""
+
+    def __reduce__(self) -> Any:
+        return (_file_list, (list(self), self.digest))
+
+
+def _file_list(paths: list[Path], digest: str) -> FileList:
+    result = FileList(paths)
+    result.digest = digest
+    return result
 
 
 def files(pattern: str, *, name: str) -> Stage:
@@ -37,7 +56,7 @@ def files(pattern: str, *, name: str) -> Stage:
     caller = sys._getframe(1).f_globals.get("__name__", __name__)
 
     def list_matching(ctx):  # type: ignore[no-untyped-def]
-        return list_files(ctx.project_root, pattern)
+        return _file_list(list_files(ctx.project_root, pattern), source_digest(ctx.project_root, pattern, ctx.store))
 
     list_matching.__module__ = caller
     list_matching.__qualname__ = list_matching.__name__ = f"files_{name}"

@@ -91,6 +91,7 @@ class Fingerprinter:
         self._objects: dict[int, tuple[str, str, list[Any]]] = {}
         self._scripts: dict[Path, tuple[str, list[Path]]] = {}
         self._module_trees: dict[str, ast.Module | None] = {}
+        self._usage: dict[str, tuple[set[str], list[str]]] = {}
 
     # -- public ------------------------------------------------------------------------
     def stage(
@@ -99,15 +100,16 @@ class Fingerprinter:
         """Fingerprint a stage function (and ``extra`` functions such as its setup) with what they reach."""
         fn = inspect.unwrap(fn)
         parts: dict[str, str] = {}
-        ctx_uses: set[str] = set()
-        found_scripts: list[str] = list(scripts)
-        tree = self._function_tree(fn)
-        if tree is not None:
-            ctx_uses, literals = _ctx_usage(tree)
-            found_scripts += [s for s in literals if s not in found_scripts]
         self._walk(fn, parts)
         for other in extra:
             self._walk(other, parts)
+        # what the stage (or any project function it reaches) reads of ctx, and the scripts it launches
+        ctx_uses: set[str] = set()
+        found_scripts: list[str] = list(scripts)
+        for label in parts:
+            uses, literals = self._usage.get(label, (set(), []))
+            ctx_uses |= uses
+            found_scripts += [s for s in literals if s not in found_scripts]
         for script in found_scripts:
             self._walk_script(self.root / script, parts)
         if version is not None:
@@ -157,29 +159,48 @@ class Fingerprinter:
         else:
             digest = hash_struct(["Ast", ast.dump(tree, annotate_fields=False)])
             refs = list(self._references(obj, tree))
+            self._usage[label] = _ctx_usage(tree)
         entry = (label, digest, refs)
         self._objects[id(obj)] = entry
         return entry
 
     def _describe_constant(self, const: _Constant) -> tuple[str, str, list[Any]] | None:
         label = f"{const.module}:{const.name}"
-        try:
-            return label, hash_struct(["Value", _plain(const.value)]), []
+        refs: list[Any] = []
+        try:  # plain data, possibly holding functions or classes (a registry dict): hash it, follow them
+            return label, hash_struct(["Value", _plain(const.value, refs)]), refs
         except TypeError:
             pass
-        tree = self.module_tree(const.module)
-        if tree is None:
-            return None
-        for node in tree.body:
-            if isinstance(node, ast.Assign):
-                targets = node.targets
-            elif isinstance(node, ast.AnnAssign):
-                targets = [node.target]
-            else:
-                continue
-            if any(isinstance(t, ast.Name) and t.id == const.name for t in targets):
-                return label, hash_struct(["AstValue", ast.dump(node, annotate_fields=False)]), []
+        # any other object: hash the statement that defines it, in whichever project module does
+        modules = [const.module] + [
+            name for name, module in list(sys.modules.items())
+            if name != const.module and getattr(module, const.name, None) is const.value
+            and self._is_local_file(getattr(module, "__file__", None))
+        ]
+        for module_name in modules:
+            tree = self.module_tree(module_name)
+            for node in tree.body if tree is not None else []:
+                if isinstance(node, ast.Assign):
+                    targets = node.targets
+                elif isinstance(node, ast.AnnAssign):
+                    targets = [node.target]
+                else:
+                    continue
+                if any(isinstance(t, ast.Name) and t.id == const.name for t in targets):
+                    dump = ast.dump(node, annotate_fields=False)
+                    found = self._statement_references(module_name, node)
+                    return f"{module_name}:{const.name}", hash_struct(["AstValue", dump]), found
+        logger.debug("cannot fingerprint %s: its definition was not found", label)
         return None
+
+    def _statement_references(self, module_name: str, node: ast.AST) -> list[Any]:
+        """Project functions and classes a module-level statement names."""
+        namespace = vars(sys.modules[module_name])
+        found = []
+        for child in ast.walk(node):
+            if isinstance(child, ast.Name) and isinstance(namespace.get(child.id), (types.FunctionType, type)):
+                found.append(namespace[child.id])
+        return found
 
     def _function_tree(self, obj: Any) -> ast.AST | None:
         try:
@@ -319,16 +340,23 @@ class _Constant:
     value: Any
 
 
-def _plain(value: Any) -> Any:
-    """Convert simple containers of simple values for hashing; raise TypeError otherwise."""
+def _plain(value: Any, refs: list[Any]) -> Any:
+    """Convert simple containers of simple values for hashing; raise TypeError otherwise.
+
+    Functions and classes inside the containers are replaced by their names and appended
+    to ``refs`` so that their code is fingerprinted too.
+    """
     if isinstance(value, _SIMPLE):
         return value if not isinstance(value, complex) else repr(value)
+    if isinstance(value, (types.FunctionType, type)):
+        refs.append(value)
+        return f"<code {value.__module__}:{value.__qualname__}>"
     if isinstance(value, (list, tuple)):
-        return [type(value).__name__, [_plain(v) for v in value]]
+        return [type(value).__name__, [_plain(v, refs) for v in value]]
     if isinstance(value, (set, frozenset)):
-        return ["set", sorted(repr(_plain(v)) for v in value)]
+        return ["set", sorted(repr(_plain(v, refs)) for v in value)]
     if isinstance(value, dict):
-        return {repr(k): _plain(v) for k, v in value.items()}
+        return {repr(k): _plain(v, refs) for k, v in value.items()}
     raise TypeError(type(value).__name__)
 
 
@@ -350,11 +378,14 @@ def _attribute_chain(node: ast.Attribute) -> list[str]:
     return chain[::-1]
 
 
+_CTX_NAMES = frozenset({"ctx", "context"})
+
+
 def _ctx_usage(tree: ast.AST) -> tuple[set[str], list[str]]:
     uses: set[str] = set()
     scripts: list[str] = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "ctx":
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in _CTX_NAMES:
             uses.add(node.attr)
         if (
             isinstance(node, ast.Call)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from pathlib import Path
 
 from .errors import StoreError
-from .localfs import remove
+from .hashing import hash_file
+from .localfs import hash_tree, remove
 from .store import Store
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["LocalStore"]
 
@@ -66,6 +70,15 @@ class LocalStore(Store):
 
     def has_object(self, object_hash: str) -> bool:
         return self.object_path(object_hash).exists()
+
+    def _existing_is_intact(self, object_hash: str, kind: str) -> bool:
+        path = self.object_path(object_hash)
+        actual = hash_tree(path)[0] if kind == "dir" else hash_file(path)
+        if actual != object_hash:
+            logger.warning("stored object %s was corrupt; replacing it with the fresh copy", object_hash[:12])
+            self.discard_object(object_hash)
+            return False
+        return True
 
     def _publish(self, staged: Path, object_hash: str) -> None:
         target = self.object_path(object_hash)

@@ -40,6 +40,7 @@ class ParamSet:
     name: str
     values: Mapping[str, Any]
     source: str = ""
+    overridden: frozenset[str] = frozenset()  # top-level keys set by --set / overrides
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def load_experiment(
         raise ParamsError("no param set named. Fix: experiment run NAME (one of the files in params/).")
     if isinstance(overrides, Mapping):
         parsed = [(str(k), v) for k, v in overrides.items()]
-        override_texts = tuple(f"{k}={v!r}" for k, v in parsed)
+        override_texts = tuple(f"{k}={_override_text(v)}" for k, v in parsed)
     else:
         parsed = [parse_override(text) for text in overrides]
         override_texts = tuple(overrides)
@@ -114,10 +115,18 @@ def load_experiment(
             targets += [t for t in _str_list(doc["targets"], "targets", path) if t not in targets]
         if doc.get("description"):
             descriptions.append(str(doc["description"]))
+        grid_keys = set((doc.get("grid") or {}) if path.suffix != ".py" else ())
+        for key, _ in parsed:
+            if key in grid_keys:
+                raise ParamsError(
+                    f"--set {key}=...: {key} is a grid dimension of {path.name}; overriding it would make "
+                    f"every grid set identical. Fix: drop the --set, or run a param file without that grid."
+                )
+        overridden = frozenset(key.split(".")[0] for key, _ in parsed)
         for set_name, values in _expand(name, doc, path):
             for key, value in parsed:
                 values = apply_override(values, key, value, where=f"param set {set_name!r}")
-            sets.append(ParamSet(set_name, values, source=str(path)))
+            sets.append(ParamSet(set_name, values, source=str(path), overridden=overridden))
     seen: dict[str, str] = {}
     for param_set in sets:
         if param_set.name in seen:
@@ -151,11 +160,34 @@ def _find(params_dir: Path, name: str) -> Path:
     )
 
 
+def _loader() -> Any:
+    """A safe YAML loader that also reads ``1e-3`` and ``2E5`` as floats (YAML 1.1 says strings)."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"),
+    )
+    return Loader
+
+
+def _yaml(text: str) -> Any:
+    import yaml
+
+    return yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = _yaml(path.read_text())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -289,6 +321,13 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _override_text(value: Any) -> str:
+    """A value written so that ``--set`` reads it back as the same value."""
+    import json
+
+    return value if isinstance(value, str) and parse_override(f"x={value}")[1] == value else json.dumps(value)
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """Parse ``key=value`` (value YAML-typed: ``0.1`` is a float, ``[1, 2]`` a list)."""
     import yaml
@@ -298,7 +337,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ParamsError(f"--set {text!r}: expected KEY=VALUE with a dotted KEY, e.g. --set lr=0.01.")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ParamsError(f"--set {text!r}: the value is not valid YAML ({exc}). Quote it: --set {key}='{raw}'") from exc
     return key, value

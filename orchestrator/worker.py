@@ -180,6 +180,9 @@ def _split_outputs(stage: Stage, value: Any) -> dict[str, Any]:
 def _stage_output(store: Store, task: Task, name: str, obj: Any) -> tuple[Cacher, Path]:
     """Serialize one output to a local staging file with its cacher."""
     declared = task.cachers.get(name)
+    if isinstance(obj, Path) and not obj.exists() and declared in (None, "file", "dir"):
+        raise _Failure(TaskError("outputs", f"output {name!r} is the path {obj}, which does not exist. "
+                                 "Fix: write the file (e.g. under ctx.scratch_dir) before returning its path."))
     cacher = get_cacher(declared) if declared else choose_cacher(obj)
     staged = store.staging_path(cacher.extension)
     try:
@@ -215,7 +218,7 @@ def _storage_failure(store: Store, name: str, exc: Exception, detail: str) -> _F
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         message = (
             f"output {name!r}: the disk holding {store.root} is full. Nothing partial was kept. "
-            "Fix: free space (experiment cache gc) or pass --cache-dir on a larger disk."
+            "Fix: free space on that disk, or pass --cache-dir on a larger one."
         )
     else:
         message = f"output {name!r} {detail}"

@@ -28,7 +28,7 @@ def test_help_is_fast_and_lists_commands():
     ("args", "message"),
     [
         (["run", "bsae"], "Did you mean 'base'?"),
-        (["run", "base", "--set", "scael=2"], "defines 'scael', which no stage takes. Did you mean 'scale'?"),
+        (["run", "base", "--set", "scael=2"], "--set scael=...: no stage takes a param 'scael'. Did you mean 'scale'?"),
         (["run", "base", "--set", "scale=big"], "must be int"),
         (["run", "base", "--target", "totl"], "Did you mean 'total'?"),
         (["run", "base", "--force", "shfit"], "Did you mean 'shift'?"),

@@ -15,6 +15,7 @@ def test_public_api_is_pinned():
         "Stage",
         "StageContext",
         "StageFailed",
+        "Status",
         "StoreError",
         "UsageError",
         "aggregate",
