@@ -279,6 +279,7 @@ class _Driver:
             log_path=str(self.store.log_path(self.run_id, node.id)),
             options=self.options,
             map_key=map_key(decision.parts, node.stage.map_over) if node.stage.map_over and decision.parts else "",
+            resources=dict(node.stage.resources),
         )
 
     def _finish(self, nid: str, decision: Decision, future: Future[TaskResult]) -> None:

@@ -50,6 +50,7 @@ class Task:
     log_path: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
     map_key: str = ""
+    resources: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

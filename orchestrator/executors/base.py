@@ -49,6 +49,9 @@ class Executor(ABC):
 _REGISTRY: dict[str, type[Executor] | str] = {
     "local": "orchestrator.executors.local:LocalExecutor",
     "process": "orchestrator.executors.process:ProcessExecutor",
+    "dask": "orchestrator.executors.dask:DaskExecutor",
+    "ray": "orchestrator.executors.ray:RayExecutor",
+    "slurm": "orchestrator.executors.slurm:SlurmExecutor",
 }
 
 
