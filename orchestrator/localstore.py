@@ -24,6 +24,7 @@ class LocalStore(Store):
         super().__init__(root)
         self.url = str(self.root)
         self.objects = self.root / "objects"
+        _check_owner(self.root)
 
     def read_text(self, rel: str) -> str | None:
         try:
@@ -99,3 +100,27 @@ class LocalStore(Store):
             quarantine = self.staging_path(".discard")
             os.rename(path, quarantine)
             remove(quarantine)
+
+
+TRUST_ENV = "ORCHESTRATOR_TRUST_CACHE"
+
+
+def _check_owner(root: Path) -> None:
+    """Refuse a store another user owns: loading pickles from it would run their code."""
+    try:
+        owner = root.stat().st_uid
+    except OSError:
+        return
+    if owner == os.getuid() or os.environ.get(TRUST_ENV) == "1":
+        return
+    try:
+        import pwd
+
+        name = pwd.getpwuid(owner).pw_name
+    except (ImportError, KeyError):
+        name = str(owner)
+    raise StoreError(
+        f"the artifact store {root} belongs to user {name!r}. Stored pickles run code when loaded, so a "
+        f"cache is as trusted as code. Fix: use your own --cache-dir, or set {TRUST_ENV}=1 if you trust "
+        f"{name!r}."
+    )

@@ -1,0 +1,76 @@
+"""Cache verification and the store's safety checks."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from orchestrator.localstore import LocalStore
+
+
+def _corrupt(store: LocalStore, stage: str, artifact: str) -> None:
+    record = next(r for r in store.records() if r.stage == stage)
+    path = store.object_path(record.outputs[artifact].object)
+    os.chmod(path, 0o644)
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_verify_finds_corruption_names_it_and_repair_recomputes_only_it(project):
+    project.run_json("base")
+    project.ran()
+    clean = json.loads(project.experiment("cache", "verify", "--json").stdout)
+    assert clean["problems"] == [] and clean["artifacts"] == 5
+    store = LocalStore(project.root / "cache")
+    _corrupt(store, "shift", "shifted")
+    found = project.experiment("cache", "verify", check=1).stdout
+    assert "BROKEN" in found and "shift [base] shifted" in found and "--repair" in found
+    project.experiment("cache", "verify", "--repair")
+    project.run_json("base")
+    assert project.ran() == ["shift"]
+    assert json.loads(project.experiment("cache", "verify", "--json").stdout)["problems"] == []
+
+
+def test_truncated_and_deleted_objects_are_found(project):
+    project.run_json("base")
+    store = LocalStore(project.root / "cache")
+    record = next(r for r in store.records() if r.stage == "make_numbers")
+    path = store.object_path(record.outputs["numbers"].object)
+    os.chmod(path, 0o644)
+    path.write_bytes(path.read_bytes()[:3])
+    other = next(r for r in store.records() if r.stage == "total")
+    store.discard_object(other.outputs["total"].object)
+    report = json.loads(project.experiment("cache", "verify", "--json", check=1).stdout)
+    assert {p["artifact"] for p in report["problems"]} == {"numbers", "total"}
+
+
+def test_store_owned_by_another_user_is_refused(project, tmp_path):
+    foreign = tmp_path / "foreign-cache"
+    foreign.mkdir()
+    if os.getuid() != 0:
+        import pytest
+
+        pytest.skip("changing a folder's owner needs root")
+    os.chown(foreign, 12345, 12345)
+    proc = project.experiment("run", "base", "--cache-dir", str(foreign), check=1)
+    assert "belongs to user" in proc.stderr and "ORCHESTRATOR_TRUST_CACHE=1" in proc.stderr
+    import subprocess
+
+    from conftest import EXPERIMENT
+
+    trusted = subprocess.run([*EXPERIMENT, "run", "base", "--cache-dir", str(foreign)], cwd=project.root,
+                             env={**project.env(), "ORCHESTRATOR_TRUST_CACHE": "1"}, capture_output=True, text=True)
+    assert trusted.returncode == 0, trusted.stderr
+
+
+def test_stored_objects_are_read_only_and_follow_the_umask(project):
+    project.run_json("base")
+    store = LocalStore(project.root / "cache")
+    for record in store.records():
+        for artifact in record.outputs.values():
+            mode = store.object_path(artifact.object).stat().st_mode & 0o777
+            assert mode & 0o222 == 0
+            umask = os.umask(0)
+            os.umask(umask)
+            assert mode & umask == 0
