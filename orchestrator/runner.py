@@ -14,11 +14,12 @@ import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
 from .dag import Dag, Node
+from .errors import StoreError
 from .executors import Executor
 from .fingerprint import CodeFingerprint
 from .keys import input_label, map_key
@@ -296,7 +297,9 @@ class _Driver:
                                result.error.message, attempt + 1, node.stage.retries)
                 self._submit(node, decision)
                 return
-        if decision.key is not None:
+        if result.error is None:
+            result = self._record(node, decision, result)
+        if decision.key is not None:  # only now: a run waiting on this key finds the record
             self.leases.release(decision.key)
         if result.error is not None and result.error.kind == "corrupt" and self._recover(nid, result.error):
             return
@@ -316,15 +319,23 @@ class _Driver:
             if not self.keep_going:
                 self.stopped = True
             return
+        self._done(NodeOutcome(nid, node.stage.name, node.param_set, Status.RAN, decision.key,
+                               result.seconds, decision.reasons, result.outputs, extras=result.extras,
+                               log_path=self._log(nid), peak_rss=result.peak_rss))
+
+    def _record(self, node: Node, decision: Decision, result: TaskResult) -> TaskResult:
+        """Publish the key record of a successful execution (the driver alone writes records)."""
         assert decision.key is not None and decision.parts is not None
         parts = decision.parts.to_dict()
         record = KeyRecord(decision.key, node.stage.name, node.param_set, parts, dict(result.outputs),
                            time.time(), result.seconds, dict(result.extras))
-        self.store.put_record(record)
-        self.store.put_ref(node.stage.name, node.param_set, parts)
-        self._done(NodeOutcome(nid, node.stage.name, node.param_set, Status.RAN, decision.key,
-                               result.seconds, decision.reasons, record.outputs, extras=record.extras,
-                               log_path=self._log(nid), peak_rss=result.peak_rss))
+        try:
+            self.store.put_record(record)
+            self.store.put_ref(node.stage.name, node.param_set, parts)
+        except StoreError as exc:
+            return replace(result, error=TaskError("store", f"its outputs were stored but not its key record: {exc}",
+                                                   type(exc).__name__))
+        return result
 
     def _log(self, nid: str) -> str:
         path = self.store.log_path(self.run_id, nid)
