@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import random
@@ -32,7 +31,6 @@ class FullDisk(Cacher):
         return None
 
 
-import errno
 register_cacher(FullDisk)
 
 
