@@ -74,3 +74,14 @@ def test_stored_objects_are_read_only_and_follow_the_umask(project):
             umask = os.umask(0)
             os.umask(umask)
             assert mode & umask == 0
+
+
+def test_no_shell_true_anywhere():
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    offenders = [str(p) for folder in ("orchestrator", "stages", "external", "benchmarks")
+                 for p in (root / folder).rglob("*.py")
+                 if ".venvs" not in p.parts and re.search(r"shell\s*=\s*True", p.read_text())]
+    assert offenders == []
