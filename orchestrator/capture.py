@@ -13,10 +13,32 @@ from typing import IO, Any
 __all__ = ["capture", "peak_rss"]
 
 
+class _LazyFile:
+    """A text file opened on first write, so stages that print nothing leave no file behind."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.handle: IO[str] | None = None
+
+    def write(self, text: str) -> int:
+        if self.handle is None:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self.handle = open(self.path, "a", encoding="utf-8", errors="replace")
+        return self.handle.write(text)
+
+    def flush(self) -> None:
+        if self.handle is not None:
+            self.handle.flush()
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
 class _Tee:
     """A text stream writing to the original stream and a log file."""
 
-    def __init__(self, original: IO[str], log: IO[str]) -> None:
+    def __init__(self, original: IO[str], log: _LazyFile) -> None:
         self.original = original
         self.log = log
 
@@ -38,9 +60,9 @@ def capture(path: str) -> Iterator[None]:
     if not path:
         yield
         return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8", errors="replace") as log:
-        handler = logging.StreamHandler(log)
+    log = _LazyFile(path)
+    try:
+        handler = logging.StreamHandler(log)  # type: ignore[arg-type]
         handler.setLevel(logging.INFO)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger()
@@ -56,6 +78,8 @@ def capture(path: str) -> Iterator[None]:
             sys.stdout, sys.stderr = out, err
             root.removeHandler(handler)
             root.setLevel(previous_level)
+    finally:
+        log.close()
 
 
 def peak_rss() -> int:

@@ -203,6 +203,12 @@ class Fingerprinter:
         return found
 
     def _function_tree(self, obj: Any) -> ast.AST | None:
+        """The docstring-free AST of a function or class, cut from its module's memoized tree."""
+        tree = self.module_tree(getattr(obj, "__module__", "") or "")
+        if tree is not None:
+            node = _find_definition(tree, obj)
+            if node is not None:
+                return ast.Module(body=[node], type_ignores=[])
         try:
             source = inspect.getsource(obj)
         except (OSError, TypeError):
@@ -358,6 +364,18 @@ def _plain(value: Any, refs: list[Any]) -> Any:
     if isinstance(value, dict):
         return {repr(k): _plain(v, refs) for k, v in value.items()}
     raise TypeError(type(value).__name__)
+
+
+def _find_definition(tree: ast.Module, obj: Any) -> ast.AST | None:
+    """The def/class node of ``obj`` in its module's tree (by name and first line), or None."""
+    name = getattr(obj, "__name__", None)
+    code = getattr(obj, "__code__", None)
+    kinds = (ast.FunctionDef, ast.AsyncFunctionDef) if code is not None else (ast.ClassDef,)
+    matches = [n for n in ast.walk(tree) if isinstance(n, kinds) and n.name == name]
+    if code is not None:
+        line = code.co_firstlineno
+        matches = [n for n in matches if line in (n.lineno, *(d.lineno for d in n.decorator_list))]
+    return matches[0] if len(matches) == 1 else None
 
 
 def _all_args(node: ast.arguments) -> list[ast.arg]:

@@ -24,7 +24,14 @@ class LocalStore(Store):
         super().__init__(root)
         self.url = str(self.root)
         self.objects = self.root / "objects"
+        self._folders: set[Path] = set()
+        self._fresh: dict[str, tuple[int, int, int]] = {}  # objects this process stored: (inode, size, mtime)
         _check_owner(self.root)
+
+    def _folder(self, path: Path) -> None:
+        if path not in self._folders:
+            path.mkdir(parents=True, exist_ok=True)
+            self._folders.add(path)
 
     def read_text(self, rel: str) -> str | None:
         try:
@@ -40,7 +47,7 @@ class LocalStore(Store):
         staged = self.tmp / f"{uuid.uuid4().hex}.json"
         try:
             staged.write_text(text)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._folder(path.parent)
             os.replace(staged, path)
         except OSError as exc:
             staged.unlink(missing_ok=True)
@@ -48,7 +55,7 @@ class LocalStore(Store):
 
     def create_exclusive(self, rel: str, text: str) -> bool:
         path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._folder(path.parent)
         try:
             with open(path, "x") as handle:
                 handle.write(text)
@@ -63,7 +70,14 @@ class LocalStore(Store):
             return []
 
     def delete(self, rel: str) -> None:
-        (self.root / rel).unlink(missing_ok=True)
+        path = self.root / rel
+        path.unlink(missing_ok=True)
+        if rel.startswith("leases/"):  # a lease folder per key: do not leave thousands of empty ones
+            try:
+                path.parent.rmdir()
+                self._folders.discard(path.parent)
+            except OSError:
+                pass
 
     def object_path(self, object_hash: str) -> Path:
         """Where an object with this content hash lives."""
@@ -83,13 +97,27 @@ class LocalStore(Store):
 
     def _publish(self, staged: Path, object_hash: str) -> None:
         target = self.object_path(object_hash)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self._folder(target.parent)
         try:
             os.rename(staged, target)
         except OSError:
             if not target.exists():  # a concurrent writer published the same content: fine
                 raise
             remove(staged)
+            return
+        self._remember_intact(object_hash, target)
+
+    def _known_intact(self, object_hash: str, path: Path) -> bool:
+        known = self._fresh.get(object_hash)
+        if known is None or not path.is_file():
+            return False
+        stat = path.stat()
+        return known == (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+    def _remember_intact(self, object_hash: str, path: Path) -> None:
+        if path.is_file():
+            stat = path.stat()
+            self._fresh[object_hash] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
     def local_object(self, object_hash: str, kind: str = "file") -> Path:
         return self.object_path(object_hash)

@@ -78,6 +78,7 @@ class _Driver:
         self.submitting: tuple[str, Decision] | None = None
         self.leases = Leases(store)
         self.blocked: dict[str, float] = {}  # nodes whose key another run is computing -> since when
+        self.refs: dict[tuple[str, str], Any] = {}  # key parts of what ran, for the next plan's reasons
 
     def run(self) -> None:
         with self.leases:
@@ -215,10 +216,10 @@ class _Driver:
                            time.time(), result.seconds, dict(result.extras))
         try:
             self.store.put_record(record)
-            self.store.put_ref(node.stage.name, node.param_set, parts)
         except StoreError as exc:
             return replace(result, error=TaskError("store", f"its outputs were stored but not its key record: {exc}",
                                                    type(exc).__name__))
+        self.refs[(node.stage.name, node.param_set)] = parts
         return result
 
     def _log(self, nid: str) -> str:
@@ -316,6 +317,10 @@ def execute_dag(
         status = "interrupted"
         driver.interrupt()
     driver.skip_rest()
+    try:
+        store.put_refs(driver.refs)
+    except StoreError as exc:
+        logger.warning("could not remember this run's key parts for explanations: %s", exc)
     if status != "interrupted" and any(o.status is Status.FAILED for o in driver.outcomes.values()):
         status = "failed"
     position = {nid: index for index, nid in enumerate(dag.nodes)}

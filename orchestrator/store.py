@@ -4,7 +4,7 @@ Layout (relative keys, the same on a local folder and on a remote fsspec URL)::
 
     objects/ab/<hash>       stored objects, files or folders, read-only, named by content hash
     keys/ab/<key>.json      key records: which objects a stage execution produced
-    refs/<stage>/<id>.json  the key parts of a stage's last execution per param set
+    refs.json               the key parts of each stage's last execution per param set (for plan reasons)
     maps/ab/<map key>/...   per-item results of map stages (see segments.py)
     leases/<key>/<gen>      per-key leases of running stages (see leases.py)
 
@@ -84,9 +84,19 @@ class KeyRecord:
         return cls(outputs=outputs, **data)
 
 
+_OPEN: dict[tuple[str, str], Store] = {}
+
+
 def open_store(location: str | os.PathLike[str], local: Path | None = None) -> Store:
-    """A store for a local path or an fsspec URL (``s3://bucket/prefix``)."""
-    text = str(location)
+    """The store for a local path or an fsspec URL (``s3://bucket/prefix``), one per process."""
+    entry = (str(location), str(local or ""))
+    store = _OPEN.get(entry)
+    if store is None:
+        store = _OPEN[entry] = _open(str(location), local)
+    return store
+
+
+def _open(text: str, local: Path | None) -> Store:
     if "://" in text and not text.startswith("file://"):
         from .remote import RemoteStore
 
@@ -107,6 +117,7 @@ class Store:
         self.tmp = self.root / "tmp"
         self.attempts = self.root / "attempts"
         self._ready = False
+        self._refs: dict[str, dict[str, Any]] | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
@@ -197,13 +208,23 @@ class Store:
         if not self.has_object(record.object):
             raise CorruptObjectError(f"{where}: stored object {record.object[:12]} is missing from {self.url}.")
         path = self.local_object(record.object, record.kind)
+        if self._known_intact(record.object, path):
+            return path
         actual = hash_tree(path)[0] if record.kind == "dir" else hash_file(path)
         if actual != record.object:
             raise CorruptObjectError(
                 f"{where}: stored object {record.object[:12]} is corrupt (content hash is now {actual[:12]}). "
                 "Fix: rerun: a run recomputes it (or --force the stage that produces it)"
             )
+        self._remember_intact(record.object, path)
         return path
+
+    def _known_intact(self, object_hash: str, path: Path) -> bool:
+        """True when this process stored or verified the object and its file is unchanged since."""
+        return False
+
+    def _remember_intact(self, object_hash: str, path: Path) -> None:
+        """Note that the object at ``path`` was just written or verified by this process."""
 
     def _existing_is_intact(self, object_hash: str, kind: str) -> bool:
         """Whether an existing object may stand in for a fresh copy (remote stores trust it)."""
@@ -245,20 +266,30 @@ class Store:
                 except (ValueError, TypeError, KeyError):
                     logger.warning("skipping damaged key record %s", name)
 
-    def _ref(self, stage: str, param_set: str) -> str:
-        return f"refs/{stage}/{hash_struct(['Ref', param_set])[:24]}.json"
+    def _read_refs(self) -> dict[str, dict[str, Any]]:
+        text = self.read_text("refs.json")
+        try:
+            refs = json.loads(text) if text else {}
+        except ValueError:
+            logger.warning("refs.json is damaged; plans will explain less until the next run rewrites it")
+            refs = {}
+        return refs if isinstance(refs, dict) else {}
 
     def get_ref(self, stage: str, param_set: str) -> dict[str, Any] | None:
-        """The key parts of the last execution of ``stage`` for ``param_set``."""
-        text = self.read_text(self._ref(stage, param_set))
-        try:
-            return json.loads(text) if text else None
-        except ValueError:
-            return None
+        """The key parts of the last execution of ``stage`` for ``param_set`` (read once per process)."""
+        if self._refs is None:
+            self._refs = self._read_refs()
+        return self._refs.get(stage, {}).get(param_set)
 
-    def put_ref(self, stage: str, param_set: str, parts: Mapping[str, Any]) -> None:
-        """Remember the key parts of the latest execution."""
-        self.write_text(self._ref(stage, param_set), json.dumps(parts, sort_keys=True, default=str))
+    def put_refs(self, updates: Mapping[tuple[str, str], Mapping[str, Any]]) -> None:
+        """Remember the key parts of the latest executions (one write per run, merged with others')."""
+        if not updates:
+            return
+        refs = self._read_refs()
+        for (stage, param_set), parts in updates.items():
+            refs.setdefault(stage, {})[param_set] = parts
+        self.write_text("refs.json", json.dumps(refs, sort_keys=True, default=str))
+        self._refs = refs
 
     # -- local working folders -------------------------------------------------------------
     def attempt_dir(self, stage: str, key: str) -> Path:

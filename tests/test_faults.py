@@ -14,6 +14,7 @@ import pytest
 from conftest import EXPERIMENT
 
 FAULTY = '''
+import errno
 import os
 import numpy as np
 from orchestrator import Cacher, register_cacher, stage
