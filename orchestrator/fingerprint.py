@@ -92,6 +92,7 @@ class Fingerprinter:
         self._scripts: dict[Path, tuple[str, list[Path]]] = {}
         self._module_trees: dict[str, ast.Module | None] = {}
         self._usage: dict[str, tuple[set[str], list[str]]] = {}
+        self._index: dict[str, dict[str, list[ast.AST]]] = {}
 
     # -- public ------------------------------------------------------------------------
     def stage(
@@ -204,9 +205,9 @@ class Fingerprinter:
 
     def _function_tree(self, obj: Any) -> ast.AST | None:
         """The docstring-free AST of a function or class, cut from its module's memoized tree."""
-        tree = self.module_tree(getattr(obj, "__module__", "") or "")
-        if tree is not None:
-            node = _find_definition(tree, obj)
+        index = self._definitions(getattr(obj, "__module__", "") or "")
+        if index:
+            node = _find_definition(index, obj)
             if node is not None:
                 return ast.Module(body=[node], type_ignores=[])
         try:
@@ -277,6 +278,18 @@ class Fingerprinter:
             known = known and "site-packages" not in path.parts
             self._local_files[filename] = known
         return known
+
+    def _definitions(self, module_name: str) -> dict[str, list[ast.AST]]:
+        """Every def/class node of a project module by name (built once per module)."""
+        index = self._index.get(module_name)
+        if index is None:
+            index = {}
+            tree = self.module_tree(module_name)
+            for node in ast.walk(tree) if tree is not None else ():
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    index.setdefault(node.name, []).append(node)
+            self._index[module_name] = index
+        return index
 
     def module_tree(self, module_name: str) -> ast.Module | None:
         """The parsed (docstring-free) source of a project-local module, memoized."""
@@ -366,12 +379,12 @@ def _plain(value: Any, refs: list[Any]) -> Any:
     raise TypeError(type(value).__name__)
 
 
-def _find_definition(tree: ast.Module, obj: Any) -> ast.AST | None:
-    """The def/class node of ``obj`` in its module's tree (by name and first line), or None."""
-    name = getattr(obj, "__name__", None)
+def _find_definition(index: dict[str, list[ast.AST]], obj: Any) -> ast.AST | None:
+    """The def/class node of ``obj`` among its module's definitions (by name and first line), or None."""
+    name = getattr(obj, "__name__", "")
     code = getattr(obj, "__code__", None)
     kinds = (ast.FunctionDef, ast.AsyncFunctionDef) if code is not None else (ast.ClassDef,)
-    matches = [n for n in ast.walk(tree) if isinstance(n, kinds) and n.name == name]
+    matches = [n for n in index.get(name, ()) if isinstance(n, kinds)]
     if code is not None:
         line = code.co_firstlineno
         matches = [n for n in matches if line in (n.lineno, *(d.lineno for d in n.decorator_list))]
