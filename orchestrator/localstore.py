@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import StoreError
@@ -121,6 +122,14 @@ class LocalStore(Store):
 
     def local_object(self, object_hash: str, kind: str = "file") -> Path:
         return self.object_path(object_hash)
+
+    def object_entries(self) -> Iterator[tuple[str, int, float]]:
+        for prefix in self.list_names("objects"):
+            for entry in os.scandir(self.objects / prefix):
+                stat = entry.stat(follow_symlinks=False)
+                size = stat.st_size if entry.is_file() else sum(
+                    p.stat().st_size for p in Path(entry.path).rglob("*") if p.is_file())
+                yield entry.name, size, stat.st_mtime
 
     def discard_object(self, object_hash: str) -> None:
         path = self.object_path(object_hash)

@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,12 @@ class RemoteStore(Store):
             logger.warning("local copy of %s is damaged; downloading it again", record.object[:12])
             remove(cached)
             return super().verified_path(record, stage=stage, param_set=param_set)
+
+    def object_entries(self) -> Iterator[tuple[str, int, float]]:
+        for path, info in self.fs.find(self._full("objects"), detail=True).items():
+            modified = info.get("LastModified") or info.get("mtime") or 0
+            stamp = modified.timestamp() if hasattr(modified, "timestamp") else float(modified)
+            yield str(path).rsplit("/", 1)[-1], int(info.get("size", 0)), stamp
 
     def discard_object(self, object_hash: str) -> None:
         remove(self._cached(object_hash))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -73,7 +74,7 @@ class SegmentStore:
             cloudpickle.dump(list(results), handle, protocol=pickle.HIGHEST_PROTOCOL)
         digest, _, _ = self.store.ingest(staged)
         segment = Segment(digest, tuple(items))
-        record = json.dumps({"object": digest, "items": list(items)})
+        record = json.dumps({"object": digest, "items": list(items), "created": time.time()})
         self.store.write_text(f"{self.folder}/{digest}.json", record)
         return segment
 

@@ -159,6 +159,10 @@ class Store:
         """Delete an object (a corrupt one, or garbage)."""
         raise NotImplementedError
 
+    def object_entries(self) -> Iterator[tuple[str, int, float]]:
+        """Every stored object as (hash, size in bytes, modification time)."""
+        raise NotImplementedError
+
     # -- setup -----------------------------------------------------------------------------
     def prepare(self) -> None:
         """Create the local folders; raises StoreError when the location is not writable."""

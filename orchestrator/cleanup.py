@@ -1,0 +1,127 @@
+"""``experiment cache gc``: remove what no kept run can reach, safely beside running work.
+
+Roots are the key records used by the kept runs (the newest ``keep_last`` runs, every run
+newer than ``older_than``, every run still running), the source snapshots of those runs,
+the key records and map segments written within the grace period, and every key with a
+live lease. Key records outside the roots are forgotten first, then objects that nothing
+left references. Objects younger than the grace period are never removed, so a run that is
+writing right now (its objects land before its key records) loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .store import Store
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["GcReport", "collect_garbage"]
+
+GRACE = 3600.0  # seconds: anything newer is kept whatever the roots say
+
+
+@dataclass(frozen=True)
+class GcReport:
+    """What garbage collection removed (or would remove, on a dry run)."""
+
+    kept_runs: int
+    dropped_keys: int
+    dropped_segments: int
+    dropped_objects: int
+    freed_bytes: int
+    kept_bytes: int
+    dry_run: bool
+
+
+def collect_garbage(store: Store, *, keep_last: int | None = None, older_than: float | None = None,
+                    max_size: int | None = None, dry_run: bool = False, grace: float = GRACE) -> GcReport:
+    """Remove key records and objects unreachable from the kept runs (see the module docstring).
+
+    Args:
+        keep_last: Keep the newest N runs' results.
+        older_than: Keep the results of runs (and records) newer than this many seconds.
+        max_size: Then drop the oldest remaining records until reachable objects fit in this many bytes.
+        dry_run: Only report.
+        grace: Never touch anything newer than this many seconds.
+    """
+    now = time.time()
+    runs = _runs(store)
+    if keep_last is None and older_than is None:
+        kept_runs = runs
+    else:
+        newest = runs[:keep_last] if keep_last is not None else []
+        recent = [r for r in runs if older_than is not None and now - r.started < older_than]
+        running = [r for r in runs if r.status == "running"]
+        kept_runs = list({r.id: r for r in (*newest, *recent, *running)}.values())
+    keys: set[str] = set()
+    snapshot: set[str] = set()
+    history = _history(store)
+    for run in kept_runs:
+        snapshot.update(str(h) for h in run.snapshot.values())
+        if history is not None:
+            keys.update(e.key for e in history.executions(run, parts=False) if e.key)
+    keys.update(store.list_names("leases"))
+    cutoff = now - max(grace, older_than or 0.0) if (keep_last is not None or older_than is not None) else None
+    records = list(store.records())
+    drop = [r for r in records if cutoff is not None and r.key not in keys and r.created < cutoff]
+    kept = sorted((r for r in records if r not in drop), key=lambda r: r.created)
+    sizes = {h: (size, mtime) for h, size, mtime in store.object_entries()}
+    if max_size is not None:
+        while kept and _reachable_size(kept, sizes) > max_size and now - kept[0].created > grace:
+            drop.append(kept.pop(0))
+    segments = _segments(store, None if cutoff is None else cutoff)
+    reachable = snapshot | {a.object for r in kept for a in r.outputs.values()}
+    reachable |= {obj for rel, obj, fresh in segments if fresh}
+    garbage = [(h, size) for h, (size, mtime) in sizes.items() if h not in reachable and now - mtime > grace]
+    stale_segments = [(rel, obj) for rel, obj, fresh in segments if not fresh]
+    if not dry_run:
+        for record in drop:
+            store.drop_record(record.key)
+        for rel, _ in stale_segments:
+            store.delete(rel)
+        for object_hash, _ in garbage:
+            store.discard_object(object_hash)
+    freed = sum(size for _, size in garbage)
+    report = GcReport(len(kept_runs), len(drop), len(stale_segments), len(garbage), freed,
+                      sum(sizes[h][0] for h in reachable if h in sizes), dry_run)
+    logger.info("gc: %s", report)
+    return report
+
+
+def _reachable_size(records: list[Any], sizes: dict[str, tuple[int, float]]) -> int:
+    objects = {a.object for r in records for a in r.outputs.values()}
+    return sum(sizes[h][0] for h in objects if h in sizes)
+
+
+def _history(store: Store) -> Any:
+    from .records.database import database_path
+    from .records.history import open_history
+
+    return open_history(store.root) if database_path(store.root).exists() else None
+
+
+def _runs(store: Store) -> list[Any]:
+    history = _history(store)
+    return history.runs() if history is not None else []
+
+
+def _segments(store: Store, cutoff: float | None) -> list[tuple[str, str, bool]]:
+    """Every map segment record as (relative path, object, kept?)."""
+    found = []
+    for prefix in store.list_names("maps"):
+        for map_key in store.list_names(f"maps/{prefix}"):
+            folder = f"maps/{prefix}/{map_key}"
+            for name in store.list_names(folder):
+                text = store.read_text(f"{folder}/{name}")
+                try:
+                    data = json.loads(text or "")
+                except ValueError:
+                    continue
+                created = float(data.get("created", 0))
+                found.append((f"{folder}/{name}", str(data.get("object", "")), cutoff is None or created >= cutoff))
+    return found

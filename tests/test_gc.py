@@ -1,0 +1,107 @@
+"""Garbage collection: only what no kept run reaches goes, and never under a running run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+from conftest import EXPERIMENT
+
+
+def _gc(project, *args, check=0):
+    return json.loads(project.experiment("cache", "gc", "--json", *args, check=check).stdout)
+
+
+def _age_everything(cache, seconds):
+    """Pretend everything in the store was written ``seconds`` ago."""
+    past = time.time() - seconds
+    for path in cache.rglob("*"):
+        os.utime(path, (past, past), follow_symlinks=False)
+    for record in (cache / "keys").glob("*/*.json"):
+        data = json.loads(record.read_text())
+        data["created"] = past
+        os.chmod(record, 0o644)
+        record.write_text(json.dumps(data))
+    database = cache / "runs.db"
+    if database.exists():
+        import sqlite3
+
+        with sqlite3.connect(database) as conn:
+            conn.execute("UPDATE runs SET started = ?, ended = ?", (past, past))
+        conn.close()
+
+
+def test_gc_without_limits_removes_only_orphans(project):
+    project.run_json("base")
+    from orchestrator.localstore import LocalStore
+
+    store = LocalStore(project.root / "cache")
+    orphan = store.staging_path()
+    orphan.write_bytes(b"nobody references me")
+    digest, _, _ = store.ingest(orphan)
+    _age_everything(project.root / "cache", 2 * 3600)
+    report = _gc(project)
+    assert report["dropped_objects"] == 1 and report["dropped_keys"] == 0
+    assert not store.has_object(digest)
+    assert json.loads(project.experiment("cache", "verify", "--json").stdout)["problems"] == []
+    again = project.run_json("base")
+    assert {n["status"] for n in again["nodes"]} == {"cached"}
+
+
+def test_keep_last_keeps_the_newest_runs_results_only(project):
+    project.run_json("base", "--set", "scale=2")
+    project.run_json("base", "--set", "scale=3")
+    _age_everything(project.root / "cache", 2 * 3600)
+    project.run_json("base")  # the newest run: scale=1
+    project.ran()
+    dry = _gc(project, "--keep-last", "1", "--dry-run")
+    assert dry["dropped_keys"] == 6 and dry["dry_run"]  # double_all, total, summary for 2 old scales
+    assert json.loads(project.experiment("plan", "base", "--set", "scale=2", "--json").stdout)[1]["action"] == "CACHED"
+    report = _gc(project, "--keep-last", "1")
+    assert report["dropped_keys"] == 6 and report["dropped_objects"] >= 2
+    plan = json.loads(project.experiment("plan", "base", "--set", "scale=2", "--json").stdout)
+    assert {p["stage"]: p["action"] for p in plan}["double_all"] == "RUN"
+    newest = project.run_json("base")
+    assert {n["status"] for n in newest["nodes"]} == {"cached"}
+
+
+def test_gc_while_a_run_is_writing_leaves_the_run_intact(make_project):
+    proj = make_project({
+        "stages/__init__.py": "",
+        "stages/s.py": '''
+            import time
+            import numpy as np
+            from orchestrator import stage
+
+            @stage(outputs=["a"])
+            def a(seed: int = 0):
+                return np.random.default_rng(seed).random(200_000)
+
+            @stage(inputs=["a"], outputs=["b"])
+            def b(a):
+                time.sleep(1.5)
+                return a * 2
+
+            @stage(inputs=["b"], outputs=["c"])
+            def c(b):
+                return float(b.sum())
+        ''',
+        "params/p.yaml": "params: {seed: 0}\n",
+    })
+    proj.run_json("p")  # an old run whose results are fair game
+    _age_everything(proj.root / "cache", 40 * 86400)
+    run = subprocess.Popen([*EXPERIMENT, "run", "p", "--set", "seed=1", "--json"], cwd=proj.root, env=proj.env(),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    collected = []
+    while run.poll() is None:
+        collected.append(_gc(proj, "--older-than", "30d"))
+        time.sleep(0.2)
+    out, err = run.communicate()
+    assert run.returncode == 0, err
+    assert sum(r["dropped_keys"] for r in collected) >= 3  # the old run's results went
+    verify = json.loads(proj.experiment("cache", "verify", "--json").stdout)
+    assert verify["problems"] == []
+    again = proj.run_json("p", "--set", "seed=1")
+    assert {n["status"] for n in again["nodes"]} == {"cached"}
