@@ -9,6 +9,7 @@ The CLI is a thin layer over these functions; notebooks call them directly::
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from .fingerprint import CodeFingerprint, Fingerprinter
 from .params import Experiment, load_experiment
 from .planner import Action, Plan, make_plan
 from .project import Project, collect_stages, find_project, import_modules
-from .runner import RunObserver, RunResult, execute_dag
+from .runner import Observers, RunObserver, RunResult, execute_dag
 from .declaration import Stage
 from .store import Store, open_store
 from .worker import load_input
@@ -60,13 +61,20 @@ class Session:
         observer: RunObserver | None = None,
         run_id: str | None = None,
         options: Mapping[str, Any] | None = None,
+        desc: str = "",
+        record: bool = True,
     ) -> RunResult:
         """Run what is missing or stale; see :func:`orchestrator.runner.execute_dag`.
 
         ``options`` are run-wide settings passed to every task (``workers``, ``shard``...).
+        Unless ``record`` is false the run is recorded in ``<cache>/runs.db``, titled ``desc``,
+        and its HTML report written (see :mod:`orchestrator.records`).
         """
+        from .records import RunRecorder
+
         self._check_forced(force)
-        with get_executor(executor, **dict(executor_options or {})) as engine:
+        recorder = RunRecorder(self, desc=desc) if record else None
+        with get_executor(executor, **dict(executor_options or {})) as engine, recorder or contextlib.nullcontext():
             return execute_dag(
                 self.dag,
                 self.fingerprints,
@@ -74,7 +82,7 @@ class Session:
                 engine,
                 forced=force,
                 keep_going=keep_going,
-                observer=observer,
+                observer=Observers(*[o for o in (observer, recorder) if o is not None]),
                 run_id=run_id,
                 project_root=str(self.project.root),
                 options=options,
@@ -159,11 +167,17 @@ def load(artifact: str, *, params: Names, param_set: str | None = None, override
         wanted = session.experiment.set_named(param_set).name
     decision = the_plan.decisions[f"{producer.name}@{wanted}"]
     if decision.action is not Action.CACHED or decision.record is None:
-        names = params if isinstance(params, str) else " ".join(params)
+        import shlex
+
+        words = ["experiment", "run", *([params] if isinstance(params, str) else params)]
+        for text in session.experiment.overrides:
+            words += ["--set", text]
+        words += ["--target", artifact]
+        if cache_dir:
+            words += ["--cache-dir", str(cache_dir)]
         raise ArtifactNotCached(
             f"artifact {artifact!r} of param set {wanted!r} is not cached for the current code and params "
-            f"({'; '.join(decision.reasons) or 'upstream not cached'}). "
-            f"Fix: experiment run {names} --target {artifact}"
+            f"({'; '.join(decision.reasons) or 'upstream not cached'}). Fix: {shlex.join(words)}"
         )
     return load_input(session.store, decision.record.outputs[artifact], as_path=False,
                       stage=producer.name, param_set=wanted)

@@ -14,6 +14,8 @@ what was found, and end with the fix. Only the CLI turns them into exit codes
     │   │   └── UnknownCacherError  a cacher name that is not registered
     │   └── RecordNotFound        a run id, stage or artifact that the run records do not hold
     ├── StageFailed             exit 1: a stage raised, returned the wrong outputs, or its cacher failed
+    │   └── ExternalScriptFailed  an external script (ctx.torchrun) exited non-zero, timed out, was
+    │                             killed, is missing, or did not write a declared output
     ├── StoreError              exit 1: the artifact store could not be read or written
     │   └── CorruptObjectError    a stored object no longer matches its content hash
     ├── RecordsError            exit 1: the run records database (runs.db) is damaged, busy or too new
@@ -30,6 +32,7 @@ __all__ = [
     "ArtifactNotCached",
     "CorruptObjectError",
     "DefinitionError",
+    "ExternalScriptFailed",
     "OrchestratorError",
     "ParamsError",
     "ProjectError",
@@ -105,6 +108,41 @@ class StageFailed(OrchestratorError):
         self.param_set = param_set
         self.cause_type = cause_type
         self.traceback_text = traceback_text
+
+
+class ExternalScriptFailed(StageFailed):
+    """An external script launched by a stage (``ctx.torchrun``) failed; outputs were not published.
+
+    The message names the stage and the script, the exit code, the log path and the last
+    lines of the failing rank's output (its traceback), and ends with the fix.
+
+    Attributes:
+        script: The script, relative to the project root when inside it.
+        returncode: torchrun's exit status (negative: a signal), or None if it never ran
+            (``exit_code`` stays the CLI's: 1).
+        rank: The failing rank, when torchrun reported one.
+        log_path: The merged log of every rank ('' if it never ran).
+        tail: The last lines of the failing rank's output.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stage: str,
+        param_set: str,
+        script: str,
+        returncode: int | None = None,
+        rank: int | None = None,
+        log_path: str = "",
+        tail: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message, stage=stage, param_set=param_set, cause_type="ExternalScriptFailed")
+        self.script = script
+        self.returncode = returncode
+        self.rank = rank
+        self.log_path = log_path
+        self.tail = tail
 
 
 class StoreError(OrchestratorError):

@@ -1,6 +1,9 @@
-"""Train the MLP, evaluate it, and rank the param sets."""
+"""Train the MLP under torchrun (external/train.py), evaluate it, and rank the param sets."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pandas as pd
 
@@ -9,37 +12,29 @@ from orchestrator import aggregate, stage
 from .helpers import build_mlp, tensors
 
 
-@stage(inputs=["train_features"], outputs=["model"], cachers={"model": "torch"})
-def fit(train_features: pd.DataFrame, lr: float, hidden: int, epochs: int = 20, batch_size: int = 64, ctx=None):
-    """Full-batch-shuffled Adam training; returns the model's state dict and its shape."""
+@stage(inputs=["train_features"], outputs=["checkpoint", "train_metrics"])
+def fit(train_features: Path, lr: float, hidden: int, epochs: int = 3, batch_size: int = 64, seed: int = 0,
+        ctx=None):
+    """Train under torchrun (external/train.py, Lightning DDP): one process per GPU, else 2 on CPU."""
+    out = ctx.torchrun(
+        "external/train.py",
+        args={"train_features": train_features, "lr": lr, "hidden": hidden, "epochs": epochs,
+              "batch_size": batch_size, "seed": seed},
+        outputs={"checkpoint": "model.ckpt", "train_metrics": "train_metrics.json"},
+        nproc_per_node="auto",
+        timeout=600,
+    )
+    return {"checkpoint": out["checkpoint"], "train_metrics": json.loads(out["train_metrics"].read_text())}
+
+
+@stage(inputs=["checkpoint", "test_features"], outputs=["metrics"])
+def evaluate(checkpoint: Path, test_features: pd.DataFrame) -> dict:
+    """Accuracy and loss of the trained checkpoint on the held-out split."""
     import torch
 
-    torch.manual_seed(ctx.seed)
-    model = build_mlp(hidden)
-    x, y = tensors(train_features)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(ctx.seed)
-    for epoch in range(epochs):
-        order = torch.randperm(len(x), generator=generator)
-        total = 0.0
-        for start in range(0, len(x), batch_size):
-            batch = order[start : start + batch_size]
-            optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(batch)
-        ctx.metric("train_loss", total / len(x), step=epoch)
-    return {"state_dict": model.state_dict(), "hidden": hidden}
-
-
-@stage(inputs=["model", "test_features"], outputs=["metrics"])
-def evaluate(model: dict, test_features: pd.DataFrame) -> dict:
-    """Accuracy and loss on the held-out split."""
-    import torch
-
-    net = build_mlp(model["hidden"])
-    net.load_state_dict(model["state_dict"])
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    net = build_mlp(state["hyper_parameters"]["hidden"])
+    net.load_state_dict({name.removeprefix("net."): value for name, value in state["state_dict"].items()})
     x, y = tensors(test_features)
     with torch.no_grad():
         logits = net(x)

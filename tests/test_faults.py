@@ -122,10 +122,12 @@ def kill_loop(proj, kills: int, seed: int) -> list[dict]:
     findings = []
     for i in range(kills):
         salt = ["--set", f"salt={seed * 1000 + i}"]
-        reference = proj.run_json("p", *salt, "--cache-dir", str(proj.root / "reference-cache"))
+        started = time.monotonic()
+        reference = proj.run_json("p", *salt, "--workers", "2", "--cache-dir", str(proj.root / "reference-cache"))
+        duration = time.monotonic() - started
         proc = subprocess.Popen([*EXPERIMENT, "run", "p", *salt, "--workers", "2"], cwd=proj.root, env=proj.env(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        delay = rng.uniform(0.3, 3.0)
+        delay = rng.uniform(0.1, 0.9) * duration  # somewhere inside an uninterrupted run's span
         time.sleep(delay)
         killed = proc.poll() is None
         if killed:

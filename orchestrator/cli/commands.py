@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -116,29 +117,53 @@ def _run_options(workers: int | None, shard: tuple[int, int] | None, max_item_fa
               help="One map worker per device, e.g. cuda:0,cuda:1 (ctx.device).")
 @click.option("--dry-run", is_flag=True, help="Only show the plan (same as `experiment plan`).")
 @click.option("--keep-going", is_flag=True, help="After a failure, still run every branch that does not depend on it.")
-@click.option("--executor", default="local", show_default=True, help="Where stages run.")
+@click.option("--executor", default="local", show_default=True,
+              help="Where stages run: local (in-process), process, dask, ray, slurm.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+              help="Stages run at once (implies --executor process when > 1).")
+@click.option("--address", default=None, help="Cluster address for --executor dask/ray.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary instead.")
+@click.option("--desc", default="", metavar="TEXT", help="Describe the run (the title of its record and report).")
 @_handle_errors
 def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, ...], cache_dir: str | None,
         force: tuple[str, ...], workers: int | None, shard: tuple[int, int] | None, max_item_failures: int | None,
-        devices: str | None, dry_run: bool, keep_going: bool, executor: str, as_json: bool) -> None:
+        devices: str | None, dry_run: bool, keep_going: bool, executor: str, jobs: int | None,
+        address: str | None, as_json: bool, desc: str) -> None:
     """Run the experiment PARAMS_SET... (files in params/): only what is missing or stale."""
     from ..api import open_session
-    from . import render
+    from .plain import result_json, resume_command
 
     session = open_session(names, overrides=overrides, targets=targets or None, cache_dir=cache_dir)
     if dry_run:
+        from . import render
+
         render.plan(session, session.plan(force), as_json=as_json)
         return
-    observer = render.NullObserver() if as_json else render.ProgressObserver(session)
-    with observer:
-        result = session.run(force=force, executor=executor, keep_going=keep_going, observer=observer,
-                             options=_run_options(workers, shard, max_item_failures, devices))
-    command = render.resume_command(names, overrides, targets, cache_dir)
     if as_json:
-        click.echo(json.dumps(render.result_json(result), indent=1))
+        observer: Any = contextlib.nullcontext()
     else:
-        render.summary(session, result, command)
+        from . import render
+
+        observer = render.ProgressObserver(session)
+    if jobs and jobs > 1 and executor == "local":
+        executor = "process"
+    engine_options = {k: v for k, v in (("jobs", jobs), ("address", address)) if v is not None}
+    engine_options.update(session.project.config.get("executor", {}).get(executor, {}))
+    with observer:
+        result = session.run(force=force, executor=executor, keep_going=keep_going,
+                             observer=None if as_json else observer, executor_options=engine_options,
+                             options=_run_options(workers, shard, max_item_failures, devices), desc=desc)
+    from ..records import report_path
+
+    report = report_path(session.store.root, result.run_id)
+    if as_json:
+        summary = result_json(result)
+        summary["report"] = str(report) if report.exists() else None
+        click.echo(json.dumps(summary, indent=1))
+    else:
+        render.summary(session, result, resume_command(names, overrides, targets, cache_dir))
+        if report.exists():
+            click.echo(f"report: {report}")
     if result.status == "interrupted":
         sys.exit(130)
     if not result.ok:
@@ -206,3 +231,76 @@ def cache_ls(cache_dir: str | None, as_json: bool) -> None:
 
     store = open_store(find_project().cache_dir(cache_dir))
     render.cache_listing(store, as_json=as_json)
+
+
+from .records import register as _register_records  # noqa: E402  (the run-record commands)
+
+_register_records(main)
+
+
+@cache.command("verify", context_settings=CONTEXT)
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Artifact store.")
+@click.option("--repair", is_flag=True, help="Forget broken artifacts so the next run recomputes them.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@_handle_errors
+def cache_verify(cache_dir: str | None, repair: bool, as_json: bool) -> None:
+    """Check every stored artifact against its content hash (exit 1 when any is broken)."""
+    from ..project import find_project
+    from ..store import open_store
+    from ..verify import verify_store
+    from . import render
+
+    report = verify_store(open_store(find_project().cache_dir(cache_dir)), repair=repair)
+    render.verify_report(report, as_json=as_json)
+    if report.problems and not repair:
+        sys.exit(1)
+
+
+def _duration(text: str | None) -> float | None:
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    value, unit = text[:-1], text[-1:].lower()
+    if unit not in units or not value.replace(".", "", 1).isdigit():
+        raise click.BadParameter(f"{text!r} is not a duration like 30d, 12h or 45m", param_hint="--older-than")
+    return float(value) * units[unit]
+
+
+def _size(text: str | None) -> int | None:
+    if text is None:
+        return None
+    from ..executors.resources import memory_bytes
+
+    try:
+        return memory_bytes({"mem": text})
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--max-size") from exc
+
+
+@cache.command("gc", context_settings=CONTEXT)
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Artifact store.")
+@click.option("--keep-last", type=click.IntRange(min=0), default=None, help="Keep the results of the newest N runs.")
+@click.option("--older-than", default=None, metavar="AGE", help="Remove what only runs older than AGE (30d, 12h) use.")
+@click.option("--max-size", default=None, metavar="SIZE", help="Then drop the oldest results until the store fits (50G).")
+@click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_handle_errors
+def cache_gc(cache_dir: str | None, keep_last: int | None, older_than: str | None, max_size: str | None,
+             dry_run: bool, as_json: bool) -> None:
+    """Remove artifacts no kept run can reach (safe while other runs are writing)."""
+    from dataclasses import asdict
+
+    from ..cleanup import collect_garbage
+    from ..project import find_project
+    from ..store import open_store
+
+    store = open_store(find_project().cache_dir(cache_dir))
+    report = collect_garbage(store, keep_last=keep_last, older_than=_duration(older_than),
+                             max_size=_size(max_size), dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps(asdict(report), indent=1))
+        return
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {report.dropped_objects} objects ({report.freed_bytes / 1024**2:.1f} MiB), "
+               f"{report.dropped_keys} cached results and {report.dropped_segments} map segments; "
+               f"kept {report.kept_runs} runs' results ({report.kept_bytes / 1024**2:.1f} MiB)")

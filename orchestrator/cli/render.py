@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shlex
 import time
 from collections import Counter, defaultdict
 from typing import Any
@@ -32,6 +31,7 @@ STYLE = {
     Action.RUN: "green", Action.CACHED: "cyan", Action.MAY_RUN: "yellow",
 }
 DETAIL_LIMIT = 60  # above this many nodes, list only what ran or failed
+SUMMARY_ROWS = 25  # stages listed in the end-of-run table (the slowest ones)
 
 
 class LogHandler(logging.Handler):
@@ -40,16 +40,6 @@ class LogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         colour = "yellow" if record.levelno >= logging.WARNING else "dim"
         err.print(f"[{colour}]{record.levelname.lower()}: {escape(record.getMessage())}[/]")
-
-
-class NullObserver(RunObserver):
-    """No display (for --json)."""
-
-    def __enter__(self) -> NullObserver:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 class ProgressObserver(RunObserver):
@@ -95,7 +85,11 @@ class ProgressObserver(RunObserver):
         self.done += 1
         self.current = ""
         if self.verbose_nodes or outcome.status in (Status.RAN, Status.FAILED, Status.INTERRUPTED):
-            err.print(status_line(outcome, self.widths), no_wrap=True, overflow="ellipsis")
+            line = status_line(outcome, self.widths)
+            if err.is_terminal:
+                err.print(line, no_wrap=True, overflow="ellipsis")
+            else:  # a log file or a pipe: plain text, and much cheaper for thousands of nodes
+                self.live.console.file.write(line.plain + "\n")
 
 
 def map_bar(state: Any, width: int = 30) -> Text:
@@ -134,16 +128,6 @@ def status_line(outcome: NodeOutcome, widths: tuple[int, int] = (20, 24)) -> Tex
     )
 
 
-def resume_command(names: Any, overrides: Any, targets: Any, cache_dir: Any) -> str:
-    """The command that resumes (reruns) this run."""
-    words = ["experiment", "run", *names]
-    words += [w for o in overrides for w in ("--set", o)]
-    words += [w for t in targets for w in ("--target", t)]
-    if cache_dir:
-        words += ["--cache-dir", str(cache_dir)]
-    return shlex.join(words)
-
-
 def summary(session: Session, result: RunResult, command: str) -> None:
     """The end-of-run table, then failures with their tracebacks and how to resume."""
     per_stage: dict[str, Counter[Status]] = defaultdict(Counter)
@@ -159,44 +143,34 @@ def summary(session: Session, result: RunResult, command: str) -> None:
     for status in shown:
         table.add_column(status.value, justify="right", style=STYLE[status])
     table.add_column("seconds", justify="right")
-    for stage, counts in per_stage.items():
-        table.add_row(stage, *[str(counts[s] or "") for s in shown], f"{seconds[stage]:.1f}")
+    ordered = list(per_stage)
+    if len(ordered) > SUMMARY_ROWS:  # the slowest stages; the rest in one line
+        ordered = sorted(ordered, key=lambda name: -seconds[name])[:SUMMARY_ROWS]
+    for stage in ordered:
+        counts = per_stage[stage]
+        table.add_row(Text(stage), *[str(counts[s] or "") for s in shown], f"{seconds[stage]:.1f}")
+    if len(per_stage) > len(ordered):
+        rest = [s for s in per_stage if s not in ordered]
+        totals = Counter[Status]()
+        for name in rest:
+            totals.update(per_stage[name])
+        table.add_row(Text(f"... {len(rest)} more stages", style="dim"), *[str(totals[s] or "") for s in shown],
+                      f"{sum(seconds[n] for n in rest):.1f}")
     out.print(table)
     for failure in result.failures:
         error = failure.error
-        out.print(f"[bold red]FAILED[/] {failure.stage} [{escape(failure.param_set)}]: "
-                  f"{escape(error.message if error else '')}", soft_wrap=True)
+        out.print(Text.assemble(("FAILED ", "bold red"), f"{failure.stage} [{failure.param_set}]: ",
+                                error.message if error else ""), soft_wrap=True)
         if error and error.traceback:
             out.print(Text(error.traceback.rstrip(), style="dim"))
+        if failure.log_path:
+            out.print(Text(f"  its log: {failure.log_path}"), soft_wrap=True)
     if result.status == "interrupted":
         out.print("[magenta]Interrupted.[/] Finished stages are stored. Resume with:")
         out.print(f"  [bold]{escape(command)}[/]", soft_wrap=True)
     elif not result.ok:
         out.print("Finished stages are stored. Fix the failure, then resume with:")
         out.print(f"  [bold]{escape(command)}[/]", soft_wrap=True)
-
-
-def result_json(result: RunResult) -> dict[str, Any]:
-    """The --json summary of a run."""
-    return {
-        "run_id": result.run_id,
-        "status": result.status,
-        "seconds": round(result.seconds, 3),
-        "nodes": [
-            {
-                "stage": o.stage,
-                "param_set": o.param_set,
-                "status": o.status.value,
-                "key": o.key,
-                "seconds": round(o.seconds, 3),
-                "reasons": list(o.reasons),
-                "outputs": {name: a.hash for name, a in o.outputs.items()},
-                "error": None if o.error is None else {"kind": o.error.kind, "message": o.error.message,
-                                                       "type": o.error.type, "traceback": o.error.traceback},
-            }
-            for o in result.outcomes
-        ],
-    }
 
 
 def plan(session: Session, the_plan: Plan, *, as_json: bool) -> None:
@@ -273,8 +247,8 @@ def cache_listing(store: Store, *, as_json: bool) -> None:
     for column in ("stage", "param set", "artifact", "cacher", "size", "age", "hash"):
         table.add_column(column, justify="right" if column in ("size", "age") else "left")
     for r in rows:
-        table.add_row(r["stage"], r["param_set"], r["artifact"], r["cacher"], _size(r["size"]),
-                      _age(r["age_seconds"]), r["hash"][:10])
+        table.add_row(*(Text(str(v)) for v in (r["stage"], r["param_set"], r["artifact"], r["cacher"],
+                                                _size(r["size"]), _age(r["age_seconds"]), r["hash"][:10])))
     out.print(table)
 
 
@@ -291,3 +265,22 @@ def _age(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds / size:.0f}{unit}"
     return f"{seconds:.0f}s"
+
+
+def verify_report(report: Any, *, as_json: bool) -> None:
+    """Print what `experiment cache verify` found."""
+    problems = [{"stage": p.stage, "param_set": p.param_set, "artifact": p.artifact, "key": p.key,
+                 "object": p.object, "message": p.message} for p in report.problems]
+    if as_json:
+        click.echo(json.dumps({"records": report.records, "artifacts": report.artifacts, "problems": problems,
+                               "repaired": report.repaired}, indent=1))
+        return
+    for p in report.problems:
+        out.print(Text.assemble(("  BROKEN  ", "bold red"), f"{p.stage} [{p.param_set}] {p.artifact}: ",
+                                (p.message, "dim")), soft_wrap=True)
+    verdict = "all intact" if not report.problems else f"{len(report.problems)} broken"
+    out.print(f"checked {report.artifacts} artifacts in {report.records} key records: {verdict}")
+    if report.problems and not report.repaired:
+        out.print("Fix: experiment cache verify --repair (the next run recomputes exactly these stages)")
+    elif report.problems:
+        out.print("Forgot them: the next run recomputes exactly these stages.")

@@ -1,0 +1,203 @@
+"""The run records database: one SQLite file (``<cache>/runs.db``), its schema and migrations.
+
+Opened with WAL journaling, ``synchronous=NORMAL`` (a commit is not fsynced; the WAL is
+checkpointed in the background) and a ``busy_timeout``, so several runs sharing one cache
+can write at once. The schema version lives in ``PRAGMA user_version``; :data:`MIGRATIONS`
+holds one script per version and a database is brought up to date when it is opened for
+writing. A damaged file raises :class:`~orchestrator.errors.RecordsError` with the command
+that moves it aside: history is never silently replaced by an empty one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shlex
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import RecordsError
+from .environment import process_alive
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DB_NAME", "MIGRATIONS", "SCHEMA_VERSION", "close_dead_runs", "connect", "database_path", "guarded"]
+
+DB_NAME = "runs.db"
+BUSY_TIMEOUT_MS = 30_000
+
+# Version n of the schema is reached by running MIGRATIONS[n - 1] on version n - 1.
+# `executions` has no secondary index on purpose: a warm run appends a row per stage, and
+# indexes on hashes or stage names would turn each append into a random-page write. Queries
+# by stage walk the runs newest first (runs_started) and each run's rows by primary key;
+# `keys.run_id`/`keys.node` point at the execution that first computed a key.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        description TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL,
+        started REAL NOT NULL,
+        ended REAL,
+        seconds REAL,
+        project TEXT NOT NULL DEFAULT '',
+        cwd TEXT NOT NULL DEFAULT '',
+        command TEXT NOT NULL DEFAULT '',
+        host TEXT NOT NULL DEFAULT '',
+        user TEXT NOT NULL DEFAULT '',
+        pid INTEGER,
+        pid_start TEXT NOT NULL DEFAULT '',
+        experiment TEXT NOT NULL DEFAULT '{}',
+        environment TEXT NOT NULL DEFAULT '{}',
+        git TEXT NOT NULL DEFAULT '{}',
+        snapshot TEXT NOT NULL DEFAULT '{}',
+        dag TEXT NOT NULL DEFAULT '{}',
+        counts TEXT NOT NULL DEFAULT '{}',
+        metrics TEXT NOT NULL DEFAULT '{}',
+        report TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX runs_started ON runs(started);
+    CREATE TABLE keys (
+        key TEXT PRIMARY KEY,
+        stage TEXT NOT NULL,
+        param_set TEXT NOT NULL,
+        code_label TEXT NOT NULL DEFAULT '',
+        code TEXT NOT NULL DEFAULT '{}',
+        params TEXT NOT NULL DEFAULT '{}',
+        inputs TEXT NOT NULL DEFAULT '{}',
+        cachers TEXT NOT NULL DEFAULT '{}',
+        extras TEXT NOT NULL DEFAULT '{}',
+        created REAL,
+        run_id TEXT,
+        node TEXT
+    ) WITHOUT ROWID;
+    CREATE TABLE executions (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        node TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        stage TEXT NOT NULL,
+        param_set TEXT NOT NULL,
+        key TEXT,
+        status TEXT NOT NULL,
+        started REAL,
+        ended REAL,
+        seconds REAL NOT NULL DEFAULT 0,
+        peak_rss INTEGER NOT NULL DEFAULT 0,
+        reasons TEXT NOT NULL DEFAULT '[]',
+        outputs TEXT NOT NULL DEFAULT '{}',
+        log_path TEXT NOT NULL DEFAULT '',
+        error TEXT,
+        extras TEXT,
+        PRIMARY KEY (run_id, node)
+    ) WITHOUT ROWID;
+    CREATE TABLE artifacts (
+        key TEXT NOT NULL,
+        name TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        object TEXT NOT NULL,
+        cacher TEXT NOT NULL,
+        cacher_version TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        PRIMARY KEY (key, name, hash)
+    ) WITHOUT ROWID;
+    CREATE INDEX artifacts_hash ON artifacts(hash);
+    CREATE INDEX artifacts_name ON artifacts(name);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def database_path(cache_dir: Path) -> Path:
+    """Where the run records of the store at ``cache_dir`` live."""
+    return Path(cache_dir) / DB_NAME
+
+
+def _recovery(path: Path) -> str:
+    quoted = shlex.quote(str(path))
+    return (f"Fix: move it aside to start a fresh history (artifacts in the cache are not affected): "
+            f"mv {quoted} {quoted}.damaged; rm -f {quoted}-wal {quoted}-shm "
+            f"(or salvage it first: sqlite3 {quoted}.damaged .recover | sqlite3 {quoted}).")
+
+
+def translate(exc: sqlite3.Error, path: Path) -> RecordsError:
+    """A :class:`RecordsError` saying what went wrong with the database at ``path`` and the fix."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        return RecordsError(f"the run records at {path} stayed locked by another process for "
+                            f"{BUSY_TIMEOUT_MS // 1000}s ({text}). Fix: wait for the other run to finish, then retry.")
+    if isinstance(exc, sqlite3.OperationalError) and ("readonly" in text or "unable to open" in text):
+        return RecordsError(f"cannot open the run records at {path} for writing ({text}). "
+                            "Fix: make the cache folder writable, or pass --cache-dir DIR.")
+    return RecordsError(f"the run records at {path} are damaged ({text}). {_recovery(path)}")
+
+
+@contextlib.contextmanager
+def guarded(path: Path) -> Iterator[None]:
+    """Turn :mod:`sqlite3` errors raised in the block into :class:`RecordsError`."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from exc
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open the run records database at ``path``, creating or migrating it to the current schema.
+
+    Raises:
+        RecordsError: the file is damaged, locked for too long, not writable, or was
+            written by a newer version of orchestrator.
+    """
+    with guarded(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # autocommit mode: transactions are opened explicitly with BEGIN
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RecordsError(
+                    f"the run records at {path} use schema version {version}, newer than this orchestrator "
+                    f"understands ({SCHEMA_VERSION}). Fix: pip install --upgrade orchestrator."
+                )
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            if version < SCHEMA_VERSION:
+                _migrate(conn, path)
+            else:
+                conn.execute("SELECT count(*) FROM runs LIMIT 1").fetchone()  # reads a page: detects damage
+        except BaseException:
+            conn.close()
+            raise
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    conn.execute("BEGIN IMMEDIATE")  # one migrator at a time; the others wait, then see the new version
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for number in range(version, SCHEMA_VERSION):
+            logger.debug("migrating %s to schema version %d", path, number + 1)
+            for statement in MIGRATIONS[number].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def close_dead_runs(conn: sqlite3.Connection) -> list[str]:
+    """Mark runs left ``running`` by a process that is gone (on this host) as interrupted; returns their ids."""
+    rows = conn.execute("SELECT id, host, pid, pid_start FROM runs WHERE status = 'running'").fetchall()
+    dead = [row[0] for row in rows if process_alive(row[1], row[2], row[3]) is False]
+    for run_id in dead:
+        logger.info("run %s was killed; marking it interrupted", run_id)
+        conn.execute("UPDATE runs SET status = 'interrupted' WHERE id = ?", (run_id,))
+        conn.execute("UPDATE executions SET status = 'interrupted' WHERE run_id = ? AND status = 'running'",
+                     (run_id,))
+    return dead

@@ -1,0 +1,122 @@
+"""The SQLite run store: what a run records, killed runs, damaged databases, migrations."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+
+from conftest import EXPERIMENT
+from sample_projects import SLOW
+
+from orchestrator.records.database import SCHEMA_VERSION
+
+
+def show(project, run="last") -> dict:
+    return json.loads(project.experiment("show", run, "--json").stdout)
+
+
+def test_database_is_wal_with_schema_version(project):
+    project.run_json("base")
+    conn = sqlite3.connect(project.root / "cache" / "runs.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"runs", "executions", "keys", "artifacts"} <= tables
+    conn.close()
+
+
+def test_run_records_params_environment_git_and_source_snapshot(project):
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"]
+    subprocess.run([*git, "init", "-q"], cwd=project.root, check=True)
+    subprocess.run([*git, "add", "stages", "params"], cwd=project.root, check=True)
+    subprocess.run([*git, "commit", "-qm", "start"], cwd=project.root, check=True)
+    project.edit("stages/helpers.py", "OFFSET = 10", "OFFSET = 11")
+    summary = project.run_json("grid", "--set", "n=4", "--desc", "first try <b>")
+    run = show(project)
+    assert run["id"] == summary["run_id"] and run["status"] == "succeeded"
+    assert run["title"] == "first try <b>"
+    assert run["command"].startswith("experiment run grid --set n=4")
+    assert run["experiment"]["sets"] == {"grid[scale=1]": {"n": 4, "scale": 1}, "grid[scale=2]": {"n": 4, "scale": 2}}
+    assert run["experiment"]["files"] == {"grid": "params/grid.yaml"}
+    assert run["pid"] > 0 and run["host"] and run["environment"]["packages"]["orchestrator"]
+    assert len(run["git"]["commit"]) == 40 and run["git"]["dirty"] is True
+    assert "+OFFSET = 11" in run["git"]["diff"]
+    snapshot = run["snapshot"]
+    assert {"stages/pipeline.py", "stages/helpers.py", "params/grid.yaml", "params/base.yaml"} <= set(snapshot)
+    stored = project.root / "cache" / "objects" / snapshot["stages/helpers.py"][:2] / snapshot["stages/helpers.py"]
+    assert "OFFSET = 11" in stored.read_text()
+    stages = {(e["stage"], e["param_set"]): e for e in run["executions"]}
+    total = stages[("total", "grid[scale=2]")]
+    assert total["status"] == "ran" and total["key"] and total["seconds"] >= 0 and total["peak_rss"] > 0
+    assert set(total["parts"]) >= {"code", "params", "inputs", "cachers"}
+    assert set(total["outputs"]["total"]) >= {"hash", "size", "cacher"}
+    assert stages[("make_numbers", "grid[scale=2]")]["status"] == "cached"
+
+
+def test_warm_run_records_every_stage_as_cached(project):
+    project.run_json("base")
+    second = project.run_json("base")
+    run = show(project)
+    assert run["id"] == second["run_id"]
+    assert {e["status"] for e in run["executions"]} == {"cached"}
+    assert run["counts"] == {"cached": 5}
+    assert all(e["outputs"] for e in run["executions"])
+    listing = json.loads(project.experiment("runs", "--json").stdout)
+    assert [r["id"] for r in listing][:1] == [second["run_id"]] and len(listing) == 2
+
+
+def test_killed_run_is_listed_as_interrupted_never_succeeded(make_project):
+    proj = make_project(SLOW)
+    proc = subprocess.Popen([*EXPERIMENT, "run", "p"], cwd=proj.root, env=proj.env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (proj.log.exists() and "second-start" in proj.log.read_text()):
+        time.sleep(0.05)
+    running = json.loads(proj.experiment("runs", "--json").stdout)
+    assert [r["status"] for r in running] == ["running"]  # alive: honestly still running
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    runs = json.loads(proj.experiment("runs", "--json").stdout)
+    assert [r["status"] for r in runs] == ["interrupted"]
+    assert json.loads(proj.experiment("runs", "--status", "succeeded", "--json").stdout) == []
+    assert len(json.loads(proj.experiment("runs", "--status", "interrupted", "--json").stdout)) == 1
+    run = show(proj, runs[0]["id"])
+    assert {e["stage"]: e["status"] for e in run["executions"]} == {"first": "ran", "second": "interrupted"}
+    text = proj.experiment("show", runs[0]["id"]).stdout
+    assert "INTERRUPTED second" in text
+    db = sqlite3.connect(proj.root / "cache" / "runs.db")
+    assert db.execute("SELECT status FROM runs").fetchall() == [("running",)]  # what the killed process left
+    proj.experiment("run", "p", "--target", "a")  # the next run on the cache writes the verdict down
+    assert db.execute("SELECT status FROM runs WHERE id = ?", (runs[0]["id"],)).fetchall() == [("interrupted",)]
+    db.close()
+
+
+def test_damaged_database_is_a_clear_error_with_the_fix(project):
+    project.run_json("base")
+    db = project.root / "cache" / "runs.db"
+    for suffix in ("-wal", "-shm"):
+        (project.root / "cache" / f"runs.db{suffix}").unlink(missing_ok=True)
+    db.write_bytes(b"this is not a database" * 100)
+    for args in (["runs"], ["show", "last"], ["run", "base"]):
+        proc = project.experiment(*args, check=1)
+        assert "damaged" in proc.stderr and f"mv {db}" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_database_from_a_newer_version_is_refused(project):
+    project.run_json("base")
+    conn = sqlite3.connect(project.root / "cache" / "runs.db")
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    proc = project.experiment("runs", check=1)
+    assert "newer" in proc.stderr and "pip install --upgrade" in proc.stderr
+
+
+def test_no_history_yet_is_said_plainly(project):
+    assert "No runs recorded" in project.experiment("runs").stdout
+    proc = project.experiment("show", "last", check=2)
+    assert "no runs recorded yet" in proc.stderr and "experiment run" in proc.stderr
