@@ -234,3 +234,36 @@ def test_missing_object_is_recomputed(project):
     assert "cached object of total is missing" in plan
     project.run_json("base")
     assert project.ran() == ["total"]
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(make_project):
+    proj = make_project({
+        "stages/__init__.py": "",
+        "stages/s.py": '''
+            import os, time
+            from orchestrator import stage
+
+            @stage(outputs=["a"])
+            def first():
+                return 1
+
+            @stage(inputs=["a"], outputs=["b"])
+            def slow(a):
+                with open(os.environ["RUNS_LOG"], "a") as handle:
+                    handle.write("slow\\n")
+                time.sleep(60)
+                return a
+        ''',
+        "params/p.yaml": "params: {}\n",
+    })
+    proc = subprocess.Popen([*EXPERIMENT, "run", "p"], cwd=proj.root, env=proj.env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not proj.log.exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Interrupted" in out and "experiment run p" in out
+    summary = proj.run_json("p", "--target", "a")
+    assert statuses(summary) == {("first", "p"): "cached"}
