@@ -141,6 +141,17 @@ def test_ui_lists_runs_sorts_compares_and_opens_a_report_with_its_dag(browser, p
             server.wait(timeout=10)
 
 
+def _navigate(browser: Any, action: Any, timeout: float = 15) -> None:
+    """Do ``action`` and wait until the browser has left the current page and loaded the next."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = browser.find_element("tag name", "html")
+    action()
+    WebDriverWait(browser, timeout).until(expected_conditions.staleness_of(page))
+    WebDriverWait(browser, timeout).until(lambda b: b.execute_script("return document.readyState") == "complete")
+
+
 def _click_through(browser: Any, server: subprocess.Popen[str], errors: Path, first: str, second: str) -> None:
     """Index (newest first) -> sort -> tick two -> compare -> back -> open a report -> see its DAG."""
     from selenium.webdriver.common.by import By
@@ -153,21 +164,21 @@ def _click_through(browser: Any, server: subprocess.Popen[str], errors: Path, fi
     browser.get(base + "/")
     rows = browser.find_elements(By.CSS_SELECTOR, "#runs tr.run")
     assert [r.get_attribute("data-run") for r in rows] == [second, first]  # newest first
-    browser.find_element(By.ID, "sort-started").click()  # flip: oldest first
+    _navigate(browser, lambda: browser.find_element(By.ID, "sort-started").click())  # flip: oldest first
     assert [r.get_attribute("data-run") for r in browser.find_elements(By.CSS_SELECTOR, "#runs tr.run")] == \
         [first, second]
-    browser.find_element(By.ID, "sort-status").click()
+    _navigate(browser, lambda: browser.find_element(By.ID, "sort-status").click())
     assert len(browser.find_elements(By.CSS_SELECTOR, "#runs tr.run")) == 2
     for box in browser.find_elements(By.CSS_SELECTOR, "#runs input[type=checkbox]"):
         box.click()
-    browser.find_element(By.ID, "compare-button").click()
+    _navigate(browser, lambda: browser.find_element(By.ID, "compare-button").click())
     assert "/diff?" in browser.current_url
     params = browser.find_element(By.ID, "diff-params").text
     assert "scale" in params and "base" in params
     assert "double_all [base] doubled" in browser.find_element(By.ID, "diff-artifacts").text
-    browser.back()
+    _navigate(browser, browser.back)
     link = next(a for a in browser.find_elements(By.CSS_SELECTOR, "a.run-link") if a.text == second)
-    link.click()
+    _navigate(browser, link.click)
     assert browser.find_element(By.TAG_NAME, "h1").text == "scaled"
     nodes = browser.find_elements(By.CSS_SELECTOR, "#dag svg g.node")
     assert len(nodes) == 5 and nodes[0].is_displayed()
