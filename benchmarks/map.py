@@ -29,8 +29,9 @@ fresh processes, in one run:
   output artifact is one list (shown, not judged).
 
 Timings are the best of several runs, ours and the baseline interleaved, each started
-when the machine is quiet or after ``quiet_wait`` seconds (this machine is shared); the CPU
-other processes used during each best run is printed. ``--nice -10`` (root only) runs every
+when the machine is quiet or after ``quiet_wait`` seconds (this machine is shared). The CPU
+other processes used during each run is measured; a run above ``--max-others`` cores is
+measured again, and the value for each best run is printed. ``--nice -10`` (root only) runs every
 measured process, ours and the baseline's alike, at a higher priority than its neighbours.
 Prints one Markdown table, then notes. ``--quick`` shrinks sizes and repeats for a smoke run
 (its ratios are not the targets' figures).
@@ -184,7 +185,11 @@ def prioritize(nice: int) -> Callable[[], None]:
         autogroup.write_text(str(nice))
     except (OSError, IndexError):
         return lambda: None
-    return lambda: autogroup.write_text(before)
+
+    def restore() -> None:
+        autogroup.write_text(before)
+
+    return restore
 
 
 class Bench:

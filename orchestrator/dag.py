@@ -144,8 +144,8 @@ def build_dag(
         nodes[nid] = _node(nid, stage, ALL, params, all_values, tuple(refs_list), fingerprints[name])
     consumers: dict[str, list[str]] = {nid: [] for nid in nodes}
     for nid, node in nodes.items():
-        for producer in dict.fromkeys(ref.producer for ref in node.inputs):
-            consumers[producer].append(nid)
+        for upstream in dict.fromkeys(ref.producer for ref in node.inputs):
+            consumers[upstream].append(nid)
     return Dag(nodes, {k: tuple(v) for k, v in consumers.items()}, tuple(wanted), dict(stages))
 
 

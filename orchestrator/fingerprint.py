@@ -209,7 +209,7 @@ class Fingerprinter:
         if index:
             node = _find_definition(index, obj)
             if node is not None:
-                return ast.Module(body=[node], type_ignores=[])
+                return ast.Module(body=[node], type_ignores=[])  # type: ignore[list-item]
         try:
             source = inspect.getsource(obj)
         except (OSError, TypeError):

@@ -17,7 +17,6 @@ import os
 import pickle
 import sys
 import time
-import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -285,7 +284,9 @@ class _MapWorker:
                 else:
                     out = [self.stage.fn(**{self.spec.mapped: values[0]}, **self.kwargs)]
             except Exception as exc:
-                text = "".join(traceback.format_exception(exc))
+                from .worker import user_traceback
+
+                text = user_traceback(exc)
                 failures += [ItemFailure(p, type(exc).__name__, str(exc), text) for p in positions]
                 continue
             results += out

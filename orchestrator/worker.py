@@ -114,7 +114,7 @@ def _call(stage: Stage, kwargs: dict[str, Any]) -> Any:
         return stage.fn(**kwargs)
     except Exception as exc:
         raise _Failure(
-            TaskError("stage", f"{type(exc).__name__}: {exc}", type(exc).__name__, _user_traceback(exc))
+            TaskError("stage", f"{type(exc).__name__}: {exc}", type(exc).__name__, user_traceback(exc))
         ) from exc
 
 
@@ -146,7 +146,7 @@ def _load_inputs(task: Task, store: Store) -> dict[str, Any]:
                 f"{type(exc).__name__}: {exc}. Fix: check that the cacher can read what it wrote "
                 f"(or rerun the producer with --force)."
             )
-            raise _Failure(TaskError("cacher", message, type(exc).__name__, _user_traceback(exc))) from exc
+            raise _Failure(TaskError("cacher", message, type(exc).__name__, user_traceback(exc))) from exc
         if spec.label:
             kwargs.setdefault(spec.name, {})[spec.label] = value
         else:
@@ -222,7 +222,7 @@ def _storage_failure(store: Store, name: str, exc: Exception, detail: str) -> _F
         )
     else:
         message = f"output {name!r} {detail}"
-    return _Failure(TaskError("cacher", message, type(exc).__name__, _user_traceback(exc)))
+    return _Failure(TaskError("cacher", message, type(exc).__name__, user_traceback(exc)))
 
 
 def _discard(path: Path) -> None:
@@ -238,7 +238,7 @@ def _drop_attempt(store: Store, task: Task) -> None:
     store.drop_attempt(task.stage, task.key)
 
 
-def _user_traceback(exc: BaseException) -> str:
+def user_traceback(exc: BaseException) -> str:
     """The traceback without the frames of orchestrator itself."""
     summary = traceback.TracebackException.from_exception(exc)
     frames = [f for f in summary.stack if not f.filename.startswith(_PACKAGE_DIR)]

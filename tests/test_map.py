@@ -297,3 +297,8 @@ def test_non_picklable_items_and_local_map_functions_are_clear_errors(make_proje
     summary = proj.run_json("p", "--workers", "2", check=1)
     messages = " ".join(n["error"]["message"] for n in summary["nodes"] if n["error"])
     assert "cannot be sent to worker processes" in messages or "could not be stored" in messages
+
+
+def test_shard_run_without_json_prints_the_sharded_status(mapper):
+    proc = mapper.experiment("run", "p", "--shard", "1/2", "--workers", "1")
+    assert "SHARDED" in proc.stderr + proc.stdout

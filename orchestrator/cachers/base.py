@@ -67,7 +67,7 @@ def register_cacher(cacher: type[Cacher] | str, name: str | None = None, *, auto
     else:
         if not (isinstance(cacher, type) and issubclass(cacher, Cacher)):
             raise TypeError(f"{cacher!r} is not a Cacher subclass")
-        key = name or getattr(cacher, "name", "")
+        key = str(name or getattr(cacher, "name", ""))
         if not key:
             raise ValueError(f"{cacher.__name__} has no name")
     _REGISTRY[key] = cacher

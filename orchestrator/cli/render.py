@@ -27,7 +27,7 @@ out = Console(highlight=False)
 
 STYLE = {
     Status.RAN: "green", Status.CACHED: "cyan", Status.FAILED: "bold red",
-    Status.SKIPPED: "yellow", Status.INTERRUPTED: "magenta",
+    Status.SKIPPED: "yellow", Status.INTERRUPTED: "magenta", Status.SHARDED: "blue",
     Action.RUN: "green", Action.CACHED: "cyan", Action.MAY_RUN: "yellow",
 }
 DETAIL_LIMIT = 60  # above this many nodes, list only what ran or failed
@@ -232,7 +232,7 @@ def param_sets(experiment: Experiment, *, as_json: bool) -> None:
 
 def cache_listing(store: Store, *, as_json: bool) -> None:
     """Print every stored artifact with its stage, param set, size and age."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     now = time.time()
     for record in store.records():
         for artifact in record.outputs.values():
