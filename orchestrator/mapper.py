@@ -130,13 +130,15 @@ def run_map(
     segments = SegmentStore(store, task.map_key)
     index = segments.index()
     shard = task.options.get("shard")
-    mine = [p for p, h in enumerate(items.hashes) if shard is None or _in_shard(h, shard)]
-    pending: dict[str, int] = {}
+    mine = range(len(items)) if shard is None else [p for p, h in enumerate(items.hashes) if _in_shard(h, shard)]
+    pending: dict[str, int] = {}  # the first position of each item not stored yet (duplicates run once)
+    cached = 0
     for position in mine:
-        pending.setdefault(items.hashes[position], position)
-    for item_hash in [h for h in pending if h in index]:
-        del pending[item_hash]
-    cached = len(mine) - sum(1 for p in mine if items.hashes[p] in pending)
+        item_hash = items.hashes[position]
+        if item_hash in index:
+            cached += 1
+        elif item_hash not in pending:
+            pending[item_hash] = position
     state = MapProgress(len(mine), cached, 0, 0, time.monotonic())
     report = (lambda s: progress(task.node, s)) if progress else (lambda s: None)
     report(state)
@@ -155,12 +157,14 @@ def run_map(
             report(state)
     if failures:
         ctx.report("item failures", _failure_text(failures, len(items)))
-    missing = [h for h in items.hashes if h not in index]
-    failed = {f.index for f in failures}
-    if shard is not None and any(p not in failed for p, h in enumerate(items.hashes) if h not in index):
-        raise MapFailed(TaskError("sharded", f"shard {shard[0]}/{shard[1]}: {len(mine)} of {len(items)} items "
-                                  f"are this shard's and are stored; {len(missing)} items still need other shards"))
-    _check_failures(stage, task, failures, len(items))
+    _check_failures(stage, task, failures, len(items))  # a shard's own failed items fail it too
+    if shard is not None:
+        failed = {f.index for f in failures}
+        missing = [p for p, h in enumerate(items.hashes) if h not in index and p not in failed]
+        if missing:
+            raise MapFailed(TaskError("sharded", f"shard {shard[0]}/{shard[1]}: {len(mine)} of {len(items)} items "
+                                      f"are this shard's and are stored; {len(missing)} items still need other "
+                                      "shards"))
     return items.assemble(_results(items, index, segments), stage.outputs[0])
 
 
@@ -200,8 +204,9 @@ def _compute(spec: WorkerSpec, stage: Stage, items: Items, positions: list[int],
     queue = context.Queue() if devices else None
     for device in devices:
         queue.put(device)  # type: ignore[union-attr]
-    if not devices:
-        context.set_forkserver_preload([stage.module])  # type: ignore[attr-defined]
+    if not devices:  # workers fork from a server that has already imported all this
+        context.set_forkserver_preload(  # type: ignore[attr-defined]
+            ["orchestrator.mapper", "orchestrator.worker", "orchestrator.context", stage.module])
     in_flight = max(1, workers) * (1 + int(stage.options.get("prefetch", 2)))
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(spec, queue))
     running: set[Future[_ChunkResult]] = set()
