@@ -26,14 +26,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .codeast import (
+    all_args,
+    attribute_chain,
+    code_struct,
+    ctx_usage,
+    find_definition,
+    normalized_ast,
+    plain_value,
+    relative,
+    strip_docstrings,
+)
 from .hashing import hash_struct
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["CodeFingerprint", "Fingerprinter", "normalized_ast"]
 
-_SIMPLE = (type(None), bool, int, float, str, bytes, complex)
-_LAUNCHERS = frozenset({"torchrun", "run_script"})  # ctx methods whose first literal arg is a script
 
 
 @dataclass(frozen=True)
@@ -51,26 +60,6 @@ class CodeFingerprint:
     parts: dict[str, str]
     ctx_uses: frozenset[str]
     scripts: tuple[str, ...]
-
-
-def _strip_docstrings(tree: ast.AST) -> ast.AST:
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
-            body = node.body
-            if (
-                body
-                and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)
-            ):
-                node.body = body[1:] or [ast.Pass()]
-    return tree
-
-
-def normalized_ast(source: str) -> str:
-    """Dump ``source`` as an AST without docstrings, comments, formatting or positions."""
-    tree = _strip_docstrings(ast.parse(textwrap.dedent(source)))
-    return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
 
 def _stdlib_roots() -> tuple[Path, ...]:
@@ -155,12 +144,12 @@ class Fingerprinter:
         label = f"{obj.__module__}:{obj.__qualname__}"
         tree = self._function_tree(obj)
         if tree is None:
-            digest = hash_struct(["Bytecode", _code_struct(getattr(obj, "__code__", None))])
+            digest = hash_struct(["Bytecode", code_struct(getattr(obj, "__code__", None))])
             refs: list[Any] = []
         else:
             digest = hash_struct(["Ast", ast.dump(tree, annotate_fields=False)])
             refs = list(self._references(obj, tree))
-            self._usage[label] = _ctx_usage(tree)
+            self._usage[label] = ctx_usage(tree)
         entry = (label, digest, refs)
         self._objects[id(obj)] = entry
         return entry
@@ -169,7 +158,7 @@ class Fingerprinter:
         label = f"{const.module}:{const.name}"
         refs: list[Any] = []
         try:  # plain data, possibly holding functions or classes (a registry dict): hash it, follow them
-            return label, hash_struct(["Value", _plain(const.value, refs)]), refs
+            return label, hash_struct(["Value", plain_value(const.value, refs)]), refs
         except TypeError:
             pass
         # any other object: hash the statement that defines it, in whichever project module does
@@ -207,7 +196,7 @@ class Fingerprinter:
         """The docstring-free AST of a function or class, cut from its module's memoized tree."""
         index = self._definitions(getattr(obj, "__module__", "") or "")
         if index:
-            node = _find_definition(index, obj)
+            node = find_definition(index, obj)
             if node is not None:
                 return ast.Module(body=[node], type_ignores=[])  # type: ignore[list-item]
         try:
@@ -218,7 +207,7 @@ class Fingerprinter:
             tree = ast.parse(textwrap.dedent(source))
         except SyntaxError:  # e.g. a lambda inside an expression
             return None
-        return _strip_docstrings(tree)
+        return strip_docstrings(tree)
 
     def _references(self, obj: Any, tree: ast.AST) -> Iterator[Any]:
         namespace = getattr(obj, "__globals__", None)
@@ -228,10 +217,10 @@ class Fingerprinter:
         bound = {
             node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
         }
-        bound |= {a.arg for node in ast.walk(tree) if isinstance(node, ast.arguments) for a in _all_args(node)}
+        bound |= {a.arg for node in ast.walk(tree) if isinstance(node, ast.arguments) for a in all_args(node)}
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute):
-                chain = _attribute_chain(node)
+                chain = attribute_chain(node)
                 if chain and chain[0] not in bound and chain[0] in namespace:
                     yield from self._resolve_chain(namespace[chain[0]], chain[1:])
             elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
@@ -298,7 +287,7 @@ class Fingerprinter:
             tree = None
             if module is not None and self._is_local_file(getattr(module, "__file__", None)):
                 try:
-                    tree = _strip_docstrings(ast.parse(Path(module.__file__).read_text()))  # type: ignore[arg-type]
+                    tree = strip_docstrings(ast.parse(Path(module.__file__).read_text()))  # type: ignore[arg-type]
                 except (OSError, SyntaxError):
                     tree = None
             self._module_trees[module_name] = tree  # type: ignore[assignment]
@@ -313,7 +302,7 @@ class Fingerprinter:
             if current in seen:
                 continue
             seen.add(current)
-            label = f"script:{_relative(current, self.root)}"
+            label = f"script:{relative(current, self.root)}"
             entry = self._scripts.get(current)
             if entry is None:
                 try:
@@ -326,7 +315,7 @@ class Fingerprinter:
                 except SyntaxError:
                     entry = (hash_struct(["Source", source]), [])
                 else:
-                    dump = ast.dump(_strip_docstrings(tree), annotate_fields=False)
+                    dump = ast.dump(strip_docstrings(tree), annotate_fields=False)
                     entry = (hash_struct(["Ast", dump]), self._script_imports(tree, current))
                 self._scripts[current] = entry
             parts[label] = entry[0]
@@ -357,88 +346,3 @@ class _Constant:
     module: str
     name: str
     value: Any
-
-
-def _plain(value: Any, refs: list[Any]) -> Any:
-    """Convert simple containers of simple values for hashing; raise TypeError otherwise.
-
-    Functions and classes inside the containers are replaced by their names and appended
-    to ``refs`` so that their code is fingerprinted too.
-    """
-    if isinstance(value, _SIMPLE):
-        return value if not isinstance(value, complex) else repr(value)
-    if isinstance(value, (types.FunctionType, type)):
-        refs.append(value)
-        return f"<code {value.__module__}:{value.__qualname__}>"
-    if isinstance(value, (list, tuple)):
-        return [type(value).__name__, [_plain(v, refs) for v in value]]
-    if isinstance(value, (set, frozenset)):
-        return ["set", sorted(repr(_plain(v, refs)) for v in value)]
-    if isinstance(value, dict):
-        return {repr(k): _plain(v, refs) for k, v in value.items()}
-    raise TypeError(type(value).__name__)
-
-
-def _find_definition(index: dict[str, list[ast.AST]], obj: Any) -> ast.AST | None:
-    """The def/class node of ``obj`` among its module's definitions (by name and first line), or None."""
-    name = getattr(obj, "__name__", "")
-    code = getattr(obj, "__code__", None)
-    kinds = (ast.FunctionDef, ast.AsyncFunctionDef) if code is not None else (ast.ClassDef,)
-    matches = [n for n in index.get(name, ()) if isinstance(n, kinds)]
-    if code is not None:
-        line = code.co_firstlineno
-        matches = [n for n in matches if line in (n.lineno, *(d.lineno for d in n.decorator_list))]
-    return matches[0] if len(matches) == 1 else None
-
-
-def _all_args(node: ast.arguments) -> list[ast.arg]:
-    args = [*node.posonlyargs, *node.args, *node.kwonlyargs]
-    args += [a for a in (node.vararg, node.kwarg) if a is not None]
-    return args
-
-
-def _attribute_chain(node: ast.Attribute) -> list[str]:
-    chain: list[str] = []
-    current: ast.AST = node
-    while isinstance(current, ast.Attribute):
-        chain.append(current.attr)
-        current = current.value
-    if not isinstance(current, ast.Name):
-        return []
-    chain.append(current.id)
-    return chain[::-1]
-
-
-_CTX_NAMES = frozenset({"ctx", "context"})
-
-
-def _ctx_usage(tree: ast.AST) -> tuple[set[str], list[str]]:
-    uses: set[str] = set()
-    scripts: list[str] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in _CTX_NAMES:
-            uses.add(node.attr)
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr in _LAUNCHERS
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-            and isinstance(node.args[0].value, str)
-        ):
-            scripts.append(node.args[0].value)
-    return uses, scripts
-
-
-def _code_struct(code: Any) -> Any:
-    if code is None:
-        return None
-    consts = [_code_struct(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
-    return [code.co_code, consts, list(code.co_names)]
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return path.as_posix()
