@@ -16,7 +16,10 @@ the DAG built and the code fingerprinted) and the wall-clock time of the whole c
   (a LocalCluster of 2 single-threaded worker processes on 127.0.0.1, started and stopped by
   the run: outside its own seconds, inside its wall time), vs ``--executor ray --jobs 2``
   (inside ``unshare -n`` with only loopback up, as Ray needs on this machine). The runs are
-  interleaved round by round and must give identical artifact hashes.
+  interleaved round by round and must give identical artifact hashes. Each round also runs
+  ``raw_baseline.py``: the same spins in a plain loop, a ``ProcessPoolExecutor(2)`` and a Dask
+  LocalCluster of 2, without orchestrator. That shows what this machine's two cores give for the
+  work (two busy vCPUs of a shared VM can each run slower than one alone).
 * **Per-stage overhead**: 1,000 trivial stages (``spin_n=0``: the stage returns its ``i``)
   with ``--jobs 2``: overhead per stage = (run seconds - work / jobs) / stages, where the
   work is ~1 us per stage, so it is the run's seconds / stages. Planning (CLI start, imports,
@@ -31,7 +34,8 @@ Times are the best clean run of several: before each run the harness waits (up t
 ``quiet_wait`` s) for the machine to be quiet, watches the process tree, and measures again
 when other processes used more than ``max_others`` cores meanwhile (this machine is shared).
 Prints one Markdown table, then notes. ``--quick`` is a smoke run with smaller sizes: its
-ratios are not the targets' figures.
+ratios are not the targets' figures. The machinery is in ``scaling_bench.py``, the project in
+``scaling_projects.py``, the S3 part in ``scaling_s3.py``.
 """
 
 from __future__ import annotations
@@ -39,166 +43,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from map import machine, markdown_table, run_watched
-from scaling_projects import calibrate_spin, write_project
-
-REPO = Path(__file__).resolve().parent.parent
-EXPERIMENT = [sys.executable, "-m", "orchestrator"]
-MIB = 2**20
-
-
-@dataclass(frozen=True)
-class Config:
-    """Sizes and repeats."""
-
-    stages: int = 20
-    stage_cpu: float = 0.5
-    sweep_repeats: int = 3
-    tiny_stages: int = 1000
-    tiny_repeats: int = 3
-    ray_repeats: int = 2
-    s3_stages: int = 100
-    big_mib: int = 256
-    quiet_wait: float = 10.0
-    max_others: float = 0.3  # a run during which other processes used more cores is "disturbed"
-    attempts: int = 5  # runs per measurement at most, to get a clean one
-    timeout: float = 900.0
-
-
-QUICK = Config(stages=8, stage_cpu=0.25, sweep_repeats=1, tiny_stages=200, tiny_repeats=1, ray_repeats=1,
-               s3_stages=20, big_mib=64, quiet_wait=3.0, attempts=2, timeout=300.0)
-
-
-@dataclass(frozen=True)
-class Measured:
-    """One `experiment run`: its own seconds, wall seconds, the tree's CPU, others' load, its summary."""
-
-    run: float
-    wall: float
-    cpu: float
-    others: float
-    summary: dict
-
-
-@dataclass(frozen=True)
-class Row:
-    """One line of the results table."""
-
-    measurement: str
-    ours: str
-    baseline: str
-    theirs: str
-    ratio: str
-    target: str
-    verdict: str  # "pass", "FAIL", "noisy" or "-"
-    others: str
-
-
-def log(message: str) -> None:
-    """Progress goes to stderr; the table alone goes to stdout."""
-    sys.stderr.write(f"[scaling] {message}\n")
-    sys.stderr.flush()
-
-
-class Bench:
-    """The generated project, and `experiment run` in it with a fresh store each time."""
-
-    def __init__(self, work: Path, config: Config) -> None:
-        self.work = work
-        self.config = config
-        sweeps = {"sweep": config.stages, "tiny": config.tiny_stages, "s3tiny": config.s3_stages}
-        self.root = write_project(work / "project", sweeps, config.big_mib)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
-        self.env.update(PYTHONHASHSEED="0", RAY_USAGE_STATS_ENABLED="0")
-        self.count = 0
-
-    def fresh(self, name: str) -> Path:
-        self.count += 1
-        return self.work / f"{name}-{self.count}"
-
-    def run(self, params: str, *args: str, store: str | None = None, env: dict[str, str] | None = None,
-            netns: bool = False, keep: bool = False) -> Measured:
-        """`experiment run PARAMS ARGS --json` on a fresh store (or ``store``); fails loudly."""
-        cache = store or str(self.fresh("store"))
-        command = [*EXPERIMENT, "run", params, "--json", "--cache-dir", cache, *args]
-        if netns:  # Ray binds the machine's address unless only loopback exists
-            command = ["unshare", "-n", "sh", "-c", f"ip link set lo up && exec {shlex.join(command)}"]
-        done = run_watched(command, cwd=self.root, env={**self.env, **(env or {})}, timeout=self.config.timeout,
-                           quiet=self.config.quiet_wait)
-        try:
-            summary = json.loads(done.stdout[done.stdout.index("{"):])
-        except ValueError:
-            summary = {}
-        if not keep and store is None:
-            shutil.rmtree(cache, ignore_errors=True)
-        if not done.ok or summary.get("status") != "succeeded":
-            failed = [n.get("error") for n in summary.get("nodes", []) if n.get("error")]
-            raise RuntimeError(f"experiment run {params} {' '.join(args)}: {failed[:1] or done.tail()}")
-        return Measured(summary["seconds"], done.seconds, done.monitor.tree_cpu, done.monitor.others_cpu, summary)
-
-    def clean(self, measure: Callable[[], Measured]) -> Measured:
-        """The first run during which others used <= max_others cores (else the fastest of the attempts)."""
-        runs: list[Measured] = []
-        while len(runs) < self.config.attempts:
-            runs.append(measure())
-            if runs[-1].others <= self.config.max_others:
-                return runs[-1]
-            log(f"  disturbed: other processes used {runs[-1].others:.2f} cores; measuring again")
-        return min(runs, key=lambda m: m.run)
-
-
-def best(runs: list[Measured], max_others: float) -> Measured:
-    """The fastest clean run, else the fastest."""
-    clean = [r for r in runs if r.others <= max_others]
-    return min(clean or runs, key=lambda m: m.run)
-
-
-def judged(ok: bool, ours: Measured, base: Measured | None, max_others: float) -> str:
-    """pass / FAIL, or "noisy" when load from other processes may have decided the verdict.
-
-    Load only slows a run down: a pass stands when the run whose slowness could have made it
-    (the baseline) was clean, a failure when our run was clean.
-    """
-    disturbed = base if ok else ours
-    if disturbed is not None and disturbed.others > max_others:
-        return "noisy"
-    return "pass" if ok else "FAIL"
-
-
-def outputs(m: Measured) -> dict[str, dict]:
-    return {n["param_set"]: n["outputs"] for n in m.summary["nodes"]}
-
-
-def mean_stage(m: Measured) -> float:
-    nodes = m.summary["nodes"]
-    return sum(n["seconds"] for n in nodes) / max(1, len(nodes))
-
-
-def times(m: Measured) -> str:
-    return f"{m.run:.2f} s (wall {m.wall:.2f} s)"
-
-
-def others(*runs: Measured) -> str:
-    return " / ".join(f"{r.others:.2f}" for r in runs)
-
-
-def ray_available() -> bool:
-    if not (shutil.which("unshare") and shutil.which("ip")):
-        return False
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        return False
-    return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+from map import machine, markdown_table
+from scaling_bench import (QUICK, Bench, Config, Measured, Raw, Row, best, judged, log, mean_stage, others, outputs,
+                           ray_available, times)
+from scaling_projects import calibrate_spin
+from scaling_s3 import s3
 
 
 # -- measurements ------------------------------------------------------------------------
@@ -214,12 +70,18 @@ def sweep(bench: Bench, spin_n: int, use_ray: bool) -> tuple[list[Row], list[str
         modes["ray"] = lambda: bench.run("sweep", "--set", f"spin_n={spin_n}", "--executor", "ray", "--jobs", "2",
                                          netns=True)
     runs: dict[str, list[Measured]] = {mode: [] for mode in modes}
+    raws: list[Raw] = []
     for round_ in range(config.sweep_repeats):
         for mode, measure in modes.items():
             if mode == "ray" and round_ >= config.ray_repeats:
                 continue
             log(f"sweep round {round_ + 1}/{config.sweep_repeats}: {mode}")
             runs[mode].append(bench.clean(measure))
+        log(f"sweep round {round_ + 1}/{config.sweep_repeats}: the same work without orchestrator")
+        raws.append(bench.raw(spin_n))
+    clean_raws = [r for r in raws if r.others <= config.max_others] or raws
+    raw = Raw(min(r.sequential for r in clean_raws), min(r.pool for r in clean_raws),
+              min(r.dask for r in clean_raws), max(r.others for r in clean_raws))
     got = {mode: best(r, config.max_others) for mode, r in runs.items()}
     reference = outputs(got["local"])
     differ = [mode for mode, m in got.items() if outputs(m) != reference]
@@ -242,6 +104,14 @@ def sweep(bench: Bench, spin_n: int, use_ray: bool) -> tuple[list[Row], list[str
         rows.append(Row(f"{title}: Ray (`--executor ray --jobs 2`, in `unshare -n`)", times(ray), "`--jobs 2`",
                         times(pool), f"{ray.run / pool.run:.2f}x the pool's time (wall {ray.wall / pool.wall:.2f}x)",
                         "-", "-", others(ray, pool)))
+    rows += [
+        Row("same work without orchestrator: `ProcessPoolExecutor(2)` vs a loop", f"{raw.pool:.2f} s", "a loop",
+            f"{raw.sequential:.2f} s", f"{raw.sequential / raw.pool:.2f}x faster", "(reference)", "-",
+            f"{raw.others:.2f}"),
+        Row("same work without orchestrator: Dask LocalCluster(2) vs `ProcessPoolExecutor(2)`", f"{raw.dask:.2f} s",
+            "`ProcessPoolExecutor(2)`", f"{raw.pool:.2f} s", f"{raw.dask / raw.pool:.2f}x the pool's time",
+            "(reference)", "-", f"{raw.others:.2f}"),
+    ]
     ideal = config.stages * config.stage_cpu
     notes = [
         f"CPU-bound stages: `spin({spin_n:,})` = {config.stage_cpu:g} s of CPU (calibrated alone); ideal "
@@ -251,6 +121,10 @@ def sweep(bench: Bench, spin_n: int, use_ray: bool) -> tuple[list[Row], list[str
         "Start-up and shutdown outside the run's own seconds (wall - run): "
         + ", ".join(f"{mode} {m.wall - m.run:.2f} s" for mode, m in got.items())
         + " (CLI, imports, planning; the Dask LocalCluster and Ray start and stop here).",
+        f"Without orchestrator the same spins took {raw.sequential:.2f} s in a loop, {raw.pool:.2f} s in a "
+        f"process pool of 2 and {raw.dask:.2f} s on a LocalCluster of 2 (pool and cluster start excluded): "
+        f"`--jobs 2` reached {speedup / (raw.sequential / raw.pool):.0%} of the raw pool's speed-up, and "
+        f"`--executor dask` {raw.dask / raw.pool / ratio:.0%} of raw Dask's speed relative to the pool.",
     ]
     return rows, notes, pool
 
@@ -280,62 +154,6 @@ def overhead(bench: Bench) -> tuple[list[Row], list[str], Measured]:
         f"publish): {mean_stage(pool) * 1000:.2f} ms with the pool, {mean_stage(local) * 1000:.2f} ms sequential."
     ]
     return rows, notes, pool
-
-
-def s3(bench: Bench, tiny_pool: Measured) -> tuple[list[Row], list[str]]:
-    """The trivial stages and a big artifact with the store on a loopback S3 server."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from s3server import S3Server
-
-    config = bench.config
-    server = S3Server(bench.work / "s3")
-    try:
-        server.bucket("bench")
-        env = dict(server.env)
-        n = config.s3_stages
-        log(f"s3: {n} trivial stages")
-        tiny = bench.clean(lambda: bench.run("s3tiny", "--jobs", "2", store=f"s3://bench/tiny-{bench.fresh('t').name}",
-                                             env={**env, "ORCHESTRATOR_LOCAL_CACHE": str(bench.fresh("local"))}))
-        per, per_local = tiny.run / n * 1000, tiny_pool.run / config.tiny_stages * 1000
-        rows = [Row(f"{n} trivial stages, `--jobs 2`, store on S3: per stage", f"{per:.1f} ms (run {tiny.run:.2f} s)",
-                    "local store (row above)", f"{per_local:.2f} ms", f"{per / per_local:.1f}x", "-", "-",
-                    others(tiny))]
-        log(f"s3: a {config.big_mib} MiB artifact")
-        local = bench.clean(lambda: bench.run("big"))
-        trips = []
-        while len(trips) < config.attempts:  # a fresh prefix each time: make_big must run
-            url = f"s3://bench/big-{bench.fresh('b').name}"
-            first = bench.run("big", store=url, env={**env, "ORCHESTRATOR_LOCAL_CACHE": str(bench.fresh("local"))})
-            second = bench.run("big", "--force", "consume", store=url,
-                               env={**env, "ORCHESTRATOR_LOCAL_CACHE": str(bench.fresh("local"))})
-            trips.append((first, second))
-            if max(first.others, second.others) <= config.max_others:
-                break
-            log(f"  disturbed: other processes used {max(first.others, second.others):.2f} cores; measuring again")
-        first, second = min(trips, key=lambda trip: trip[0].run + trip[1].run)
-    finally:
-        server.stop()
-
-    def stage(m: Measured, name: str) -> float:
-        return next(node["seconds"] for node in m.summary["nodes"] if node["stage"] == name)
-
-    mib = config.big_mib
-    made, made_local = stage(first, "make_big"), stage(local, "make_big")
-    loaded, loaded_local = stage(second, "consume"), stage(local, "consume")
-    rows += [
-        Row(f"{mib} MiB numpy artifact stored (`make_big`: serialize, hash, upload)",
-            f"{made:.2f} s ({mib / made:.0f} MiB/s)", "local store", f"{made_local:.2f} s ({mib / made_local:.0f} MiB/s)",
-            f"{made / made_local:.1f}x", "-", "-", others(first, local)),
-        Row(f"same artifact loaded on a second machine (`consume`, empty local cache: download, verify, load)",
-            f"{loaded:.2f} s ({mib / loaded:.0f} MiB/s)", "local store",
-            f"{loaded_local:.2f} s ({mib / loaded_local:.0f} MiB/s)", f"{loaded / loaded_local:.1f}x", "-", "-",
-            others(second, local)),
-    ]
-    notes = [f"S3: SeaweedFS `weed mini` on 127.0.0.1 (same disk), s3fs; each run has its own prefix and an empty "
-             f"local read-through cache. The second-machine run found `make_big` "
-             f"{next(n['status'] for n in second.summary['nodes'] if n['stage'] == 'make_big')} and downloaded "
-             f"the object once."]
-    return rows, notes
 
 
 # -- report ------------------------------------------------------------------------------

@@ -5,6 +5,8 @@
   returns ``i``. With ``spin_n=0`` it is a trivial stage: the run's cost is all overhead.
 * ``params/<name>.yaml``: a grid over ``i`` makes that many param sets, so ``burn`` runs as
   that many independent nodes (no edges between them).
+* ``raw_baseline.py``: the same ``spin`` calls without orchestrator (a loop, a process pool of 2,
+  a Dask LocalCluster of 2): what this machine's two cores give for that work.
 * ``stages/big.py`` + ``params/big.yaml``: ``make_big(mib)`` returns a float64 array of
   ``mib`` MiB (numpy cacher) and ``consume(big)`` sums it: an artifact's trip through the
   store and back.
@@ -60,6 +62,55 @@ def consume(big):
 '''
 
 
+RAW = '''\
+"""The same CPU work without orchestrator: a plain loop, a process pool, a Dask LocalCluster.
+
+Usage: python raw_baseline.py SPIN_N STAGES. Prints {"sequential", "pool", "dask"} seconds, each
+from the first submission to the last result (pool and cluster start-up excluded).
+"""
+
+import json
+import multiprocessing
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+from stages.burn import spin
+
+
+def timed(submit, spin_n, stages):
+    started = time.perf_counter()
+    for future in [submit(spin, spin_n) for _ in range(stages)]:
+        future.result()
+    return time.perf_counter() - started
+
+
+def main():
+    spin_n, stages = int(sys.argv[1]), int(sys.argv[2])
+    started = time.perf_counter()
+    for _ in range(stages):
+        spin(spin_n)
+    result = {"sequential": time.perf_counter() - started}
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        pool.submit(spin, 1).result()  # start the workers
+        result["pool"] = timed(pool.submit, spin_n, stages)
+    import dask
+    from distributed import Client, LocalCluster
+
+    dask.config.set({"distributed.worker.daemon": False})  # as the dask executor's LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        executor = client.get_executor(pure=False)
+        executor.submit(spin, 1).result()
+        result["dask"] = timed(executor.submit, spin_n, stages)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
 def _sweep(count: int) -> str:
     values = ", ".join(str(i) for i in range(count))
     return f"stages: [stages.burn]\nparams:\n  spin_n: 0\ngrid:\n  i: [{values}]\n"
@@ -71,6 +122,7 @@ def write_project(root: Path, sweeps: dict[str, int], big_mib: int) -> Path:
         "stages/__init__.py": "",
         "stages/burn.py": BURN,
         "stages/big.py": BIG,
+        "raw_baseline.py": RAW,
         "params/big.yaml": f"stages: [stages.big]\nparams:\n  mib: {big_mib}\n",
         **{f"params/{name}.yaml": _sweep(count) for name, count in sweeps.items()},
     }
