@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .leases import leased_keys
 from .store import Store
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def collect_garbage(store: Store, *, keep_last: int | None = None, older_than: f
         snapshot.update(str(h) for h in run.snapshot.values())
         if history is not None:
             keys.update(e.key for e in history.executions(run, parts=False) if e.key)
-    keys.update(store.list_names("leases"))
+    keys.update(leased_keys(store))
     cutoff = now - max(grace, older_than or 0.0) if (keep_last is not None or older_than is not None) else None
     records = list(store.records())
     drop = [r for r in records if cutoff is not None and r.key not in keys and r.created < cutoff]

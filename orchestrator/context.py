@@ -10,7 +10,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["StageContext"]
+__all__ = ["ScriptOutputs", "StageContext"]
+
+
+class ScriptOutputs(dict[str, Path]):
+    """``{output_name: Path}`` from :meth:`StageContext.torchrun`, ready to return from the stage.
+
+    A stage with several outputs returns it like any dict keyed by output name; a stage with
+    one output may return it too (``return ctx.torchrun(..., outputs={"model": "model.ckpt"})``):
+    its one path is that output, not a dict to pickle.
+    """
 
 
 class StageContext:
@@ -96,7 +105,7 @@ class StageContext:
         rdzv_endpoint: str | None = None,
         all_ranks: bool = False,
         on_output: Callable[[str], None] | None = None,
-    ) -> dict[str, Path]:
+    ) -> ScriptOutputs:
         """Run an external script under torchrun and return its declared outputs as paths.
 
         The script runs in this (stage, key)'s attempt folder, which is also passed as

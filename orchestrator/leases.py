@@ -4,7 +4,10 @@ Before running a stage, the driver takes the lease of its key. Another run that 
 same key waits, then finds the stored result and reuses it. Leases live in the store, so
 this works across processes and machines sharing it, on a local folder or on S3::
 
-    leases/<key>/<generation>.json    {"owner", "host", "pid", "beat"}
+    leases/<key>.<generation>.json    {"owner", "host", "pid", "beat"}
+
+One flat folder: taking and releasing a lease creates and deletes one file, with no folder
+per key to make and remove (on a local disk each of those costs as much as the file).
 
 The holder is the highest generation. Taking a lease is an exclusive create of the next
 generation, which exactly one contender wins; this needs no rename (S3 has none). A lease
@@ -27,7 +30,7 @@ from .store import Store
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Leases"]
+__all__ = ["Leases", "leased_keys"]
 
 TTL_ENV = "ORCHESTRATOR_LEASE_TTL"
 DEFAULT_TTL = 60.0
@@ -94,11 +97,15 @@ class Leases:
                 self.store.delete(self._path(key, older))
 
     def _generations(self, key: str) -> list[int]:
-        names = self.store.list_names(f"leases/{key}")
-        return sorted(int(n.split(".")[0]) for n in names if n.split(".")[0].isdigit())
+        found = []
+        for name in self.store.list_names("leases"):
+            held, _, generation = name.removesuffix(".json").rpartition(".")
+            if held == key and generation.isdigit():
+                found.append(int(generation))
+        return sorted(found)
 
     def _path(self, key: str, generation: int) -> str:
-        return f"leases/{key}/{generation:08d}.json"
+        return f"leases/{key}.{generation:08d}.json"
 
     def _payload(self) -> str:
         return json.dumps({"owner": self.owner, "host": self.host, "pid": os.getpid(), "beat": time.time()})
@@ -136,3 +143,8 @@ class Leases:
                     self.store.write_text(self._path(key, generation), self._payload())
                 except Exception as exc:  # a failed heartbeat must not kill the run
                     logger.warning("could not renew the lease of %s: %s", key[:12], exc)
+
+
+def leased_keys(store: Store) -> set[str]:
+    """The keys that have a lease in ``store`` now (live or not yet taken over)."""
+    return {name.removesuffix(".json").rpartition(".")[0] for name in store.list_names("leases")} - {""}

@@ -71,14 +71,7 @@ class LocalStore(Store):
             return []
 
     def delete(self, rel: str) -> None:
-        path = self.root / rel
-        path.unlink(missing_ok=True)
-        if rel.startswith("leases/"):  # a lease folder per key: do not leave thousands of empty ones
-            try:
-                path.parent.rmdir()
-                self._folders.discard(path.parent)
-            except OSError:
-                pass
+        (self.root / rel).unlink(missing_ok=True)
 
     def object_path(self, object_hash: str) -> Path:
         """Where an object with this content hash lives."""

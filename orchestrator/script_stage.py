@@ -15,14 +15,12 @@ import shutil
 import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .context import ScriptOutputs, StageContext
 from .errors import ExternalScriptFailed
 from .external import CHECKPOINT_DIR, METRICS_ENV, latest_checkpoint
 from .torchrun import LaunchResult, TorchrunSpec, launch
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .context import StageContext
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +67,7 @@ def run_torchrun(
     rdzv_endpoint: str | None = None,
     all_ranks: bool = False,
     on_output: Callable[[str], None] | None = None,
-) -> dict[str, Path]:
+) -> ScriptOutputs:
     """Run ``script`` under torchrun for ``ctx``'s stage; see :meth:`StageContext.torchrun`."""
     root = Path(ctx.project_root)
     path = Path(script) if Path(script).is_absolute() else root / script
@@ -128,7 +126,7 @@ def run_torchrun(
         )
     _ingest_metrics(ctx, metrics_file)
     logger.info("%s [%s]: %s finished in %.1f s", ctx.stage, ctx.param_set, shown, result.seconds)
-    return produced
+    return ScriptOutputs(produced)
 
 
 def _explain(result: LaunchResult, attempt: Path, resumable: bool) -> str:

@@ -6,7 +6,7 @@ Layout (relative keys, the same on a local folder and on a remote fsspec URL)::
     keys/ab/<key>.json      key records: which objects a stage execution produced
     refs.json               the key parts of each stage's last execution per param set (for plan reasons)
     maps/ab/<map key>/...   per-item results of map stages (see segments.py)
-    leases/<key>/<gen>      per-key leases of running stages (see leases.py)
+    leases/<key>.<gen>.json per-key leases of running stages (see leases.py)
 
 and, always on the local disk (``root``): ``tmp/`` (staging), ``attempts/`` (resumable
 working folders), ``runs/`` (logs, reports, the run database).

@@ -21,7 +21,7 @@ from typing import Any
 
 from .cachers import Cacher, choose_cacher, get_cacher
 from .capture import capture, peak_rss
-from .context import StageContext
+from .context import ScriptOutputs, StageContext
 from .errors import CorruptObjectError, DefinitionError
 from .declaration import Stage
 from .store import ArtifactRecord, Store, artifact_hash, open_store
@@ -157,6 +157,8 @@ def _load_inputs(task: Task, store: Store) -> dict[str, Any]:
 def _split_outputs(stage: Stage, value: Any) -> dict[str, Any]:
     outputs = stage.outputs
     if len(outputs) == 1:
+        if isinstance(value, ScriptOutputs) and list(value) == list(outputs):
+            return dict(value)  # ctx.torchrun's {name: path} for a one-output stage: the path is the output
         return {outputs[0]: value}
     if isinstance(value, Mapping) and set(value) == set(outputs):
         return {name: value[name] for name in outputs}

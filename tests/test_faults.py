@@ -1,4 +1,4 @@
-"""Faults: a full disk, and kill -9 at random moments of a DAG with large artifacts and a map."""
+"""Faults: a full disk, and kill -9 at random moments of a DAG with large artifacts, a map and torchrun."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import random
 import signal
 import subprocess
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 
@@ -84,6 +86,8 @@ def test_a_real_full_filesystem(make_project, tmp_path):
 
 KILLABLE = '''
 import hashlib
+from pathlib import Path
+
 import numpy as np
 from orchestrator import stage
 
@@ -109,11 +113,80 @@ def digest(chunks):
 @stage(inputs=["digests", "matrix"], outputs=["summary"])
 def summarize(digests, matrix):
     return {"digests": sorted(digests), "mean": float(matrix.mean())}
+
+
+@stage(inputs=["summary"], outputs=["model"])
+def train(summary: Path, epochs: int = 3, ctx=None):
+    return ctx.torchrun("external/train.py", args={"summary": summary, "epochs": epochs},
+                        outputs={"model": "model.json"}, nproc_per_node=2, timeout=120)
 '''
+
+TRAIN = '''
+"""A toy DDP training over the summary: an all_reduce and a checkpoint per epoch, resumable."""
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from orchestrator.external import atomic_path, checkpoint_dir, entrypoint, parse_args, resume_checkpoint, write_json
+
+
+@entrypoint
+def main():
+    args = parse_args(summary=Path, epochs=3)
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    summary = json.loads(args.summary.read_text())
+    start, total = 0, 0.0
+    checkpoint = resume_checkpoint(args)
+    if checkpoint is not None:
+        state = json.loads(checkpoint.read_text())
+        start, total = state["epoch"] + 1, state["total"]
+    for epoch in range(start, args.epochs):
+        value = torch.tensor([summary["mean"] + epoch + rank], dtype=torch.float64)
+        dist.all_reduce(value)
+        total += value.item()
+        time.sleep(0.2)
+        with atomic_path(checkpoint_dir(args) / "last.ckpt") as staged:
+            if rank == 0:
+                staged.write_text(json.dumps({"epoch": epoch, "total": total}))
+        dist.barrier()
+    write_json(args.output_dir / "model.json", {"total": round(total, 9), "digests": len(summary["digests"])})
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+KILL_FILES = {"stages/__init__.py": "", "stages/k.py": KILLABLE, "external/train.py": TRAIN,
+              "params/p.yaml": "params: {}\n"}
 
 
 def _final_hashes(summary: dict) -> dict:
     return {n["stage"]: n["outputs"] for n in summary["nodes"] if n["status"] in ("ran", "cached")}
+
+
+def _tagged(tag: str) -> list[int]:
+    """Pids of live processes whose environment carries ``tag`` (the run and every torchrun rank)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if tag.encode() in (entry / "environ").read_bytes():
+                    stat = (entry / "stat").read_text()
+                    if stat.rsplit(")", 1)[1].split()[0] != "Z":
+                        found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def _run_ids(proj) -> dict[str, str]:
+    """Run id -> status, from the run store."""
+    return {run["id"]: run["status"] for run in json.loads(proj.experiment("runs", "--json").stdout)}
 
 
 def kill_loop(proj, kills: int, seed: int) -> list[dict]:
@@ -125,7 +198,10 @@ def kill_loop(proj, kills: int, seed: int) -> list[dict]:
         started = time.monotonic()
         reference = proj.run_json("p", *salt, "--workers", "2", "--cache-dir", str(proj.root / "reference-cache"))
         duration = time.monotonic() - started
-        proc = subprocess.Popen([*EXPERIMENT, "run", "p", *salt, "--workers", "2"], cwd=proj.root, env=proj.env(),
+        before = _run_ids(proj) if i else {}
+        tag = f"KILL_LOOP_TAG={uuid.uuid4().hex}"
+        env = {**proj.env(), "KILL_LOOP_TAG": tag}
+        proc = subprocess.Popen([*EXPERIMENT, "run", "p", *salt, "--workers", "2"], cwd=proj.root, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         delay = rng.uniform(0.1, 0.9) * duration  # somewhere inside an uninterrupted run's span
         time.sleep(delay)
@@ -133,6 +209,13 @@ def kill_loop(proj, kills: int, seed: int) -> list[dict]:
         if killed:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        deadline = time.monotonic() + 30
+        while _tagged(tag) and time.monotonic() < deadline:  # torchrun ranks die with the run
+            time.sleep(0.1)
+        assert _tagged(tag) == [], f"kill {i} at {delay:.2f}s left processes behind"
+        new = {run: status for run, status in _run_ids(proj).items() if run not in before}
+        if killed and new:  # (a kill before the run was recorded leaves no record)
+            assert list(new.values()) == ["interrupted"], f"kill {i} at {delay:.2f}s: {new}"
         resumed = proj.run_json("p", *salt, "--workers", "2")
         assert resumed["status"] == "succeeded"
         assert _final_hashes(resumed) == _final_hashes(reference), f"kill {i} at {delay:.2f}s"
@@ -144,14 +227,14 @@ def kill_loop(proj, kills: int, seed: int) -> list[dict]:
 
 
 def test_kill_9_at_random_moments_then_resume(make_project):
-    proj = make_project({"stages/__init__.py": "", "stages/k.py": KILLABLE, "params/p.yaml": "params: {}\n"})
+    proj = make_project(KILL_FILES)
     findings = kill_loop(proj, kills=4, seed=1)
     assert sum(f["killed"] for f in findings) >= 3
 
 
 @pytest.mark.slow
 def test_kill_9_loop_long(make_project):
-    proj = make_project({"stages/__init__.py": "", "stages/k.py": KILLABLE, "params/p.yaml": "params: {}\n"})
+    proj = make_project(KILL_FILES)
     findings = kill_loop(proj, kills=50, seed=2)
     (proj.root.parent / "kill-loop.json").write_text(json.dumps(findings))
     assert sum(f["killed"] for f in findings) >= 40

@@ -234,6 +234,29 @@ def test_checkpoint_is_cached_reused_and_retrained_only_on_a_real_script_edit(
     assert json.loads(edited.load("metrics").read_text())["total"] == 12.0
 
 
+ONE_OUTPUT = '''
+from orchestrator import stage
+
+
+@stage(outputs=["metrics"])
+def fit(epochs: int = 3, ctx=None):
+    return ctx.torchrun("external/train.py", args={"epochs": epochs},
+                        outputs={"metrics": "metrics.json"}, nproc_per_node=2)
+'''
+
+
+def test_a_one_output_stage_returns_the_file_itself(project: Path, tmp_path: Path) -> None:
+    (project / "stages" / "train.py").write_text(ONE_OUTPUT)
+    result = run(project)
+    assert result.ok, result.outcome("fit")
+    stored = result.outcome("fit").outputs["metrics"]
+    assert stored.cacher == "file"  # the script's file, not a pickled {name: path} dict
+    assert json.loads(result.load("metrics").read_text())["total"] == 6.0
+    # the same content from another store has the same hash (no attempt-folder path inside)
+    other = orchestrator.open_session("base", project_dir=project, cache_dir=tmp_path / "other").run()
+    assert other.outcome("fit").outputs["metrics"].hash == stored.hash
+
+
 # -- failures ----------------------------------------------------------------------------
 
 
