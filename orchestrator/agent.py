@@ -14,10 +14,12 @@ concern this process only:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import sys
+import traceback
 
 __all__ = ["LOOPBACK_ENV", "PARENT_ENV", "main", "tie_to_parent"]
 
@@ -41,7 +43,13 @@ def tie_to_parent() -> None:
 
 
 def main() -> None:
-    """Run torchrun with the arguments in ``sys.argv``."""
+    """Run torchrun with the arguments in ``sys.argv``, then exit at once.
+
+    Exiting through ``os._exit`` skips the interpreter's join of torchrun's log-tailing
+    threads: when the SIGTERM of a dying orchestrator lands while torchrun shuts its
+    workers down, those threads are never told to stop, and a normal exit would wait for
+    them forever (an orphan agent, seen in the kill -9 loop).
+    """
     tie_to_parent()
     if os.environ.get(LOOPBACK_ENV) == "1":
         from .loopback import install
@@ -49,7 +57,23 @@ def main() -> None:
         install()
     from torch.distributed.run import main as torchrun_main
 
-    torchrun_main()
+    code = 1
+    try:
+        torchrun_main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if not isinstance(exc.code, (int, type(None))):
+            with contextlib.suppress(Exception):
+                print(exc.code, file=sys.stderr)
+    except BaseException:  # as an uncaught exception would: its traceback, exit status 1
+        with contextlib.suppress(Exception):  # the reader may be gone (a broken pipe)
+            traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .dag import ALL, Dag, build_dag
-from .errors import ArtifactNotCached, UsageError, did_you_mean
+from .errors import ArtifactNotCached, CorruptObjectError, UsageError, did_you_mean
 from .executors import get_executor
 from .filesets import source_digest
 from .fingerprint import CodeFingerprint, Fingerprinter
@@ -133,27 +134,37 @@ def open_session(
 
 
 def plan(names: Names, *, overrides: Overrides = (), targets: Sequence[str] | None = None,
-         force: Sequence[str] = (), cache_dir: str | None = None) -> Plan:
+         force: Sequence[str] = (), cache_dir: str | None = None,
+         project_dir: str | os.PathLike[str] | None = None) -> Plan:
     """What ``experiment run NAMES`` would do, node by node."""
-    return open_session(names, overrides=overrides, targets=targets, cache_dir=cache_dir).plan(force)
+    return open_session(names, overrides=overrides, targets=targets, cache_dir=cache_dir,
+                        project_dir=project_dir).plan(force)
 
 
 def run(names: Names, *, overrides: Overrides = (), targets: Sequence[str] | None = None,
         force: Sequence[str] = (), cache_dir: str | None = None, executor: str = "local",
-        keep_going: bool = False, observer: RunObserver | None = None) -> RunResult:
-    """Run an experiment from Python; returns the :class:`~orchestrator.runner.RunResult`."""
-    session = open_session(names, overrides=overrides, targets=targets, cache_dir=cache_dir)
+        keep_going: bool = False, observer: RunObserver | None = None,
+        project_dir: str | os.PathLike[str] | None = None) -> RunResult:
+    """Run an experiment from Python; returns the :class:`~orchestrator.runner.RunResult`.
+
+    Edited stage or helper modules are imported afresh first, so a notebook that calls
+    ``run`` again after an edit runs the edited code.
+    """
+    session = open_session(names, overrides=overrides, targets=targets, cache_dir=cache_dir,
+                           project_dir=project_dir)
     return session.run(force=force, executor=executor, keep_going=keep_going, observer=observer)
 
 
 def load(artifact: str, *, params: Names, param_set: str | None = None, overrides: Overrides = (),
-         cache_dir: str | None = None) -> Any:
+         cache_dir: str | None = None, project_dir: str | os.PathLike[str] | None = None) -> Any:
     """Load a cached artifact of the experiment ``params`` (one of its param sets).
 
     Raises:
-        ArtifactNotCached: no run stored it for these params yet; the message says what to run.
+        ArtifactNotCached: no run stored it for these params yet (or its stored object was
+            corrupt, and is now dropped); the message says what to run.
     """
-    session = open_session(params, overrides=overrides, targets=[artifact], cache_dir=cache_dir)
+    session = open_session(params, overrides=overrides, targets=[artifact], cache_dir=cache_dir,
+                           project_dir=project_dir)
     the_plan = session.plan()
     producer = next(s for s in session.stages.values() if artifact in s.outputs)
     if producer.aggregate:
@@ -166,18 +177,24 @@ def load(artifact: str, *, params: Names, param_set: str | None = None, override
     else:
         wanted = session.experiment.set_named(param_set).name
     decision = the_plan.decisions[f"{producer.name}@{wanted}"]
+    words = ["experiment", "run", *([params] if isinstance(params, str) else params)]
+    for text in session.experiment.overrides:
+        words += ["--set", text]
+    words += ["--target", artifact, *(["--cache-dir", str(cache_dir)] if cache_dir else [])]
     if decision.action is not Action.CACHED or decision.record is None:
-        import shlex
-
-        words = ["experiment", "run", *([params] if isinstance(params, str) else params)]
-        for text in session.experiment.overrides:
-            words += ["--set", text]
-        words += ["--target", artifact]
-        if cache_dir:
-            words += ["--cache-dir", str(cache_dir)]
         raise ArtifactNotCached(
             f"artifact {artifact!r} of param set {wanted!r} is not cached for the current code and params "
             f"({'; '.join(decision.reasons) or 'upstream not cached'}). Fix: {shlex.join(words)}"
         )
-    return load_input(session.store, decision.record.outputs[artifact], as_path=False,
-                      stage=producer.name, param_set=wanted)
+    record = decision.record.outputs[artifact]
+    try:
+        return load_input(session.store, record, as_path=False, stage=producer.name, param_set=wanted)
+    except CorruptObjectError as exc:
+        # nothing else would notice (no stage of a run loads a final artifact): forget it now
+        session.store.discard_object(record.object)
+        session.store.drop_record(decision.record.key)
+        raise ArtifactNotCached(
+            f"artifact {artifact!r} of stage {producer.name!r} [{wanted}]: its stored object "
+            f"{record.object[:12]} is corrupt or missing ({exc.__class__.__name__}). It was removed from the "
+            f"store, so the next run computes it again. Fix: {shlex.join(words)}"
+        ) from exc

@@ -62,6 +62,18 @@ class CodeFingerprint:
     scripts: tuple[str, ...]
 
 
+def _is_code(value: Any) -> bool:
+    """A function or class, or a wrapper of one (``functools.cache``, ``lru_cache``, ``wraps``)."""
+    if isinstance(value, (types.FunctionType, type)):
+        return True
+    if not callable(value) or getattr(value, "__wrapped__", None) is None:
+        return False
+    try:
+        return isinstance(inspect.unwrap(value), types.FunctionType)
+    except (ValueError, TypeError):  # a wrapper loop, or an object that fakes every attribute
+        return False
+
+
 def _stdlib_roots() -> tuple[Path, ...]:
     paths = sysconfig.get_paths()
     roots = {Path(paths[k]).resolve() for k in ("stdlib", "platstdlib", "purelib", "platlib")}
@@ -227,7 +239,7 @@ class Fingerprinter:
                 if node.id in bound or node.id not in namespace or hasattr(builtins, node.id):
                     continue
                 value = namespace[node.id]
-                if isinstance(value, (types.FunctionType, type)) or hasattr(value, "fn"):
+                if _is_code(value) or hasattr(value, "fn"):
                     yield value
                 elif not isinstance(value, types.ModuleType):
                     yield _Constant(obj.__module__, node.id, value)
@@ -242,16 +254,23 @@ class Fingerprinter:
         for attr in chain:
             if not isinstance(value, (types.ModuleType, type)):
                 break
-            if isinstance(value, types.ModuleType) and not self._is_local_file(getattr(value, "__file__", None)):
+            if isinstance(value, types.ModuleType) and not self._is_local_module(value):
                 return
             value = getattr(value, attr, None)
             if value is None:
                 return
-            if isinstance(value, (types.FunctionType, type)):
+            if _is_code(value):
                 yield value
                 return
-        if isinstance(value, (types.FunctionType, type)):
+        if _is_code(value):
             yield value
+
+    def _is_local_module(self, module: types.ModuleType) -> bool:
+        """A project module, or a namespace package (no ``__init__.py``) with a folder in the project."""
+        filename = getattr(module, "__file__", None)
+        if filename:
+            return self._is_local_file(filename)
+        return any(self._is_local_file(str(Path(folder) / "__init__.py")) for folder in getattr(module, "__path__", ()))
 
     def _is_local(self, obj: Any) -> bool:
         module = sys.modules.get(getattr(obj, "__module__", "") or "")

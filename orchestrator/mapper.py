@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .declaration import Stage
+from .executors.resources import cpus, usable_cpus
 from .filehashes import FileHashes
 from .items import Items, split_items
 from .segments import Segment, SegmentStore
@@ -186,14 +187,15 @@ def _check_picklable(stage: Stage, sample: Any) -> None:
         raise DefinitionError(
             f"map stage {stage.name!r}: items of {stage.map_over!r} cannot be sent to worker processes "
             f"({type(exc).__name__}: {exc}). Fix: map over plain data (paths, dicts, arrays) and open "
-            "resources in a @{stage.name}.setup function."
+            f"resources in a @{stage.name}.setup function."
         ) from exc
 
 
 def _compute(spec: WorkerSpec, stage: Stage, items: Items, positions: list[int],
              options: Mapping[str, Any]) -> Iterator[_ChunkResult]:
     devices = list(options.get("devices") or stage.options.get("devices") or [])
-    workers = len(devices) if devices else int(options.get("workers", os.cpu_count() or 1))
+    default = int(cpus(stage.resources)) if "cpus" in stage.resources else usable_cpus()
+    workers = len(devices) if devices else int(options.get("workers", default))
     chunks = _chunks(items, positions, workers, stage)
     if workers <= 0:
         worker = _MapWorker(spec, None)

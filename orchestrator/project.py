@@ -8,7 +8,9 @@ installed elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.util
 import os
 import pkgutil
 import sys
@@ -98,8 +100,14 @@ def _read_config(pyproject: Path) -> dict[str, Any] | None:
 
 
 def import_modules(project: Project, names: Iterable[str] | None) -> list[Any]:
-    """Import the stage modules (default: every module of the project's ``stages`` package)."""
+    """Import the stage modules (default: every module of the project's ``stages`` package).
+
+    In a long-lived process (a notebook), the project's modules are imported afresh when
+    any of their files changed since they were imported: keys are computed from the source
+    on disk, so the code that runs must be that source too.
+    """
     project.activate()
+    _forget_if_changed(project)
     if names is None:
         names = [str(project.config.get("stages", "stages"))]
     modules = []
@@ -109,7 +117,49 @@ def import_modules(project: Project, names: Iterable[str] | None) -> list[Any]:
         if hasattr(module, "__path__"):  # a package: import its submodules too
             for info in pkgutil.walk_packages(module.__path__, prefix=f"{module.__name__}."):
                 modules.append(_import(info.name))
+    _IMPORTED.update({name: _stamp(path) for name, path in _project_modules(project).items()})
     return modules
+
+
+# project module -> (its file, (mtime_ns, size) when it was imported)
+_IMPORTED: dict[str, tuple[str, tuple[int, int] | None]] = {}
+
+
+def _stamp(path: str) -> tuple[str, tuple[int, int] | None]:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return path, None
+    return path, (stat.st_mtime_ns, stat.st_size)
+
+
+def _project_modules(project: Project) -> dict[str, str]:
+    """Imported modules whose source is in the project (not in a virtualenv inside it)."""
+    found = {}
+    excluded = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
+    for name, module in list(sys.modules.items()):
+        filename = getattr(module, "__file__", None)
+        if not filename:
+            continue
+        path = Path(filename).resolve()
+        if (path.is_relative_to(project.root) and "site-packages" not in path.parts
+                and not any(path.is_relative_to(r) for r in excluded if not project.root.is_relative_to(r))):
+            found[name] = str(path)
+    return found
+
+
+def _forget_if_changed(project: Project) -> None:
+    """Drop every project module from ``sys.modules`` when one of their files changed since import."""
+    changed = [path for path, stamp in _IMPORTED.values() if _stamp(path) != (path, stamp)]
+    if not changed:
+        return
+    for path in changed:  # its bytecode may pass Python's check (same second, same size): drop it
+        with contextlib.suppress(OSError, ValueError):
+            os.unlink(importlib.util.cache_from_source(path))
+    for name in _project_modules(project):
+        del sys.modules[name]
+    _IMPORTED.clear()
+    importlib.invalidate_caches()
 
 
 def _import(name: str) -> Any:

@@ -142,7 +142,7 @@ class RemoteStore(Store):
         else:
             self._usage += _size(target)
         if self._usage > self.limit:
-            self._evict()
+            self._evict(keep=target)
 
     def local_object(self, object_hash: str, kind: str = "file") -> Path:
         target = self._cached(object_hash)
@@ -195,13 +195,19 @@ class RemoteStore(Store):
         return [(entry.stat().st_mtime, _size(entry), entry)
                 for prefix in self.cache.glob("*") for entry in prefix.iterdir()]
 
-    def _evict(self) -> None:
-        """Drop least recently used local copies until the cache fits its size limit."""
+    def _evict(self, keep: Path) -> None:
+        """Drop least recently used local copies until the cache fits its size limit.
+
+        ``keep``, the copy just added, stays even when it alone is over the limit: it is
+        about to be read (evicting it would only mean downloading it again).
+        """
         entries = self._entries()
         total = sum(size for _, size, _ in entries)
         for _, size, entry in sorted(entries):
             if total <= self.limit:
                 break
+            if entry == keep:
+                continue
             remove(entry)
             total -= size
         self._usage = total

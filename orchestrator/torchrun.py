@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .agent import LOOPBACK_ENV, PARENT_ENV
+from .executors.resources import usable_cpus
 from .processes import run_supervised
 
 logger = logging.getLogger(__name__)
@@ -222,7 +223,7 @@ def build_command(spec: TorchrunSpec, devices: Devices, base_env: Mapping[str, s
              "--log-dir", str(spec.run_dir / "ranks"), "--redirects", "3", "--tee", "3",
              str(spec.script), *spec.args]
     env = dict(os.environ if base_env is None else base_env)
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     env.setdefault("OMP_NUM_THREADS", str(max(1, cores // devices.nproc)))
     env["TMPDIR"] = str(spec.run_dir / "tmp")
     env["PYTHONUNBUFFERED"] = "1"

@@ -91,6 +91,46 @@ def test_ctx_params_and_seed_enter_the_key_when_read(make_project, tmp_path):
     assert statuses(reseeded)[("seeded", "p")] == "ran"
 
 
+def test_cached_helpers_and_namespace_package_modules_are_followed(make_project):
+    proj = make_project({
+        "stages/__init__.py": "",
+        "stages/s.py": '''
+            import functools
+
+            import ns.tools
+            from orchestrator import stage
+
+            from .memo import slow_double
+
+
+            @functools.lru_cache(maxsize=None)
+            def base():
+                return 1
+
+
+            @stage(outputs=["a"])
+            def uses_lru():
+                return base() + slow_double(1)
+
+
+            @stage(outputs=["b"])
+            def uses_namespace_module():
+                return ns.tools.value()
+        ''',
+        "stages/memo.py": "import functools\n\n\n@functools.cache\ndef slow_double(x):\n    return 2 * x\n",
+        "ns/tools.py": "def value():\n    return 1\n",  # ns/ has no __init__.py
+        "params/p.yaml": "params: {}\n",
+    })
+    proj.run_json("p")
+    proj.edit("stages/s.py", "return 1\n", "return 5\n")
+    proj.edit("stages/memo.py", "2 * x", "3 * x")
+    proj.edit("ns/tools.py", "return 1", "return 7")
+    plan = " ".join(proj.experiment("plan", "p").stdout.split())
+    assert "code changed: slow_double; code changed: base" in plan and "code changed: value" in plan
+    again = proj.run_json("p")
+    assert statuses(again) == {("uses_lru", "p"): "ran", ("uses_namespace_module", "p"): "ran"}
+
+
 def test_fingerprinter_unit_parts(tmp_path, monkeypatch):
     """A stage's parts name each helper; library code is not part of it."""
     import sys

@@ -112,3 +112,22 @@ def test_big_artifact_moves_through_s3_without_being_held_twice(make_project, bu
     peak_mb = int(peak_kib) / 1024
     # one copy of the array plus the interpreter and libraries; never two copies of 160 MB
     assert peak_mb < 1.5 * size_mb + 150, f"peak {peak_mb:.0f} MB"
+
+
+def test_local_cache_stays_within_its_size_limit_but_keeps_what_it_just_fetched(bucket, tmp_path, monkeypatch):
+    from orchestrator.store import ArtifactRecord, open_store
+
+    monkeypatch.setenv("ORCHESTRATOR_LOCAL_CACHE_SIZE", "10000")
+    writer = open_store(bucket, tmp_path / "writer")
+    digests = []
+    for fill, size in enumerate((4000, 4000, 4000, 25000)):  # the last one alone is over the limit
+        staged = writer.staging_path()
+        staged.write_bytes(bytes([fill]) * size)
+        digests.append(writer.ingest(staged)[0])
+    reader = open_store(bucket, tmp_path / "reader")  # a second machine
+    for digest in digests[:3]:
+        assert reader.verified_path(ArtifactRecord("a", "h", digest, "bytes", "1", 4000)).stat().st_size == 4000
+    cached = [p for p in (tmp_path / "reader" / "objects").glob("*/*")]
+    assert len(cached) == 2 and sum(p.stat().st_size for p in cached) <= 10000  # the oldest copy was evicted
+    big = reader.verified_path(ArtifactRecord("b", "h", digests[3], "bytes", "1", 25000))
+    assert big.exists() and big.stat().st_size == 25000  # usable, although alone over the limit

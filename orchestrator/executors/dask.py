@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 from concurrent.futures import Future
 from typing import Any
 
 from ..task import Task, TaskResult
 from ..worker import execute
 from .base import Executor
-from .resources import gpus
+from .resources import gpus, usable_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +36,10 @@ class DaskExecutor(Executor):
         if address:
             self.client = Client(address)
         else:
-            self.cluster = LocalCluster(n_workers=jobs or os.cpu_count() or 1, threads_per_worker=1,
+            # no dashboard, so nobody reads the workers' statistical profiler: it samples the
+            # running stage every 10 ms and slowed CPU-bound stages by ~10% (docs/performance.md)
+            dask.config.set({"distributed.worker.profile.enabled": False})
+            self.cluster = LocalCluster(n_workers=jobs or usable_cpus(), threads_per_worker=1,
                                         processes=True, host="127.0.0.1", dashboard_address=None)
             self.client = Client(self.cluster)
         threads = self.client.nthreads()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 from ..task import Task, TaskResult
 from ..worker import execute
 from .base import Executor
+from .resources import usable_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class ProcessExecutor(Executor):
     name = "process"
 
     def __init__(self, jobs: int | None = None, **_: Any) -> None:
-        self.capacity = max(1, int(jobs or os.cpu_count() or 1))
+        self.capacity = max(1, int(jobs or usable_cpus()))
         self._pool: ProcessPoolExecutor | None = None
 
     def _ensure(self) -> ProcessPoolExecutor:
