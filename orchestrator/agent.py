@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import traceback
+from typing import Any
 
 __all__ = ["LOOPBACK_ENV", "PARENT_ENV", "main", "tie_to_parent"]
 
@@ -42,6 +43,17 @@ def tie_to_parent() -> None:
         sys.exit(f"orchestrator.agent: the launching process {expected} is gone; not starting")
 
 
+def _parse_args(args: list[str] | None) -> Any:
+    """torchrun's arguments, without abbreviations: a script argument such as ``--n`` or
+    ``--lr`` after the script path belongs to the script, never to a torchrun option it
+    happens to prefix (``--nnodes``, ``--local-ranks-filter``)."""
+    from torch.distributed.run import get_args_parser
+
+    parser = get_args_parser()
+    parser.allow_abbrev = False
+    return parser.parse_args(args)
+
+
 def main() -> None:
     """Run torchrun with the arguments in ``sys.argv``, then exit at once.
 
@@ -55,11 +67,12 @@ def main() -> None:
         from .loopback import install
 
         install()
-    from torch.distributed.run import main as torchrun_main
+    from torch.distributed import run as torchrun
 
+    torchrun.parse_args = _parse_args  # torchrun's main() looks it up at call time
     code = 1
     try:
-        torchrun_main()
+        torchrun.main()
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

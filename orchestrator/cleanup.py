@@ -52,6 +52,16 @@ def collect_garbage(store: Store, *, keep_last: int | None = None, older_than: f
     """
     now = time.time()
     runs = _runs(store)
+    if (keep_last is not None or older_than is not None) and not runs and any(True for _ in store.list_names("keys")):
+        from .errors import UsageError
+        from .records.database import database_path
+
+        raise UsageError(
+            f"cache gc: {database_path(store.root)} holds no runs, so --keep-last/--older-than would keep "
+            "nothing and remove every cached result. Fix: restore the run database (a damaged one moved "
+            "aside can often be saved with `sqlite3 runs.db.damaged .recover | sqlite3 runs.db`), or run "
+            "`experiment cache gc` without those options: it removes only unreferenced objects."
+        )
     if keep_last is None and older_than is None:
         kept_runs = runs
     else:

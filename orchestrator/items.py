@@ -8,6 +8,7 @@ the input keeps every computed item reusable.
 
 from __future__ import annotations
 
+import os
 import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -77,18 +78,33 @@ def split_items(value: Any, *, stage: str, artifact: str, file_hash: Callable[[P
         return Items(value.to_dict("records"), _frame_hashes(value), "frame", value.index)
     if module == "pandas" and kind == "Series":
         values = value.tolist()
-        return Items(values, [_item_hash(v, file_hash) for v in values], "series", value.index)
+        return Items(values, _hashes(values, file_hash, stage, artifact), "series", value.index)
     if module == "numpy" and kind == "ndarray" and value.ndim >= 1:
         prefix = f"{value.dtype.str}{value.shape[1:]}".encode()
         rows = list(value)
         hashes = [_h(prefix + (row.tobytes() if hasattr(row, "tobytes") else repr(row).encode())) for row in rows]
         return Items(rows, hashes, "array")
     if isinstance(value, (list, tuple)):
-        return Items(value, [_item_hash(v, file_hash) for v in value], "list")
+        return Items(value, _hashes(value, file_hash, stage, artifact), "list")
     raise DefinitionError(
         f"stage {stage!r} maps over {artifact!r}, which is a {type(value).__name__}, not a sequence. "
         "Fix: produce a list, tuple, DataFrame, Series or numpy array for it, or drop map_over."
     )
+
+
+def _hashes(values: Sequence[Any], file_hash: Callable[[Path], str], stage: str, artifact: str) -> list[str]:
+    position = 0
+    try:
+        hashes = []
+        for position, item in enumerate(values):
+            hashes.append(_item_hash(item, file_hash))
+        return hashes
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:  # what pickle raises for a lambda, a lock...
+        raise DefinitionError(
+            f"map stage {stage!r}: item {position} of {artifact!r} ({type(values[position]).__name__}) cannot be "
+            f"sent to worker processes ({type(exc).__name__}: {exc}). Fix: map over plain data (paths, dicts, "
+            f"arrays) and open resources in a @{stage}.setup function."
+        ) from exc
 
 
 def _item_hash(item: Any, file_hash: Callable[[Path], str]) -> str:
@@ -101,8 +117,8 @@ def _item_hash(item: Any, file_hash: Callable[[Path], str]) -> str:
         return _h(b"f" + repr(item).encode())
     if kind is bytes:
         return _h(b"b" + item)
-    if isinstance(item, Path):
-        return _h(b"p" + file_hash(item).encode())
+    if isinstance(item, Path):  # the stage sees the path too (its name, its folder): both are the item
+        return _h(b"p" + os.fsencode(item) + b"\0" + file_hash(item).encode())
     return _h(b"o" + pickle.dumps(item, protocol=5))
 
 

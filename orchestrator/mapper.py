@@ -191,12 +191,29 @@ def _check_picklable(stage: Stage, sample: Any) -> None:
         ) from exc
 
 
+def _check_sendable(stage: Stage, others: Mapping[str, Any]) -> None:
+    """The stage's other inputs go to every worker process: they must pickle."""
+    from .errors import DefinitionError
+
+    for name, value in others.items():
+        try:
+            pickle.dumps(value, protocol=5)
+        except Exception as exc:
+            raise DefinitionError(
+                f"map stage {stage.name!r}: its input {name!r} ({type(value).__name__}) cannot be sent to worker "
+                f"processes ({type(exc).__name__}: {exc}). Fix: make {name!r} plain data, build the object in a "
+                f"@{stage.name}.setup function, or run the items in-process with --workers 0."
+            ) from exc
+
+
 def _compute(spec: WorkerSpec, stage: Stage, items: Items, positions: list[int],
              options: Mapping[str, Any]) -> Iterator[_ChunkResult]:
     devices = list(options.get("devices") or stage.options.get("devices") or [])
     default = int(cpus(stage.resources)) if "cpus" in stage.resources else usable_cpus()
     workers = len(devices) if devices else int(options.get("workers", default))
     chunks = _chunks(items, positions, workers, stage)
+    if workers > 0:
+        _check_sendable(stage, spec.inputs)
     if workers <= 0:
         worker = _MapWorker(spec, None)
         for chunk in chunks:

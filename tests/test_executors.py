@@ -39,6 +39,20 @@ def test_slurm_through_submitit_local_executor_matches_sequential(project):
     assert list((project.root / "cache" / "submitit").glob("*_log.out"))  # real submitit jobs ran
 
 
+def test_slurm_job_parameters_do_not_leak_from_one_stage_to_the_next(tmp_path):
+    pytest.importorskip("submitit")
+    from orchestrator.executors.slurm import SlurmExecutor
+
+    executor = SlurmExecutor(cluster="local", folder=str(tmp_path))
+    gpu_job = executor._executor({"timeout_min": 60, "cpus_per_task": 4, "gpus_per_node": 2, "mem_gb": 64,
+                                  "name": "train"})
+    plain_job = executor._executor({"timeout_min": 60, "cpus_per_task": 1, "name": "report"})
+    assert gpu_job._executor.parameters["gpus_per_node"] == 2
+    assert "gpus_per_node" not in plain_job._executor.parameters  # submitit merges: one executor would keep 2
+    assert "mem_gb" not in plain_job._executor.parameters
+    executor.close()
+
+
 def _unshare_available() -> bool:
     if not shutil.which("unshare") or not shutil.which("ip"):
         return False

@@ -7,7 +7,7 @@ import os
 import subprocess
 import time
 
-from conftest import EXPERIMENT
+from conftest import EXPERIMENT, statuses
 
 
 def _gc(project, *args, check=0):
@@ -65,6 +65,30 @@ def test_keep_last_keeps_the_newest_runs_results_only(project):
     assert {p["stage"]: p["action"] for p in plan}["double_all"] == "RUN"
     newest = project.run_json("base")
     assert {n["status"] for n in newest["nodes"]} == {"cached"}
+
+
+def test_gc_with_limits_refuses_when_the_run_database_is_gone(project):
+    project.run_json("base")
+    _age_everything(project.root / "cache", 2 * 3600)
+    (project.root / "cache" / "runs.db").rename(project.root / "cache" / "runs.db.damaged")
+    proc = project.experiment("cache", "gc", "--keep-last", "5", check=2)
+    assert "holds no runs" in proc.stderr and "remove every cached result" in proc.stderr and "Fix:" in proc.stderr
+    assert len(list((project.root / "cache" / "keys").glob("*/*.json"))) == 5  # nothing was removed
+
+
+def test_max_size_drops_the_oldest_results_until_the_rest_fits(project):
+    project.run_json("base", "--set", "n=20000")  # the older, bigger results
+    _age_everything(project.root / "cache", 3 * 3600)
+    project.run_json("base")
+    sizes = json.loads(project.experiment("cache", "ls", "--json").stdout)
+    old = sum(a["size"] for a in sizes if a["age_seconds"] > 3600)
+    assert old > 100_000  # lists of 20,000 numbers
+    report = _gc(project, "--keep-last", "5", "--max-size", "20000")
+    assert report["kept_bytes"] <= 20_000 and report["freed_bytes"] > 100_000
+    assert report["dropped_keys"] >= 3  # the big lists; a tiny old record that fits may stay
+    assert {n["status"] for n in project.run_json("base")["nodes"]} == {"cached"}  # the newest run is whole
+    bigger = project.run_json("base", "--set", "n=20000")
+    assert statuses(bigger)[("make_numbers", "base")] == "ran"
 
 
 def test_gc_while_a_run_is_writing_leaves_the_run_intact(make_project):

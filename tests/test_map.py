@@ -277,26 +277,73 @@ def test_files_artifact_hashes_by_content_and_maps_per_file(make_project):
     assert sorted(line.split()[1] for line in _read_log(proj)) == ["2.txt", "new.txt"]
 
 
-def test_non_picklable_items_and_local_map_functions_are_clear_errors(make_project):
+def test_file_items_are_keyed_by_path_and_content(make_project):
     proj = make_project({
         "stages/__init__.py": "",
-        "stages/bad.py": '''
-            import threading
-            from orchestrator import stage
+        "stages/docs.py": '''
+            from pathlib import Path
+            from orchestrator import files, stage
 
-            @stage(outputs=["locks"])
-            def locks():
-                return [threading.Lock() for _ in range(3)]
+            raw = files("data/*.txt", name="raw")
 
-            @stage(inputs=["locks"], outputs=["out"], map_over="locks")
-            def use(locks):
-                return 1
+            @stage(inputs=["raw"], outputs=["names"], map_over="raw")
+            def name(raw: Path):
+                return raw.name
         ''',
         "params/p.yaml": "params: {}\n",
     })
-    summary = proj.run_json("p", "--workers", "2", check=1)
-    messages = " ".join(n["error"]["message"] for n in summary["nodes"] if n["error"])
-    assert "cannot be sent to worker processes" in messages or "could not be stored" in messages
+    from orchestrator import load
+
+    data = proj.root / "data"
+    data.mkdir()
+    for file_name in ("a.txt", "b.txt", "c.txt"):
+        (data / file_name).write_text("same content")
+    proj.run_json("p", "--workers", "0")
+    assert load("names", params="p", project_dir=proj.root) == ["a.txt", "b.txt", "c.txt"]
+    (data / "c.txt").rename(data / "d.txt")
+    proj.run_json("p", "--workers", "0")
+    assert load("names", params="p", project_dir=proj.root) == ["a.txt", "b.txt", "d.txt"]
+
+
+def test_non_picklable_items_and_inputs_are_clear_errors_before_any_worker_starts(make_project):
+    proj = make_project({
+        "stages/__init__.py": "",
+        "stages/bad.py": '''
+            from orchestrator import stage
+
+            # cloudpickle stores lambdas; worker processes receive plain pickles, which cannot hold them
+
+            @stage(outputs=["fns"], cachers={"fns": "pickle"})
+            def fns():
+                return [lambda x: x, lambda x: 2 * x]
+
+            @stage(inputs=["fns"], outputs=["out"], map_over="fns")
+            def use(fns):
+                return 1
+
+            @stage(outputs=["numbers"])
+            def numbers():
+                return [1, 2, 3]
+
+            @stage(outputs=["scale"], cachers={"scale": "pickle"})
+            def scale():
+                return lambda x: 3 * x
+
+            @stage(inputs=["numbers", "scale"], outputs=["scaled"], map_over="numbers")
+            def scaled(numbers, scale):
+                return scale(numbers)
+        ''',
+        "params/p.yaml": "params: {}\n",
+    })
+    summary = proj.run_json("p", "--workers", "2", "--keep-going", check=1)
+    errors = {n["stage"]: n["error"]["message"] for n in summary["nodes"] if n["error"]}
+    assert set(errors) == {"use", "scaled"}, errors
+    assert "map stage 'use': item 0 of 'fns' (function) cannot be sent to worker processes" in errors["use"]
+    assert "map stage 'scaled': its input 'scale' (function) cannot be sent to worker processes" in errors["scaled"]
+    assert all("Fix:" in message for message in errors.values())
+    in_process = proj.run_json("p", "--workers", "0", "--target", "scaled")
+    assert in_process["status"] == "succeeded"  # the fix the message names
+
 
 
 def test_shard_run_without_json_prints_the_sharded_status(mapper):

@@ -257,6 +257,38 @@ def test_a_one_output_stage_returns_the_file_itself(project: Path, tmp_path: Pat
     assert other.outcome("fit").outputs["metrics"].hash == stored.hash
 
 
+ECHO_STAGE = '''
+from orchestrator import stage
+
+
+@stage(outputs=["echo"])
+def echo(ctx=None):
+    return ctx.torchrun("external/echo.py", args={"n": 3, "log": "x", "nnodes": 7},
+                        outputs={"echo": "echo.json"}, nproc_per_node=2)
+'''
+
+ECHO_SCRIPT = '''
+from orchestrator.external import entrypoint, parse_args, write_json
+
+
+@entrypoint
+def main():
+    args = parse_args(n=0, log="", nnodes=0)
+    write_json(args.output_dir / "echo.json", {"n": args.n, "log": args.log, "nnodes": args.nnodes})
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+def test_script_arguments_that_prefix_torchrun_options_reach_the_script(project: Path) -> None:
+    write(project, {"stages/train.py": ECHO_STAGE, "external/echo.py": ECHO_SCRIPT, "params/base.yaml": "params: {}\n"})
+    result = run(project)
+    assert result.ok, result.outcome("echo")
+    assert json.loads(result.load("echo").read_text()) == {"n": 3, "log": "x", "nnodes": 7}
+
+
 # -- failures ----------------------------------------------------------------------------
 
 

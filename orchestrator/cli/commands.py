@@ -147,8 +147,8 @@ def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
         observer = render.ProgressObserver(session)
     if jobs and jobs > 1 and executor == "local":
         executor = "process"
-    engine_options = {k: v for k, v in (("jobs", jobs), ("address", address)) if v is not None}
-    engine_options.update(session.project.config.get("executor", {}).get(executor, {}))
+    engine_options = dict(session.project.config.get("executor", {}).get(executor, {}))
+    engine_options.update({k: v for k, v in (("jobs", jobs), ("address", address)) if v is not None})
     with observer:
         result = session.run(force=force, executor=executor, keep_going=keep_going,
                              observer=None if as_json else observer, executor_options=engine_options,

@@ -34,7 +34,9 @@ class SlurmExecutor(Executor):
         import submitit
 
         self.folder = Path(folder or "cache/runs/submitit").absolute()
-        self.executor = submitit.AutoExecutor(folder=str(self.folder), cluster=cluster)
+        self.cluster = cluster
+        self._submitit = submitit
+        self._executors: dict[tuple[tuple[str, Any], ...], Any] = {}  # one per job shape
         self.defaults = {"partition": partition, "time": time, "gpus": gpus, "cpus": cpus, "mem": mem}
         self.capacity = max(1, int(jobs or 32))
         self._waiters = ThreadPoolExecutor(self.capacity, thread_name_prefix="orchestrator-slurm")
@@ -50,10 +52,24 @@ class SlurmExecutor(Executor):
             parameters["mem_gb"] = max(1, memory // 1024**3)
         if hints.get("partition"):
             parameters["slurm_partition"] = hints["partition"]
-        self.executor.update_parameters(**parameters)
-        job = self.executor.submit(execute, task)
+        job = self._executor(parameters).submit(execute, task)
         logger.info("%s [%s]: submitted job %s", task.stage, task.param_set, job.job_id)
         return self._waiters.submit(job.result)
+
+    def _executor(self, parameters: dict[str, Any]) -> Any:
+        """A submitit executor for exactly these job parameters.
+
+        submitit's ``update_parameters`` merges into what was set before, so one shared
+        executor would hand a GPU stage's partition and GPUs to every later job.
+        """
+        shape = tuple(sorted((k, v) for k, v in parameters.items() if k != "name"))
+        executor = self._executors.get(shape)
+        if executor is None:
+            executor = self._submitit.AutoExecutor(folder=str(self.folder), cluster=self.cluster)
+            executor.update_parameters(**dict(shape))
+            self._executors[shape] = executor
+        executor.update_parameters(name=parameters["name"])
+        return executor
 
     def close(self) -> None:
         self._waiters.shutdown(wait=True, cancel_futures=True)
