@@ -6,11 +6,14 @@ import contextlib
 import logging
 import resource
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["capture", "peak_rss"]
+__all__ = ["capture", "console_only", "log_only", "peak_rss"]
+
+_ACTIVE = threading.local()  # the log file of the capture running in this thread
 
 
 class _LazyFile:
@@ -19,12 +22,14 @@ class _LazyFile:
     def __init__(self, path: str) -> None:
         self.path = path
         self.handle: IO[str] | None = None
+        self._lock = threading.Lock()  # the stage's thread and output readers (torchrun) both write
 
     def write(self, text: str) -> int:
-        if self.handle is None:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self.handle = open(self.path, "a", encoding="utf-8", errors="replace")
-        return self.handle.write(text)
+        with self._lock:
+            if self.handle is None:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                self.handle = open(self.path, "a", encoding="utf-8", errors="replace")
+            return self.handle.write(text)
 
     def flush(self) -> None:
         if self.handle is not None:
@@ -43,7 +48,8 @@ class _Tee:
         self.log = log
 
     def write(self, text: str) -> int:
-        self.log.write(text)
+        if not getattr(_ACTIVE, "console_only", False):
+            self.log.write(text)
         return self.original.write(text)
 
     def flush(self) -> None:
@@ -72,14 +78,38 @@ def capture(path: str) -> Iterator[None]:
         root.addHandler(handler)
         out, err = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)  # type: ignore[assignment]
+        outer = getattr(_ACTIVE, "log", None)
+        _ACTIVE.log = log
         try:
             yield
         finally:
+            _ACTIVE.log = outer
             sys.stdout, sys.stderr = out, err
             root.removeHandler(handler)
             root.setLevel(previous_level)
     finally:
         log.close()
+
+
+def log_only() -> Callable[[str], None]:
+    """A writer to the log of the stage being captured in this thread, not to the console.
+
+    Call it in the stage's thread; the writer may then be used from any thread (a reader
+    of a child's output). For output worth keeping but too much to show: a torchrun
+    stage's other ranks. Outside a capture, the writer drops the text.
+    """
+    log = getattr(_ACTIVE, "log", None)
+    return log.write if log is not None else (lambda text: None)
+
+
+@contextlib.contextmanager
+def console_only() -> Iterator[None]:
+    """Writes in this block reach the console but not the stage's log (it has the record already)."""
+    _ACTIVE.console_only = True
+    try:
+        yield
+    finally:
+        _ACTIVE.console_only = False
 
 
 def peak_rss() -> int:

@@ -124,6 +124,10 @@ class _Driver:
         self.blocked.pop(nid, None)
         if decision.action is Action.CACHED and decision.record is not None:
             record = decision.record
+            if decision.parts is not None:  # a set served from the cache explains its next plan too
+                parts = decision.parts.to_dict()
+                if self.store.get_ref(node.stage.name, node.param_set) != parts:
+                    self.refs[(node.stage.name, node.param_set)] = parts
             self._done(NodeOutcome(nid, node.stage.name, node.param_set, Status.CACHED, decision.key,
                                    0.0, (), record.outputs, extras=record.extras))
             return

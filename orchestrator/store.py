@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -260,15 +260,18 @@ class Store:
         """Forget a key (its objects stay until garbage collection)."""
         self.delete(f"keys/{key[:2]}/{key}.json")
 
-    def records(self) -> Iterator[KeyRecord]:
-        """Every key record in the store."""
+    def records(self, on_damaged: Callable[[str], None] | None = None) -> Iterator[KeyRecord]:
+        """Every key record in the store; a damaged one is skipped (and its key given to ``on_damaged``)."""
         for prefix in sorted(self.list_names("keys")):
             for name in sorted(self.list_names(f"keys/{prefix}")):
                 text = self.read_text(f"keys/{prefix}/{name}")
                 try:
                     yield KeyRecord.from_json(text or "")
                 except (ValueError, TypeError, KeyError):
-                    logger.warning("skipping damaged key record %s", name)
+                    if on_damaged is None:
+                        logger.warning("skipping damaged key record %s", name)
+                    else:
+                        on_damaged(name.removesuffix(".json"))
 
     def _read_refs(self) -> dict[str, dict[str, Any]]:
         text = self.read_text("refs.json")

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .agent import LOOPBACK_ENV, PARENT_ENV
+from .capture import log_only
 from .executors.resources import usable_cpus
 from .processes import run_supervised
 
@@ -258,6 +259,7 @@ def launch(spec: TorchrunSpec, on_output: Callable[[str], None] | None = None) -
     (spec.run_dir / "tmp").mkdir(parents=True, exist_ok=True)
     spec.log_path.parent.mkdir(parents=True, exist_ok=True)
     show = on_output or write_stderr
+    keep = log_only()
     tails: dict[int | None, collections.deque[str]] = collections.defaultdict(lambda: collections.deque(maxlen=200))
     agent: collections.deque[str] = collections.deque(maxlen=1000)  # torchrun's own lines
     logger.info("torchrun %s: %d process(es)%s", spec.script.name, devices.nproc,
@@ -278,6 +280,8 @@ def launch(spec: TorchrunSpec, on_output: Callable[[str], None] | None = None) -
                 agent.append(line)
             if spec.all_ranks or rank == 0:
                 show(line)
+            else:  # every rank's output is kept in the stage's log; the console shows rank 0
+                keep(line + "\n")
 
         outcome = run_supervised(command.argv, on_line=on_line, env=command.env, cwd=spec.workdir,
                                  timeout=spec.timeout)

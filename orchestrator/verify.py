@@ -45,7 +45,12 @@ def verify_store(store: Store, *, repair: bool = False,
     """
     problems: list[Problem] = []
     records = artifacts = 0
-    for record in store.records():
+
+    def damaged(key: str) -> None:
+        problems.append(Problem("?", "?", "?", key, "", f"key record {key[:12]} is damaged (not a readable "
+                                "record): the stage it describes runs again"))
+
+    for record in store.records(on_damaged=damaged):
         records += 1
         for artifact in record.outputs.values():
             artifacts += 1
@@ -59,7 +64,7 @@ def verify_store(store: Store, *, repair: bool = False,
     if repair:
         for problem in problems:
             store.drop_record(problem.key)
-            if store.has_object(problem.object):
+            if problem.object and store.has_object(problem.object):
                 store.discard_object(problem.object)
             logger.info("forgot %s [%s] (%s): the next run recomputes it", problem.stage, problem.param_set,
                         problem.artifact)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .cachers import Cacher, choose_cacher, get_cacher
-from .capture import capture, peak_rss
+from .capture import capture, log_only, peak_rss
 from .context import ScriptOutputs, StageContext
 from .errors import CorruptObjectError, DefinitionError
 from .declaration import Stage
@@ -66,6 +66,9 @@ def execute(task: Task, progress: Callable[[str, Any], None] | None = None) -> T
     """
     with capture(task.log_path):
         result = _execute(task, progress)
+        if result.error is not None:  # a failed stage always leaves a log, ending with why it failed
+            error = result.error
+            log_only()(f"\n{task.stage} [{task.param_set}] failed: {error.message}\n{error.traceback or ''}")
     return replace(result, peak_rss=peak_rss())
 
 

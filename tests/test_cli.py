@@ -114,3 +114,33 @@ def test_project_root_found_from_subfolder_and_not_shadowed(project, tmp_path):
     env = {**project.env(), "PYTHONPATH": str(other)}
     proc = subprocess.run([*EXPERIMENT, "run", "base"], cwd=sub, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
+
+
+STAGE_LOGS = '''
+from orchestrator import stage
+
+
+@stage(outputs=["chatty"])
+def chatty(ctx):
+    ctx.logger.info("info from the stage")
+    ctx.logger.warning("a warning from the stage")
+    print("printed")
+    return 1
+
+
+@stage(outputs=["silent"])
+def silent():
+    raise ValueError("no output, no print")
+'''
+
+
+def test_stage_logs_keep_ctx_logger_lines_once_and_failures_always_leave_a_log(make_project):
+    proj = make_project({"stages/__init__.py": "", "stages/s.py": STAGE_LOGS, "params/p.yaml": "params: {}\n"})
+    proc = proj.experiment("run", "p", "--keep-going", check=1)
+    assert "its log:" in proc.stdout
+    run_id = json.loads(proj.experiment("runs", "--json").stdout)[0]["id"]
+    chatty = proj.experiment("log", run_id, "chatty").stdout
+    assert chatty.count("info from the stage") == 1 and chatty.count("a warning from the stage") == 1
+    assert "printed" in chatty
+    silent = proj.experiment("log", run_id, "silent").stdout
+    assert "silent [p] failed: ValueError: no output, no print" in silent and "Traceback" in silent

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import statuses
@@ -163,3 +165,12 @@ def test_fingerprinter_unit_parts(tmp_path, monkeypatch):
     assert Fingerprinter(tmp_path).stage(mod.stage_fn).digest == fp.digest
     sys.modules.pop("fpproj.mod", None)
     sys.modules.pop("fpproj", None)
+
+
+def test_plan_explains_sets_that_were_served_from_the_cache(project):
+    project.run_json("base")
+    served = project.run_json("grid")  # grid[scale=1] equals base: served from the cache
+    assert statuses(served)[("make_numbers", "grid[scale=1]")] == "cached"
+    plan = json.loads(project.experiment("plan", "grid", "--set", "n=6", "--json").stdout)
+    reasons = {(p["stage"], p["param_set"]): p["reasons"] for p in plan}
+    assert reasons[("make_numbers", "grid[scale=1]")] == ["param n 5 -> 6"]

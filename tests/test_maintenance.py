@@ -45,6 +45,21 @@ def test_truncated_and_deleted_objects_are_found(project):
     assert {p["artifact"] for p in report["problems"]} == {"numbers", "total"}
 
 
+def test_a_damaged_key_record_is_a_problem_and_repair_removes_it(project):
+    project.run_json("base")
+    store = LocalStore(project.root / "cache")
+    record = next(r for r in store.records() if r.stage == "shift")
+    path = project.root / "cache" / "keys" / record.key[:2] / f"{record.key}.json"
+    os.chmod(path, 0o644)
+    path.write_text(path.read_text()[:20])
+    report = json.loads(project.experiment("cache", "verify", "--json", check=1).stdout)
+    assert [p["key"] for p in report["problems"]] == [record.key]
+    assert "is damaged" in report["problems"][0]["message"]
+    project.experiment("cache", "verify", "--repair", "--json", check=None)
+    assert not path.exists()
+    assert json.loads(project.experiment("cache", "verify", "--json").stdout)["problems"] == []
+
+
 def test_store_owned_by_another_user_is_refused(project, tmp_path):
     foreign = tmp_path / "foreign-cache"
     foreign.mkdir()

@@ -218,6 +218,8 @@ def test_checkpoint_is_cached_reused_and_retrained_only_on_a_real_script_edit(
     assert not any((project / "cache" / "attempts" / "fit").iterdir()), "attempt folder kept after success"
     streamed = capsys.readouterr().err
     assert "[rank0]: epoch 2 total=6.0" in streamed and "[rank1]:" not in streamed
+    saved = Path(first.outcome("fit").log_path).read_text()  # the stage's log keeps every rank
+    assert "[rank0]: epoch 2 total=6.0" in saved and "[rank1]: epoch 2 total=6.0" in saved
 
     assert run(project).outcome("fit").status is Status.CACHED
     assert launches(project) == 0

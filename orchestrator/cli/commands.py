@@ -68,6 +68,8 @@ def main(debug: bool, verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     root = logging.getLogger("orchestrator")
     root.setLevel(level)
+    # what stages log through ctx.logger is theirs to show (and to keep in their logs), like print
+    logging.getLogger("orchestrator.stage").setLevel(min(level, logging.INFO))
     if not any(isinstance(h, LogHandler) for h in root.handlers):
         root.addHandler(LogHandler())
 

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..api import Session
+from ..capture import console_only
 from ..dag import Node
 from ..params import Experiment
 from ..planner import Action, Decision, Plan
@@ -39,7 +40,8 @@ class LogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         colour = "yellow" if record.levelno >= logging.WARNING else "dim"
-        err.print(f"[{colour}]{record.levelname.lower()}: {escape(record.getMessage())}[/]")
+        with console_only():  # a stage's log gets the record from its own handler, once
+            err.print(f"[{colour}]{record.levelname.lower()}: {escape(record.getMessage())}[/]")
 
 
 class ProgressObserver(RunObserver):
