@@ -267,3 +267,14 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(make_project):
     assert "Interrupted" in out and "experiment run p" in out
     summary = proj.run_json("p", "--target", "a")
     assert statuses(summary) == {("first", "p"): "cached"}
+
+
+def test_the_resume_command_keeps_the_run_options_but_not_force(project):
+    project.edit("stages/pipeline.py", 'mark("total")', 'mark("total")\n    raise ValueError("bad total")')
+    proc = project.experiment("run", "base", "--set", "scale=2", "--force", "shift", "-j", "2",
+                              "--workers", "0", "--shard", "1/2", "--keep-going", check=1)
+    line = next(line for line in proc.stdout.splitlines() if "experiment run base" in line)
+    command = line[line.index("experiment run base"):].split()
+    assert command[:3] == ["experiment", "run", "base"] and "--force" not in command
+    for option in (["--set", "scale=2"], ["--jobs", "2"], ["--workers", "0"], ["--shard", "1/2"], ["--keep-going"]):
+        assert " ".join(option) in " ".join(command), (option, command)

@@ -163,7 +163,8 @@ def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
         summary["report"] = str(report) if report.exists() else None
         click.echo(json.dumps(summary, indent=1))
     else:
-        render.summary(session, result, resume_command(names, overrides, targets, cache_dir))
+        context = click.get_current_context()
+        render.summary(session, result, resume_command(context.command, context.params))
         if report.exists():
             click.echo(f"report: {report}")
     if result.status == "interrupted":

@@ -10,14 +10,30 @@ from ..outcomes import RunResult
 __all__ = ["result_json", "resume_command"]
 
 
-def resume_command(names: Any, overrides: Any, targets: Any, cache_dir: Any) -> str:
-    """The command that resumes (reruns) this run."""
-    words = ["experiment", "run", *names]
-    words += [w for o in overrides for w in ("--set", o)]
-    words += [w for t in targets for w in ("--target", t)]
-    if cache_dir:
-        words += ["--cache-dir", str(cache_dir)]
-    return shlex.join(words)
+def resume_command(command: Any, params: dict[str, Any], skip: tuple[str, ...] = ("force", "dry_run")) -> str:
+    """The command that resumes (reruns) this run: the same arguments and options, without ``skip``.
+
+    Args:
+        command: The click command that ran.
+        params: Its parsed parameters (``click.Context.params``).
+        skip: Parameters a rerun must not repeat (a forced stage that finished is now cached).
+    """
+    words = ["experiment", command.name]
+    options: list[str] = []
+    for param in command.params:
+        value = params.get(param.name)
+        if param.name in skip or value is None or value is False or value in ((), "") or value == param.default:
+            continue
+        if param.param_type_name == "argument":
+            words += [str(v) for v in value]
+            continue
+        flag = max(param.opts, key=len)
+        if getattr(param, "is_flag", False):
+            options.append(flag)
+            continue
+        for item in value if getattr(param, "multiple", False) else (value,):
+            options += [flag, "/".join(map(str, item)) if isinstance(item, tuple) else str(item)]
+    return shlex.join(words + options)
 
 
 def result_json(result: RunResult) -> dict[str, Any]:

@@ -149,6 +149,7 @@ def connect(path: Path) -> sqlite3.Connection:
         RecordsError: the file is damaged, locked for too long, not writable, or was
             written by a newer version of orchestrator.
     """
+    _refuse_truncated(path)
     with guarded(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         # autocommit mode: transactions are opened explicitly with BEGIN
@@ -173,6 +174,20 @@ def connect(path: Path) -> sqlite3.Connection:
             conn.close()
             raise
     return conn
+
+
+def _refuse_truncated(path: Path) -> None:
+    """An empty database file beside recorded runs was truncated: never start an empty history over it."""
+    try:
+        if path.stat().st_size:
+            return
+    except FileNotFoundError:
+        return
+    runs = path.parent / "runs"
+    recorded = [entry for entry in runs.iterdir() if entry.is_dir()] if runs.is_dir() else []
+    if recorded:
+        raise RecordsError(f"the run records at {path} are empty (0 bytes), although {runs} holds "
+                           f"{len(recorded)} runs' logs and reports: the file was truncated. {_recovery(path)}")
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:

@@ -107,6 +107,18 @@ def test_damaged_database_is_a_clear_error_with_the_fix(project):
         assert "Traceback" not in proc.stderr
 
 
+def test_a_truncated_database_is_not_an_empty_history(project):
+    project.run_json("base")
+    db = project.root / "cache" / "runs.db"
+    for suffix in ("-wal", "-shm"):
+        (project.root / "cache" / f"runs.db{suffix}").unlink(missing_ok=True)
+    db.write_bytes(b"")
+    for args in (["runs"], ["run", "base"]):
+        proc = project.experiment(*args, check=1)
+        assert "empty (0 bytes)" in proc.stderr and "truncated" in proc.stderr and f"mv {db}" in proc.stderr
+    assert db.stat().st_size == 0  # left as it was, for salvage
+
+
 def test_database_from_a_newer_version_is_refused(project):
     project.run_json("base")
     conn = sqlite3.connect(project.root / "cache" / "runs.db")
