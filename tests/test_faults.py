@@ -216,8 +216,11 @@ def kill_loop(proj, kills: int, seed: int) -> list[dict]:
         new = {run: status for run, status in _run_ids(proj).items() if run not in before}
         if killed and new:  # (a kill before the run was recorded leaves no record)
             assert list(new.values()) == ["interrupted"], f"kill {i} at {delay:.2f}s: {new}"
+        stored = {path.stem for path in (proj.root / "cache" / "keys").glob("*/*.json")}
         resumed = proj.run_json("p", *salt, "--workers", "2")
         assert resumed["status"] == "succeeded"
+        redone = [n["stage"] for n in resumed["nodes"] if n["key"] in stored and n["status"] != "cached"]
+        assert redone == [], f"kill {i} at {delay:.2f}s: finished stages computed again: {redone}"
         assert _final_hashes(resumed) == _final_hashes(reference), f"kill {i} at {delay:.2f}s"
         verify = json.loads(proj.experiment("cache", "verify", "--json", check=None).stdout)
         assert verify["problems"] == [], verify["problems"]
