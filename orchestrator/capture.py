@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["capture", "console_only", "log_only", "peak_rss"]
+__all__ = ["capture", "console_only", "log_only", "peak_rss", "reset_peak_rss"]
 
 _ACTIVE = threading.local()  # the log file of the capture running in this thread
 
@@ -112,6 +112,21 @@ def console_only() -> Iterator[None]:
         _ACTIVE.console_only = False
 
 
+def reset_peak_rss() -> None:
+    """Start measuring this process's peak memory afresh (Linux: the kernel's high-water mark)."""
+    with contextlib.suppress(OSError):
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # 5: reset the peak resident set size
+
+
 def peak_rss() -> int:
-    """Peak resident memory of this process, in bytes (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Peak resident memory of this process since :func:`reset_peak_rss`, in bytes.
+
+    Where ``/proc`` is missing, the peak over the whole process life (``getrusage``).
+    """
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB

@@ -34,7 +34,7 @@ from .task import Task, TaskError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ItemFailure", "MapFailed", "MapProgress", "run_map"]
+__all__ = ["ItemFailure", "MapFailed", "MapProgress", "MapWorker", "run_map"]
 
 MAX_CHUNK = 1000
 REPORTED_FAILURES = 100
@@ -215,9 +215,14 @@ def _compute(spec: WorkerSpec, stage: Stage, items: Items, positions: list[int],
     if workers > 0:
         _check_sendable(stage, spec.inputs)
     if workers <= 0:
-        worker = _MapWorker(spec, None)
+        worker = MapWorker(spec, None)
         for chunk in chunks:
             yield worker.run(chunk)
+        return
+    from .executors.dask_chunks import ENGINE, run_chunks
+
+    if options.get("map_engine") == ENGINE and not devices:  # the chunks go to the stage's own cluster
+        yield from run_chunks(spec, chunks, int(stage.options.get("prefetch", 2)))
         return
     context = multiprocessing.get_context("spawn" if devices else "forkserver")
     queue = context.Queue() if devices else None
@@ -260,7 +265,7 @@ def _chunks(items: Items, positions: list[int], workers: int, stage: Stage) -> l
     ]
 
 
-class _MapWorker:
+class MapWorker:
     """Runs chunks of one map stage in one process (setup runs once, at construction)."""
 
     def __init__(self, spec: WorkerSpec, device: Any) -> None:
@@ -319,7 +324,7 @@ class _MapWorker:
         return _ChunkResult(segment, tuple(failures))
 
 
-_WORKER: _MapWorker | None = None
+_WORKER: MapWorker | None = None
 
 
 def _init_worker(spec: WorkerSpec, devices: Any) -> None:
@@ -327,7 +332,7 @@ def _init_worker(spec: WorkerSpec, devices: Any) -> None:
     if spec.task.project_root and spec.task.project_root not in sys.path:
         sys.path.insert(0, spec.task.project_root)
     device = devices.get() if devices is not None else None
-    _WORKER = _MapWorker(spec, device)
+    _WORKER = MapWorker(spec, device)
 
 
 def _run_chunk(chunk: _Chunk) -> _ChunkResult:

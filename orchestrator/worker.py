@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .cachers import Cacher, choose_cacher, get_cacher
-from .capture import capture, log_only, peak_rss
+from .capture import capture, log_only, peak_rss, reset_peak_rss
 from .context import ScriptOutputs, StageContext
 from .errors import CorruptObjectError, DefinitionError
 from .declaration import Stage
@@ -64,6 +64,7 @@ def execute(task: Task, progress: Callable[[str, Any], None] | None = None) -> T
 
     ``progress`` receives map-stage progress (``(node_id, MapProgress)``) when given.
     """
+    reset_peak_rss()  # this stage's peak, not the process's whole life (earlier stages, imports)
     with capture(task.log_path):
         result = _execute(task, progress)
         if result.error is not None:  # a failed stage always leaves a log, ending with why it failed

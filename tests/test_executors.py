@@ -73,3 +73,52 @@ def test_ray_in_a_loopback_only_namespace_matches_sequential(project):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert _outputs(summary) == _outputs(sequential)
+
+
+DASK_MAP = '''
+import os
+from orchestrator import stage
+
+
+def _where():
+    try:
+        from distributed import get_worker
+
+        get_worker()
+        return "dask"
+    except (ImportError, ValueError):
+        return "elsewhere"
+
+
+@stage(outputs=["numbers"])
+def numbers(n: int = 40):
+    return list(range(n))
+
+
+@stage(inputs=["numbers"], outputs=["placed"], map_over="numbers")
+def place(numbers, ctx):
+    return (numbers * numbers, _where(), os.getpid(), ctx.worker)
+
+
+@place.setup
+def start(ctx):
+    with open(os.environ["RUNS_LOG"], "a") as handle:
+        handle.write(f"setup {os.getpid()}\\n")
+    return os.getpid()
+'''
+
+
+def test_dask_runs_map_chunks_as_tasks_of_the_cluster(make_project):
+    pytest.importorskip("distributed")
+    proj = make_project({"stages/__init__.py": "", "stages/m.py": DASK_MAP, "params/p.yaml": "params: {}\n"})
+    summary = proj.run_json("p", "--executor", "dask", "--jobs", "2", "--set", "n=40")
+    assert summary["status"] == "succeeded"
+    from orchestrator import load
+
+    placed = load("placed", params="p", overrides={"n": 40}, project_dir=proj.root)
+    assert [square for square, _, _, _ in placed] == [x * x for x in range(40)]
+    assert {where for _, where, _, _ in placed} == {"dask"}  # in the cluster's workers, not a pool inside one
+    setups = [line.split()[1] for line in proj.log.read_text().split("\n") if line.startswith("setup")]
+    assert len(setups) == len(set(setups))  # the setup ran once per worker process
+    assert {str(pid) for _, _, pid, _ in placed} <= set(setups)
+    assert all(pid == worker for _, _, pid, worker in placed)  # ctx.worker is that process's setup value

@@ -33,6 +33,7 @@ STYLE = {
 }
 DETAIL_LIMIT = 60  # above this many nodes, list only what ran or failed
 SUMMARY_ROWS = 25  # stages listed in the end-of-run table (the slowest ones)
+MATRIX_SETS = 8  # up to this many param sets, the table is stage x param set
 
 
 class LogHandler(logging.Handler):
@@ -139,6 +140,37 @@ def summary(session: Session, result: RunResult, command: str) -> None:
         seconds[outcome.stage] += outcome.seconds
     colour = "green" if result.ok else "red"
     out.print(f"[bold]run {result.run_id}[/]: [{colour}]{result.status}[/] in {result.seconds:.1f}s")
+    sets = list(dict.fromkeys(o.param_set for o in result.outcomes))
+    if 1 < len(sets) <= MATRIX_SETS and len(per_stage) <= SUMMARY_ROWS:
+        out.print(_matrix(result, list(per_stage), sets))
+    else:
+        out.print(_counts(per_stage, seconds))
+    _failures(result, command)
+
+
+def _matrix(result: RunResult, stages: list[str], sets: list[str]) -> Table:
+    """Stage x param set: each cell the node's status (and seconds when it ran)."""
+    cells = {(o.stage, o.param_set): o for o in result.outcomes}
+    table = Table()
+    table.add_column("stage", style="bold")
+    for name in sets:
+        table.add_column(name[name.index("[") + 1 : -1] if name.endswith("]") and "[" in name else name)
+    for stage in stages:
+        row = []
+        for name in sets:
+            outcome = cells.get((stage, name))
+            if outcome is None:
+                row.append(Text(""))
+                continue
+            ran = outcome.status in (Status.RAN, Status.FAILED)
+            row.append(Text(outcome.status.value + (f" {outcome.seconds:.1f}s" if ran else ""),
+                            style=STYLE[outcome.status]))
+        table.add_row(Text(stage), *row)
+    return table
+
+
+def _counts(per_stage: dict[str, Counter[Status]], seconds: dict[str, float]) -> Table:
+    """Per stage: how many of its nodes ran, were cached, failed... and their seconds."""
     table = Table()
     shown = [s for s in Status if any(c[s] for c in per_stage.values())]
     table.add_column("stage", style="bold")
@@ -158,7 +190,11 @@ def summary(session: Session, result: RunResult, command: str) -> None:
             totals.update(per_stage[name])
         table.add_row(Text(f"... {len(rest)} more stages", style="dim"), *[str(totals[s] or "") for s in shown],
                       f"{sum(seconds[n] for n in rest):.1f}")
-    out.print(table)
+    return table
+
+
+def _failures(result: RunResult, command: str) -> None:
+    """Each failure with its traceback and log, then how to resume."""
     for failure in result.failures:
         error = failure.error
         out.print(Text.assemble(("FAILED ", "bold red"), f"{failure.stage} [{failure.param_set}]: ",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import Any
 
 from ..task import Task, TaskResult
 from ..worker import execute
 from .base import Executor
+from .dask_chunks import ENGINE
 from .resources import gpus, usable_cpus
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ class DaskExecutor(Executor):
         logger.info("dask: %d workers, %d threads (%s)", len(threads), self.capacity, self.client.dashboard_link)
 
     def submit(self, task: Task) -> Future[TaskResult]:
+        task = replace(task, options={**task.options, "map_engine": ENGINE})  # map chunks on this cluster too
         wanted = {"GPU": gpus(task.resources)} if gpus(task.resources) else {}
         resources = {k: v for k, v in wanted.items() if k in self.advertised}
         if wanted and not resources:

@@ -131,6 +131,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]").lower()
+        if host not in ("127.0.0.1", "localhost"):  # a page elsewhere pointing a DNS name here (rebinding)
+            self._send(403, page("forbidden", "<main><h1>Forbidden</h1><p>This UI answers only requests "
+                                              "addressed to 127.0.0.1 or localhost.</p></main>"))
+            return
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         try:

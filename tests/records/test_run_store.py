@@ -132,3 +132,28 @@ def test_no_history_yet_is_said_plainly(project):
     assert "No runs recorded" in project.experiment("runs").stdout
     proc = project.experiment("show", "last", check=2)
     assert "no runs recorded yet" in proc.stderr and "experiment run" in proc.stderr
+
+
+def test_peak_memory_is_each_stages_own(make_project):
+    proj = make_project({
+        "stages/__init__.py": "",
+        "stages/m.py": '''
+            import numpy as np
+            from orchestrator import stage
+
+            @stage(outputs=["big"])
+            def big():
+                block = np.ones(300 * 2**20 // 8)  # 300 MiB, touched
+                return float(block.sum())
+
+            @stage(inputs=["big"], outputs=["small"])
+            def small(big):
+                return big + 1
+        ''',
+        "params/p.yaml": "params: {}\n",
+    })
+    proj.run_json("p")
+    shown = json.loads(proj.experiment("show", "last", "--json").stdout)
+    peaks = {e["stage"]: e["peak_rss"] for e in shown["executions"]}
+    assert peaks["big"] > 300 * 2**20
+    assert peaks["small"] < 200 * 2**20  # not the earlier stage's peak

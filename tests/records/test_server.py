@@ -63,3 +63,16 @@ def test_index_sorts_by_a_metric_and_pages_answer_errors(served):
     status, page = fetch(f"{base}/runs/nope")
     assert status == 404 and "no run" in page
     assert fetch(f"{base}/../../etc/passwd")[0] == 404
+
+
+def test_requests_addressed_to_another_host_name_are_refused(served):
+    base, _ = served
+    rebound = urllib.request.Request(f"{base}/api/runs", headers={"Host": "attacker.example:8765"})
+    try:
+        urllib.request.urlopen(rebound, timeout=10)
+        raise AssertionError("a request for another host name was answered")
+    except urllib.error.HTTPError as exc:
+        with exc:
+            assert exc.code == 403 and "only requests" in exc.read().decode()
+    status, page = fetch(base.replace("127.0.0.1", "localhost") + "/api/runs")
+    assert status == 200 and json.loads(page)
