@@ -22,6 +22,7 @@ from typing import Any
 from .cachers import Cacher, choose_cacher, get_cacher
 from .capture import capture, log_only, peak_rss, reset_peak_rss
 from .context import ScriptOutputs, StageContext
+from .project import Project
 from .errors import CorruptObjectError, DefinitionError
 from .declaration import Stage
 from .store import ArtifactRecord, Store, artifact_hash, open_store
@@ -42,8 +43,8 @@ class _Failure(Exception):
 
 def resolve_stage(module: str, name: str, project_root: str) -> Stage:
     """Import ``module`` and return the stage called ``name`` defined there."""
-    if project_root and sys.path[:1] != [project_root]:
-        sys.path.insert(0, project_root)
+    if project_root:  # first on sys.path, and no `stages` package of another project in the way
+        Project(Path(project_root)).activate()
     mod = importlib.import_module(module)
     for value in vars(mod).values():
         if isinstance(value, Stage) and value.name == name:

@@ -11,6 +11,11 @@ from orchestrator.errors import ParamsError
 from orchestrator.params import load_experiment, parse_override
 
 GOOD = "from orchestrator import stage\n\n@stage(outputs=['a'])\ndef make(n: int = 1):\n    return n\n"
+EXTERNAL = ("from orchestrator import stage\n\n@stage(outputs=['ckpt'])\ndef train(ctx):\n"
+            "    return ctx.torchrun('external/{}', outputs={{'ckpt': 'model.ckpt'}}, nproc_per_node=1, timeout=120)\n")
+LAMBDAS = ("from orchestrator import stage\n\n@stage(outputs=['fns'], cachers={'fns': 'pickle'})\ndef fns():\n"
+           "    return [lambda x: x]\n\n@stage(inputs=['fns'], outputs=['used'], map_over='fns')\ndef use(fns):\n"
+           "    return 1\n")
 
 # (id, files to write over the standard project, command, exit code, substrings of the message)
 CASES = [
@@ -70,6 +75,16 @@ CASES = [
         "@stage(outputs=['b'], cachers={'b': 'broken'})\ndef b():\n    return 1\n\n"
         "@stage(inputs=['b'], outputs=['c'])\ndef c(b):\n    return b\n")},
      ["run", "base", "--target", "c"], 1, ["input 'b' could not be loaded with cacher 'broken'", "cannot parse"]),
+    ("script-missing", {"stages/extra.py": EXTERNAL.format("nope.py")}, ["run", "base", "--target", "ckpt"], 1,
+     ["FAILED train [base]", "external/nope.py does not exist", "Fix: create the script"]),
+    ("script-exits-1", {"stages/extra.py": EXTERNAL.format("fail.py"),
+                        "external/fail.py": "import sys\nsys.exit('no training data in data/train')\n"},
+     ["run", "base", "--target", "ckpt"], 1, ["FAILED train [base]", "exited with code 1", "no training data",
+                                              "Fix: correct the script"]),
+    ("script-exits-0-without-output", {"stages/extra.py": EXTERNAL.format("noop.py"), "external/noop.py": "print('done')\n"},
+     ["run", "base", "--target", "ckpt"], 1, ["exited 0 but declared output 'ckpt' (model.ckpt) is missing", "Fix: write"]),
+    ("map-item-not-sendable", {"stages/extra.py": LAMBDAS}, ["run", "base", "--target", "used", "--workers", "2"], 1,
+     ["map stage 'use': item 0 of 'fns' (function) cannot be sent to worker processes", "Fix:"]),
     ("missing-path-output", {"stages/extra.py": "from pathlib import Path\nfrom orchestrator import stage\n\n@stage(outputs=['p'])\ndef p():\n    return Path('/nonexistent/file.txt')\n"},
      ["run", "base", "--target", "p"], 1, ["output 'p' is the path /nonexistent/file.txt, which does not exist"]),
 ]

@@ -349,3 +349,22 @@ def test_non_picklable_items_and_inputs_are_clear_errors_before_any_worker_start
 def test_shard_run_without_json_prints_the_sharded_status(mapper):
     proc = mapper.experiment("run", "p", "--shard", "1/2", "--workers", "1")
     assert "SHARDED" in proc.stderr + proc.stdout
+
+
+def test_map_progress_reaches_the_driver_from_process_pool_workers(mapper):
+    import orchestrator
+    from orchestrator.runner import RunObserver
+
+    class Watch(RunObserver):
+        def __init__(self):
+            self.states = []
+
+        def map_progress(self, node_id, progress):
+            self.states.append((node_id, progress.computed, progress.total))
+
+    watch = Watch()
+    result = orchestrator.run("p", executor="process", observer=watch, project_dir=mapper.root)
+    assert result.ok
+    square = [(computed, total) for node, computed, total in watch.states if node.startswith("square")]
+    assert square[0] == (0, 200) and square[-1] == (200, 200)  # from the start to the end, live
+    assert len(square) > 2  # chunk by chunk, not only at the end

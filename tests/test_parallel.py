@@ -161,6 +161,4 @@ def test_a_worker_that_dies_fails_its_stage_not_the_run(make_project):
     assert statuses(summary)[("dies", "p")] == "failed"
     error = next(n for n in summary["nodes"] if n["stage"] == "dies")["error"]
     assert error["kind"] == "worker"
-    assert statuses(summary)[("fine", "p")] in ("ran", "failed")  # may share the broken pool
-    again = proj.run_json("p", "--jobs", "2", "--target", "y")
-    assert statuses(again)[("fine", "p")] in ("ran", "cached")
+    assert statuses(summary)[("fine", "p")] == "ran"  # even when it shared the pool that broke
