@@ -135,7 +135,7 @@ def _explain(result: LaunchResult, attempt: Path, resumable: bool) -> str:
         fix = "raise timeout= in ctx.torchrun, or find where it hangs from the last lines above"
     else:
         code = result.rank_exit_code
-        fix = "correct the script (see the traceback above)"
+        fix = "correct the script (see its last lines above, and the log)"
         if result.failing_rank is not None and code is not None and code < 0:
             what = f"failed: rank {result.failing_rank} was killed by {_signal_name(-code)}"
             if -code == signal.SIGKILL:

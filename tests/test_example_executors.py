@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -44,6 +46,29 @@ def test_example_sweep_on_executor(example, executor):
         (project / "pyproject.toml").write_text('[tool.orchestrator.executor.slurm]\ncluster = "local"\ntime = 30\n'
                                                'folder = "cache-slurm/submitit"\n')
     summary = _run(project, executor, "--jobs", "2")
+    assert {n["status"] for n in summary["nodes"]} <= {"ran", "cached"}
+    assert _hashes(summary) == _hashes(sequential)
+    assert len([n for n in summary["nodes"] if n["stage"] == "fit"]) == 6
+
+
+def _unshare_available() -> bool:
+    if not shutil.which("unshare") or not shutil.which("ip"):
+        return False
+    return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _unshare_available(), reason="needs `unshare -n` (root) for a loopback-only namespace")
+def test_example_sweep_on_ray(example):
+    pytest.importorskip("ray")
+    project, sequential = example
+    command = shlex.join([*EXPERIMENT, "run", "sweep", "--executor", "ray", "--jobs", "2", "--cache-dir",
+                          str(project / "cache-ray"), "--json"])
+    proc = subprocess.run(["unshare", "-n", "sh", "-c", f"ip link set lo up && exec {command}"], cwd=project,
+                          env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}, capture_output=True, text=True,
+                          timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert {n["status"] for n in summary["nodes"]} <= {"ran", "cached"}
     assert _hashes(summary) == _hashes(sequential)
     assert len([n for n in summary["nodes"] if n["stage"] == "fit"]) == 6

@@ -200,7 +200,7 @@ def _failures(result: RunResult, command: str) -> None:
         out.print(Text.assemble(("FAILED ", "bold red"), f"{failure.stage} [{failure.param_set}]: ",
                                 error.message if error else ""), soft_wrap=True)
         if error and error.traceback:
-            out.print(Text(error.traceback.rstrip(), style="dim"))
+            out.print(Text(_frames(error.traceback, error.type), style="dim"))
         if failure.log_path:
             out.print(Text(f"  its log: {failure.log_path}"), soft_wrap=True)
     if result.status == "interrupted":
@@ -209,6 +209,17 @@ def _failures(result: RunResult, command: str) -> None:
     elif not result.ok:
         out.print("Finished stages are stored. Fix the failure, then resume with:")
         out.print(f"  [bold]{escape(command)}[/]", soft_wrap=True)
+
+
+def _frames(traceback: str, kind: str) -> str:
+    """A traceback without its closing ``Type: message`` lines: the FAILED line above has the message."""
+    text = traceback.rstrip()
+    lines = text.splitlines()
+    for index in range(len(lines) - 1, 0, -1):
+        head = lines[index].split(":", 1)[0]
+        if not lines[index].startswith(" ") and (head == kind or head.endswith("." + kind)):
+            return "\n".join(lines[:index])
+    return text
 
 
 def plan(session: Session, the_plan: Plan, *, as_json: bool) -> None:
