@@ -368,3 +368,41 @@ def test_map_progress_reaches_the_driver_from_process_pool_workers(mapper):
     square = [(computed, total) for node, computed, total in watch.states if node.startswith("square")]
     assert square[0] == (0, 200) and square[-1] == (200, 200)  # from the start to the end, live
     assert len(square) > 2  # chunk by chunk, not only at the end
+
+
+WHERE = '''
+import os, time
+from orchestrator import stage
+
+
+@stage(outputs=["numbers"])
+def numbers(count: int = 50):
+    return list(range(count))
+
+
+@stage(outputs=["here"])
+def here():
+    return os.getpid()
+
+
+@stage(inputs=["numbers"], outputs=["quick"], map_over="numbers")
+def quick(numbers):
+    return os.getpid()
+
+
+@stage(inputs=["numbers"], outputs=["slow"], map_over="numbers")
+def slow(numbers):
+    time.sleep(0.03)  # 50 items: 1.5 s of work, worth a pool
+    return os.getpid()
+'''
+
+
+def test_tiny_maps_run_in_the_stages_process_and_long_ones_on_the_pool(make_project):
+    from orchestrator import load
+
+    proj = make_project({"stages/__init__.py": "", "stages/w.py": WHERE, "params/p.yaml": "params: {}\n"})
+    assert proj.run_json("p")["status"] == "succeeded"
+    stage_pid = load("here", params="p", project_dir=proj.root)
+    assert set(load("quick", params="p", project_dir=proj.root)) == {stage_pid}  # no pool to start
+    slow = load("slow", params="p", project_dir=proj.root)
+    assert len(set(slow[8:])) == 2 and stage_pid not in slow[8:]  # after 8 timed items: 2 workers
