@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .leases import leased_keys
@@ -37,6 +39,7 @@ class GcReport:
     freed_bytes: int
     kept_bytes: int
     dry_run: bool
+    dropped_attempts: int = 0
 
 
 def collect_garbage(store: Store, *, keep_last: int | None = None, older_than: float | None = None,
@@ -90,7 +93,10 @@ def collect_garbage(store: Store, *, keep_last: int | None = None, older_than: f
     reachable |= {obj for rel, obj, fresh in segments if fresh}
     garbage = [(h, size) for h, (size, mtime) in sizes.items() if h not in reachable and now - mtime > grace]
     stale_segments = [(rel, obj) for rel, obj, fresh in segments if not fresh]
+    attempts = _stale_attempts(store, cutoff, keys) if cutoff is not None else []
     if not dry_run:
+        for folder in attempts:  # resumable work of failed runs older than what is kept
+            shutil.rmtree(folder, ignore_errors=True)
         for record in drop:
             store.drop_record(record.key)
         for rel, _ in stale_segments:
@@ -99,9 +105,20 @@ def collect_garbage(store: Store, *, keep_last: int | None = None, older_than: f
             store.discard_object(object_hash)
     freed = sum(size for _, size in garbage)
     report = GcReport(len(kept_runs), len(drop), len(stale_segments), len(garbage), freed,
-                      sum(sizes[h][0] for h in reachable if h in sizes), dry_run)
+                      sum(sizes[h][0] for h in reachable if h in sizes), dry_run, len(attempts))
     logger.info("gc: %s", report)
     return report
+
+
+def _stale_attempts(store: Store, cutoff: float, leased: set[str]) -> list[Path]:
+    """Attempt folders (checkpoints of failed trainings) untouched since ``cutoff``, of keys no run holds."""
+    found = []
+    for stage in store.attempts.iterdir() if store.attempts.is_dir() else ():
+        for folder in stage.iterdir() if stage.is_dir() else ():
+            newest = max((p.stat().st_mtime for p in folder.rglob("*")), default=folder.stat().st_mtime)
+            if newest < cutoff and not any(key.startswith(folder.name) for key in leased):
+                found.append(folder)
+    return found
 
 
 def _reachable_size(records: list[Any], sizes: dict[str, tuple[int, float]]) -> int:

@@ -129,3 +129,20 @@ def test_gc_while_a_run_is_writing_leaves_the_run_intact(make_project):
     assert verify["problems"] == []
     again = proj.run_json("p", "--set", "seed=1")
     assert {n["status"] for n in again["nodes"]} == {"cached"}
+
+
+def test_gc_removes_attempt_folders_of_old_failures_only(project):
+    project.run_json("base")
+    attempts = project.root / "cache" / "attempts" / "fit"
+    old, fresh = attempts / "0123456789abcdef", attempts / "fedcba9876543210"
+    for folder in (old, fresh):
+        (folder / "checkpoints").mkdir(parents=True)
+        (folder / "checkpoints" / "last.ckpt").write_bytes(b"epoch 3")
+    _age_everything(project.root / "cache", 2 * 3600)
+    past = time.time() - 2 * 3600
+    for path in old.rglob("*"):
+        os.utime(path, (past, past))
+    (fresh / "checkpoints" / "last.ckpt").write_bytes(b"epoch 4")  # a training that failed just now
+    report = _gc(project, "--keep-last", "5")
+    assert report["dropped_attempts"] == 1
+    assert not old.exists() and (fresh / "checkpoints" / "last.ckpt").exists()

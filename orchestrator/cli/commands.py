@@ -305,5 +305,6 @@ def cache_gc(cache_dir: str | None, keep_last: int | None, older_than: str | Non
         return
     verb = "would remove" if dry_run else "removed"
     click.echo(f"{verb} {report.dropped_objects} objects ({report.freed_bytes / 1024**2:.1f} MiB), "
-               f"{report.dropped_keys} cached results and {report.dropped_segments} map segments; "
+               f"{report.dropped_keys} cached results, {report.dropped_segments} map segments and "
+               f"{report.dropped_attempts} old attempt folders; "
                f"kept {report.kept_runs} runs' results ({report.kept_bytes / 1024**2:.1f} MiB)")

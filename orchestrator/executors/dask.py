@@ -11,7 +11,7 @@ from ..task import Task, TaskResult
 from ..worker import execute
 from .base import Executor
 from .dask_chunks import ENGINE
-from .resources import gpus, usable_cpus
+from .resources import cpus, gpus, memory_bytes, usable_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +53,13 @@ class DaskExecutor(Executor):
 
     def submit(self, task: Task) -> Future[TaskResult]:
         task = replace(task, options={**task.options, "map_engine": ENGINE})  # map chunks on this cluster too
-        wanted = {"GPU": gpus(task.resources)} if gpus(task.resources) else {}
+        # Dask resources are labels workers advertise (`dask worker --resources "GPU=2,CPU=8,MEMORY=64e9"`):
+        # each hint is honoured where the cluster advertises it, with a warning for a GPU nobody has
+        memory = memory_bytes(task.resources)
+        hinted = {"GPU": gpus(task.resources), "CPU": cpus(task.resources, 0), "MEMORY": float(memory or 0)}
+        wanted = {k: v for k, v in hinted.items() if v}
         resources = {k: v for k, v in wanted.items() if k in self.advertised}
-        if wanted and not resources:
+        if "GPU" in wanted and "GPU" not in resources:
             logger.warning("%s asks for %s but no dask worker advertises it; running it anyway", task.stage, wanted)
         if resources:
             return self.client.get_executor(pure=False, resources=resources).submit(execute, task)
