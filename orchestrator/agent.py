@@ -78,7 +78,7 @@ def main() -> None:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if not isinstance(exc.code, (int, type(None))):
             with contextlib.suppress(Exception):
-                print(exc.code, file=sys.stderr)
+                sys.stderr.write(f"{exc.code}\n")  # as the interpreter would for sys.exit("message")
     except BaseException:  # as an uncaught exception would: its traceback, exit status 1
         with contextlib.suppress(Exception):  # the reader may be gone (a broken pipe)
             traceback.print_exc()

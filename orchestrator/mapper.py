@@ -147,7 +147,7 @@ def run_map(
     report(state)
     failures: list[ItemFailure] = []
     if pending:
-        _check_picklable(stage, items.values[next(iter(pending.values()))])
+        _check_importable(stage)
         spec = WorkerSpec(task, mapped, stage.batch_size, dict(others))
         for result in _compute(spec, stage, items, list(pending.values()), task.options):
             if result.segment is not None:
@@ -175,26 +175,17 @@ def _in_shard(item_hash: str, shard: Sequence[int]) -> bool:
     return int(item_hash[:8], 16) % shard[1] == shard[0] - 1
 
 
-def _check_picklable(stage: Stage, sample: Any) -> None:
-    from .errors import DefinitionError
-
+def _check_importable(stage: Stage) -> None:
+    """Workers import the stage by module and name: a function defined inside a function cannot be."""
     if "<locals>" in stage.fn.__qualname__ or stage.fn.__qualname__ == "<lambda>":
-        raise DefinitionError(
-            f"map stage {stage.name!r} is defined inside a function; workers import stages by module "
-            "and name. Fix: define it at module level."
-        )
-    try:
-        pickle.dumps(sample, protocol=5)
-    except Exception as exc:
-        raise DefinitionError(
-            f"map stage {stage.name!r}: items of {stage.map_over!r} cannot be sent to worker processes "
-            f"({type(exc).__name__}: {exc}). Fix: map over plain data (paths, dicts, arrays) and open "
-            f"resources in a @{stage.name}.setup function."
-        ) from exc
+        from .errors import DefinitionError
+
+        raise DefinitionError(f"map stage {stage.name!r} is defined inside a function; workers import stages "
+                              "by module and name. Fix: define it at module level.")
 
 
 def _check_sendable(stage: Stage, others: Mapping[str, Any]) -> None:
-    """The stage's other inputs go to every worker process: they must pickle."""
+    """The stage's other inputs go to every worker process: they must pickle (items are checked as hashed)."""
     from .errors import DefinitionError
 
     for name, value in others.items():

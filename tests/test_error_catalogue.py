@@ -85,6 +85,10 @@ CASES = [
      ["run", "base", "--target", "ckpt"], 1, ["exited 0 but declared output 'ckpt' (model.ckpt) is missing", "Fix: write"]),
     ("map-item-not-sendable", {"stages/extra.py": LAMBDAS}, ["run", "base", "--target", "used", "--workers", "2"], 1,
      ["map stage 'use': item 0 of 'fns' (function) cannot be sent to worker processes", "Fix:"]),
+    ("map-stage-in-a-function", {"stages/extra.py": (
+        "from orchestrator import stage\n\ndef make():\n    @stage(inputs=['numbers'], outputs=['m'], map_over='numbers')\n"
+        "    def inner(numbers):\n        return numbers\n    return inner\n\nmapped = make()\n")},
+     ["run", "base", "--target", "m"], 1, ["map stage 'inner' is defined inside a function", "define it at module level"]),
     ("missing-path-output", {"stages/extra.py": "from pathlib import Path\nfrom orchestrator import stage\n\n@stage(outputs=['p'])\ndef p():\n    return Path('/nonexistent/file.txt')\n"},
      ["run", "base", "--target", "p"], 1, ["output 'p' is the path /nonexistent/file.txt, which does not exist"]),
 ]
