@@ -149,7 +149,7 @@ def test_stage_logs_keep_ctx_logger_lines_once_and_failures_always_leave_a_log(m
 def test_the_run_summary_is_a_stage_by_param_set_table(project):
     out = project.experiment("run", "grid").stdout
     header = next(line for line in out.splitlines() if "stage" in line and "scale=1" in line)
-    assert "scale=2" in header and "*" in header  # one column per set, and the aggregate's
+    assert "scale=2" in header and "all sets" in header  # one column per set, and the aggregate's
     rows = {line.split()[1]: line for line in out.splitlines() if line.startswith("│ ")}
     assert rows["double_all"].count("ran") == 2  # double_all takes scale: it ran for each set
     assert rows["make_numbers"].count("ran") + rows["make_numbers"].count("cached") == 2  # one key, computed once

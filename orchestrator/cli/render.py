@@ -17,7 +17,7 @@ from rich.text import Text
 
 from ..api import Session
 from ..capture import console_only
-from ..dag import Node
+from ..dag import ALL, Node
 from ..params import Experiment
 from ..planner import Action, Decision, Plan
 from ..runner import NodeOutcome, RunObserver, RunResult, Status
@@ -141,11 +141,24 @@ def summary(session: Session, result: RunResult, command: str) -> None:
     colour = "green" if result.ok else "red"
     out.print(f"[bold]run {result.run_id}[/]: [{colour}]{result.status}[/] in {result.seconds:.1f}s")
     sets = list(dict.fromkeys(o.param_set for o in result.outcomes))
-    if 1 < len(sets) <= MATRIX_SETS and len(per_stage) <= SUMMARY_ROWS:
+    if 1 < len(sets) <= MATRIX_SETS and len(per_stage) <= SUMMARY_ROWS and _fits(list(per_stage), sets):
         out.print(_matrix(result, list(per_stage), sets))
     else:
         out.print(_counts(per_stage, seconds))
     _failures(result, command)
+
+
+def _label(name: str) -> str:
+    """A set's column header: what its name varies (``lr=0.01,hidden=32``), ``all sets`` for aggregates."""
+    if name == ALL:
+        return "all sets"
+    return name[name.index("[") + 1 : -1] if name.endswith("]") and "[" in name else name
+
+
+def _fits(stages: list[str], sets: list[str]) -> bool:
+    """Whether the stage x set table shows every name whole in the console's width."""
+    widths = [max(map(len, stages))] + [max(len(_label(name)), len("cached 00.0s")) for name in sets]
+    return sum(widths) + 3 * len(widths) + 1 <= out.width
 
 
 def _matrix(result: RunResult, stages: list[str], sets: list[str]) -> Table:
@@ -154,7 +167,7 @@ def _matrix(result: RunResult, stages: list[str], sets: list[str]) -> Table:
     table = Table()
     table.add_column("stage", style="bold")
     for name in sets:
-        table.add_column(name[name.index("[") + 1 : -1] if name.endswith("]") and "[" in name else name)
+        table.add_column(_label(name), no_wrap=True)
     for stage in stages:
         row = []
         for name in sets:
