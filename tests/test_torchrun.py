@@ -16,6 +16,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -525,3 +526,20 @@ def test_example_trains_with_lightning_ddp_under_torchrun(tmp_path: Path) -> Non
     assert again.count(Status.RAN) == 0  # everything reused, training included
     board = again.load("leaderboard")
     assert list(board["param_set"]) == ["baseline"] and board["accuracy"][0] > 0.85
+    # the run records of the example: lineage of the leaderboard walks back to the data, the report renders
+    records = ["--cache-dir", str(tmp_path / "cache"), "--json"]
+
+    def cli(*args: str) -> Any:
+        done = subprocess.run([sys.executable, "-m", "orchestrator", *args, *records], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60, check=True)
+        return json.loads(done.stdout)
+
+    def stages_of(node: dict) -> set[str]:
+        return {node["stage"]}.union(*(stages_of(child) for child in node.get("inputs", {}).values()))
+
+    lineage = cli("lineage", "leaderboard")
+    assert {"leaderboard", "evaluate", "fit", "featurize", "split", "load_digits"} <= stages_of(lineage[0])
+    shown = cli("show", "last~1")
+    assert {e["stage"]: e["status"] for e in shown["executions"]}["fit"] == "ran"
+    report = Path(shown["report"]).read_text()
+    assert "<svg" in report and "leaderboard" in report and "Content-Security-Policy" in report
