@@ -137,9 +137,10 @@ def _project_modules(project: Project) -> dict[str, str]:
     """Imported modules whose source is in the project (not in a virtualenv inside it)."""
     found = {}
     excluded = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
+    own = __name__.split(".")[0]  # this library, when the project holds it (its own example project)
     for name, module in list(sys.modules.items()):
         filename = getattr(module, "__file__", None)
-        if not filename:
+        if not filename or name == own or name.startswith(own + "."):
             continue
         path = Path(filename).resolve()
         if (path.is_relative_to(project.root) and "site-packages" not in path.parts

@@ -42,3 +42,30 @@ def test_load_of_a_corrupt_final_artifact_drops_it_and_says_what_to_run(project)
     rerun = project.run_json("base")
     assert {n["stage"]: n["status"] for n in rerun["nodes"]}["summary"] == "ran"
     assert orchestrator.load("summary", params="base", project_dir=project.root) == {"base": 80}
+
+
+def test_a_rerun_after_an_edit_in_a_project_that_holds_the_library_itself(tmp_path):
+    """The example project lives beside `orchestrator/`: re-importing edited modules must leave the library alone."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    copy = tmp_path / "repo"
+    for name in ("orchestrator", "stages", "params", "external"):
+        shutil.copytree(repo / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    script = (
+        "import pathlib, orchestrator\n"
+        "assert pathlib.Path(orchestrator.__file__).is_relative_to(pathlib.Path.cwd())\n"
+        "first = orchestrator.plan('baseline')\n"
+        "helpers = pathlib.Path('stages/helpers.py')\n"
+        "helpers.write_text(helpers.read_text() + '\\n\\ndef added_later():\\n    return 1\\n')\n"
+        "second = orchestrator.plan('baseline')\n"
+        "assert list(first.decisions) == list(second.decisions)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(copy)}
+    env.pop("ORCHESTRATOR_CACHE_DIR", None)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=copy, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
