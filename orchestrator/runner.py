@@ -36,6 +36,7 @@ __all__ = ["NodeOutcome", "Observers", "RunObserver", "RunResult", "Status", "ex
 
 MAX_CORRUPTION_RETRIES = 2
 LEASE_POLL = 0.25  # seconds between checks on stages another run is computing
+REFS_EVERY = 1.0  # seconds between writes of the plan's key parts, so a killed run still explains its stages
 
 
 def new_run_id() -> str:
@@ -79,6 +80,7 @@ class _Driver:
         self.leases = Leases(store)
         self.blocked: dict[str, float] = {}  # nodes whose key another run is computing -> since when
         self.refs: dict[tuple[str, str], Any] = {}  # key parts of what ran, for the next plan's reasons
+        self.refs_written = time.monotonic()
 
     def run(self) -> None:
         with self.leases:
@@ -135,6 +137,8 @@ class _Driver:
 
     def _submit(self, node: Node, decision: Decision) -> None:
         nid = node.id
+        if self.refs and time.monotonic() - self.refs_written > REFS_EVERY:
+            self.write_refs()  # before a stage that may run long (and be killed), not only at the end
         task = self._task(node, decision)
         self.observer.node_started(node, decision)
         self.submitting = (nid, decision)
@@ -225,6 +229,16 @@ class _Driver:
                                                    type(exc).__name__))
         self.refs[(node.stage.name, node.param_set)] = parts
         return result
+
+    def write_refs(self) -> None:
+        """Merge the key parts gathered so far into the store's refs (the plan's "what changed")."""
+        try:
+            self.store.put_refs(self.refs)
+        except StoreError as exc:
+            logger.warning("could not remember this run's key parts for explanations: %s", exc)
+            return
+        self.refs = {}
+        self.refs_written = time.monotonic()
 
     def _log(self, nid: str) -> str:
         path = self.store.log_path(self.run_id, nid)
@@ -321,10 +335,7 @@ def execute_dag(
         status = "interrupted"
         driver.interrupt()
     driver.skip_rest()
-    try:
-        store.put_refs(driver.refs)
-    except StoreError as exc:
-        logger.warning("could not remember this run's key parts for explanations: %s", exc)
+    driver.write_refs()
     if status != "interrupted" and any(o.status is Status.FAILED for o in driver.outcomes.values()):
         status = "failed"
     position = {nid: index for index, nid in enumerate(dag.nodes)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -278,3 +279,35 @@ def test_the_resume_command_keeps_the_run_options_but_not_force(project):
     assert command[:3] == ["experiment", "run", "base"] and "--force" not in command
     for option in (["--set", "scale=2"], ["--jobs", "2"], ["--workers", "0"], ["--shard", "1/2"], ["--keep-going"]):
         assert " ".join(option) in " ".join(command), (option, command)
+
+
+def test_a_killed_run_still_explains_the_stages_it_finished(make_project):
+    proj = make_project({
+        "stages/__init__.py": "",
+        "stages/slow.py": '''
+            import os, time
+            from orchestrator import stage
+
+            @stage(outputs=["a"])
+            def prepare(size: int = 3):
+                time.sleep(1.2)
+                return list(range(size))
+
+            @stage(inputs=["a"], outputs=["b"])
+            def train(a):
+                with open(os.environ["RUNS_LOG"], "a") as handle:
+                    handle.write("train-start\\n")
+                time.sleep(60)
+                return a
+        ''',
+        "params/p.yaml": "params: {size: 3}\n",
+    })
+    proc = subprocess.Popen([*EXPERIMENT, "run", "p"], cwd=proj.root, env=proj.env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (proj.log.exists() and "train-start" in proj.log.read_text()):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    plan = json.loads(proj.experiment("plan", "p", "--set", "size=4", "--json").stdout)
+    assert {p["stage"]: p["reasons"] for p in plan}["prepare"] == ["param size 3 -> 4"]  # not "no cached result"
