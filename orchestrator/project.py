@@ -138,9 +138,12 @@ def _project_modules(project: Project) -> dict[str, str]:
     found = {}
     excluded = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
     own = __name__.split(".")[0]  # this library, when the project holds it (its own example project)
+    prefix = str(project.root)
     for name, module in list(sys.modules.items()):
         filename = getattr(module, "__file__", None)
         if not filename or name == own or name.startswith(own + "."):
+            continue
+        if os.path.isabs(filename) and not filename.startswith(prefix):  # cheap: most modules are elsewhere
             continue
         path = Path(filename).resolve()
         if (path.is_relative_to(project.root) and "site-packages" not in path.parts
