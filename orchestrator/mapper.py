@@ -206,11 +206,10 @@ def _compute(spec: WorkerSpec, stage: Stage, items: Items, positions: list[int],
     workers = len(devices) if devices else int(options.get("workers", default))
     local: MapWorker | None = None
     if workers > 0 and not devices and "setup" not in stage.hooks and "workers" not in options:
-        # time one item here first: when all of them would take less than starting a pool, run them here
+        # time a few items here first: when all of them would take less than starting a pool, run them here
         local = MapWorker(spec, None)
         step = stage.batch_size or PROBE_ITEMS
-        block = positions[:step]
-        probed = local.run(_Chunk(tuple(block), tuple(items.hashes[p] for p in block), [items.values[p] for p in block]))
+        probed = local.run(_chunk(items, positions[:step]))
         calls = sorted(local.call_seconds)  # the median call: the first one pays for warm-up
         per_item = calls[len(calls) // 2] / (stage.batch_size or 1) if calls else 0.0
         yield probed
@@ -266,10 +265,11 @@ def _chunks(items: Items, positions: list[int], workers: int, stage: Stage) -> l
         size = max(1, min(MAX_CHUNK, math.ceil(len(positions) / (max(1, workers) * 16))))
     if stage.batch_size:
         size = max(stage.batch_size, size - size % stage.batch_size)
-    return [
-        _Chunk(tuple(block), tuple(items.hashes[p] for p in block), [items.values[p] for p in block])
-        for block in (positions[i:i + size] for i in range(0, len(positions), size))
-    ]
+    return [_chunk(items, positions[i:i + size]) for i in range(0, len(positions), size)]
+
+
+def _chunk(items: Items, block: list[int]) -> _Chunk:
+    return _Chunk(tuple(block), tuple(items.hashes[p] for p in block), [items.values[p] for p in block])
 
 
 class MapWorker:

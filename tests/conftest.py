@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -118,6 +120,24 @@ class Project:
         if check is not None:
             assert proc.returncode == check, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         return proc
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start `experiment ARGS` in the background (output discarded)."""
+        return subprocess.Popen([*EXPERIMENT, *args], cwd=self.root, env=env or self.env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def wait_logged(self, marker: str, timeout: float = 60) -> None:
+        """Wait until a stage has written ``marker`` to the stages' own log."""
+        deadline = time.time() + timeout
+        while time.time() < deadline and not (self.log.exists() and marker in self.log.read_text()):
+            time.sleep(0.05)
+
+    def kill_when_logged(self, marker: str, *args: str, env: dict[str, str] | None = None) -> None:
+        """Start `experiment ARGS`, and SIGKILL it once a stage has logged ``marker``."""
+        proc = self.start(*args, env=env)
+        self.wait_logged(marker)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
 
     def run_json(self, *args: str, check: int | None = 0) -> dict:
         """`experiment run ARGS --json`, parsed."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 
@@ -99,13 +98,7 @@ def test_concurrent_runs_compute_a_shared_stage_once(make_project):
 def test_lease_of_a_killed_run_is_taken_over(make_project):
     proj = _project(make_project)
     env = {**proj.env(), "STAGE_SECONDS": "30", "ORCHESTRATOR_LEASE_TTL": "2"}
-    victim = subprocess.Popen([*EXPERIMENT, "run", "a"], cwd=proj.root, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 30
-    while time.time() < deadline and not (proj.log.exists() and "shared" in proj.log.read_text()):
-        time.sleep(0.05)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
+    proj.kill_when_logged("shared", "run", "a", env=env)
     assert list((proj.root / "cache" / "leases").glob("*.json"))  # the dead run's lease is left behind
     _events(proj)
     started = time.time()

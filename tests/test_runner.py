@@ -188,13 +188,7 @@ def test_killed_run_resumes_after_finished_stages(make_project):
         ''',
         "params/p.yaml": "params: {}\n",
     })
-    proc = subprocess.Popen([*EXPERIMENT, "run", "p"], cwd=proj.root, env=proj.env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline and not (proj.log.exists() and "third-start" in proj.log.read_text()):
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    proj.kill_when_logged("third-start", "run", "p")
     assert proj.ran() == ["first", "second", "third-start"]
     proj.edit("stages/slow.py", "time.sleep(60)", "time.sleep(0)")
     summary = proj.run_json("p")
@@ -302,12 +296,6 @@ def test_a_killed_run_still_explains_the_stages_it_finished(make_project):
         ''',
         "params/p.yaml": "params: {size: 3}\n",
     })
-    proc = subprocess.Popen([*EXPERIMENT, "run", "p"], cwd=proj.root, env=proj.env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline and not (proj.log.exists() and "train-start" in proj.log.read_text()):
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    proj.kill_when_logged("train-start", "run", "p")
     plan = json.loads(proj.experiment("plan", "p", "--set", "size=4", "--json").stdout)
     assert {p["stage"]: p["reasons"] for p in plan}["prepare"] == ["param size 3 -> 4"]  # not "no cached result"

@@ -7,9 +7,7 @@ import os
 import signal
 import sqlite3
 import subprocess
-import time
 
-from conftest import EXPERIMENT
 from sample_projects import SLOW
 
 from orchestrator.records.database import SCHEMA_VERSION
@@ -71,11 +69,8 @@ def test_warm_run_records_every_stage_as_cached(project):
 
 def test_killed_run_is_listed_as_interrupted_never_succeeded(make_project):
     proj = make_project(SLOW)
-    proc = subprocess.Popen([*EXPERIMENT, "run", "p"], cwd=proj.root, env=proj.env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline and not (proj.log.exists() and "second-start" in proj.log.read_text()):
-        time.sleep(0.05)
+    proc = proj.start("run", "p")
+    proj.wait_logged("second-start")
     running = json.loads(proj.experiment("runs", "--json").stdout)
     assert [r["status"] for r in running] == ["running"]  # alive: honestly still running
     os.kill(proc.pid, signal.SIGKILL)
