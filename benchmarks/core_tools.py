@@ -53,7 +53,9 @@ class Outcome:
 
 
 def _clean_env(drop: tuple[str, ...]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in drop}
+    # PYTHONDONTWRITEBYTECODE (set on some CI machines) would recompile every module of an
+    # editable install on each start: users' machines keep .pyc files, so the runs do too
+    env = {k: v for k, v in os.environ.items() if k not in (*drop, "PYTHONDONTWRITEBYTECODE")}
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

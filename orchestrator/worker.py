@@ -24,9 +24,10 @@ from .capture import capture, log_only, peak_rss, reset_peak_rss
 from .context import ScriptOutputs, StageContext
 from .project import Project
 from .errors import CorruptObjectError, DefinitionError
+from .handoff import Handoff
 from .declaration import Stage
 from .store import ArtifactRecord, Store, artifact_hash, open_store
-from .task import Task, TaskError, TaskResult
+from .task import InputSpec, Task, TaskError, TaskResult
 
 logger = logging.getLogger(__name__)
 
@@ -60,27 +61,33 @@ def load_input(store: Store, record: ArtifactRecord, *, as_path: bool, stage: st
     return get_cacher(record.cacher).load(path)
 
 
-def execute(task: Task, progress: Callable[[str, Any], None] | None = None) -> TaskResult:
+def execute(task: Task, progress: Callable[[str, Any], None] | None = None,
+            handoff: Handoff | None = None) -> TaskResult:
     """Execute ``task``; failures come back as ``TaskResult.error``.
 
     ``progress`` receives map-stage progress (``(node_id, MapProgress)``) when given.
+    ``handoff`` (in-process executors) passes the previous task's outputs to this one and
+    this one's to the next, so a consumer running right after its producer skips the reload.
     """
+    held = handoff.take_all() if handoff is not None else {}
     reset_peak_rss()  # this stage's peak, not the process's whole life (earlier stages, imports)
     with capture(task.log_path):
-        result = _execute(task, progress)
+        result = _execute(task, progress, held, handoff)
         if result.error is not None:  # a failed stage always leaves a log, ending with why it failed
             error = result.error
             log_only()(f"\n{task.stage} [{task.param_set}] failed: {error.message}\n{error.traceback or ''}")
     return replace(result, peak_rss=peak_rss())
 
 
-def _execute(task: Task, progress: Callable[[str, Any], None] | None) -> TaskResult:
+def _execute(task: Task, progress: Callable[[str, Any], None] | None, held: dict[str, Any],
+             handoff: Handoff | None) -> TaskResult:
     started = time.perf_counter()
     store = open_store(task.store)
     ctx: StageContext | None = None
     try:
         stage = resolve_stage(task.module, task.stage, task.project_root)
-        kwargs = _load_inputs(task, store)
+        kwargs = _load_inputs(task, store, held)
+        held.clear()  # what this task does not read is not held any longer
         ctx = StageContext(
             stage=task.stage,
             param_set=task.param_set,
@@ -97,9 +104,14 @@ def _execute(task: Task, progress: Callable[[str, Any], None] | None) -> TaskRes
             if stage.takes_ctx:
                 kwargs["ctx"] = ctx
             value = _call(stage, kwargs)
-        staged = {name: _stage_output(store, task, name, obj) for name, obj in _split_outputs(stage, value).items()}
-        del value, kwargs  # the serialized outputs are on disk: do not hold them twice while publishing
+        values = _split_outputs(stage, value)
+        staged = {name: _stage_output(store, task, name, obj) for name, obj in values.items()}
+        del value, kwargs
         outputs = {name: _publish(store, name, cacher, path) for name, (cacher, path) in staged.items()}
+        for name, (cacher, _) in staged.items():
+            if handoff is not None:  # popped straight into keep(): it sees whether anything else refers to it
+                handoff.keep(outputs[name].hash, cacher, values.pop(name))
+        del values
         if ctx is not None and stage.options.get("keep_attempts") is not True:
             _drop_attempt(store, task)
         return TaskResult(task.node, outputs, time.perf_counter() - started, ctx.extras())
@@ -136,27 +148,35 @@ def _run_map(task: Task, stage: Stage, kwargs: dict[str, Any], store: Store, ctx
         raise _Failure(TaskError("stage", str(exc), type(exc).__name__)) from exc
 
 
-def _load_inputs(task: Task, store: Store) -> dict[str, Any]:
+def _load_inputs(task: Task, store: Store, held: dict[str, Any]) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     for spec in task.inputs:
-        try:
-            value = load_input(store, spec.record, as_path=spec.as_path, stage=task.stage, param_set=task.param_set)
-        except CorruptObjectError as exc:
-            raise _Failure(
-                TaskError("corrupt", str(exc), type(exc).__name__, producer=spec.producer, artifact=spec.name)
-            ) from exc
-        except Exception as exc:
-            message = (
-                f"input {spec.name!r} could not be loaded with cacher {spec.record.cacher!r}: "
-                f"{type(exc).__name__}: {exc}. Fix: check that the cacher can read what it wrote "
-                f"(or rerun the producer with --force)."
-            )
-            raise _Failure(TaskError("cacher", message, type(exc).__name__, user_traceback(exc))) from exc
+        if not spec.as_path and spec.record.hash in held:  # the previous task's output, handed over once
+            value = held.pop(spec.record.hash)
+        else:
+            value = _load(task, store, spec)
         if spec.label:
             kwargs.setdefault(spec.name, {})[spec.label] = value
         else:
             kwargs[spec.name] = value
+        del value  # kwargs is its only holder: the stage may modify it in place, and it can be handed on
     return kwargs
+
+
+def _load(task: Task, store: Store, spec: InputSpec) -> Any:
+    try:
+        return load_input(store, spec.record, as_path=spec.as_path, stage=task.stage, param_set=task.param_set)
+    except CorruptObjectError as exc:
+        raise _Failure(
+            TaskError("corrupt", str(exc), type(exc).__name__, producer=spec.producer, artifact=spec.name)
+        ) from exc
+    except Exception as exc:
+        message = (
+            f"input {spec.name!r} could not be loaded with cacher {spec.record.cacher!r}: "
+            f"{type(exc).__name__}: {exc}. Fix: check that the cacher can read what it wrote "
+            f"(or rerun the producer with --force)."
+        )
+        raise _Failure(TaskError("cacher", message, type(exc).__name__, user_traceback(exc))) from exc
 
 
 def _split_outputs(stage: Stage, value: Any) -> dict[str, Any]:

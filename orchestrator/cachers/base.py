@@ -25,6 +25,9 @@ class Cacher(ABC):
           ``path``: stored objects are shared and read-only.
         * ``accepts(obj)`` (optional) says whether the cacher is the natural choice
           for an object when a stage does not name one.
+        * ``hands_off(obj)`` (optional) says whether ``load(save(obj))`` is
+          indistinguishable from ``obj`` (same type, value and memory layout), so a consumer
+          in the same process may receive ``obj`` itself instead of a reload. Default: no.
     """
 
     name: ClassVar[str]
@@ -35,6 +38,11 @@ class Cacher(ABC):
     @classmethod
     def accepts(cls, obj: Any) -> bool:
         """True when this cacher should be chosen for ``obj`` by default."""
+        return False
+
+    @classmethod
+    def hands_off(cls, obj: Any) -> bool:
+        """True when a reload of ``obj`` would be indistinguishable from ``obj`` itself."""
         return False
 
     @abstractmethod

@@ -83,6 +83,10 @@ class TextCacher(Cacher):
     def accepts(cls, obj: Any) -> bool:
         return isinstance(obj, str)
 
+    @classmethod
+    def hands_off(cls, obj: Any) -> bool:
+        return type(obj) is str
+
     def save(self, obj: Any, path: Path) -> None:
         path.write_bytes(obj.encode("utf-8"))
 
@@ -100,6 +104,10 @@ class BytesCacher(Cacher):
     def accepts(cls, obj: Any) -> bool:
         return isinstance(obj, (bytes, bytearray))
 
+    @classmethod
+    def hands_off(cls, obj: Any) -> bool:
+        return type(obj) is bytes
+
     def save(self, obj: Any, path: Path) -> None:
         path.write_bytes(bytes(obj))
 
@@ -116,6 +124,11 @@ class NumpyCacher(Cacher):
     @classmethod
     def accepts(cls, obj: Any) -> bool:
         return _module_of(obj) == "numpy" and type(obj).__name__ == "ndarray" and obj.dtype.kind != "O"
+
+    @classmethod
+    def hands_off(cls, obj: Any) -> bool:
+        # a view (``base`` set) shares memory with an array someone else may hold; a reload is writable
+        return cls.accepts(obj) and obj.base is None and bool(obj.flags.writeable)
 
     def save(self, obj: Any, path: Path) -> None:
         import numpy as np

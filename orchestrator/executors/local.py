@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from concurrent.futures import Future
+from typing import Any
 
+from ..handoff import Handoff
 from ..task import Task, TaskResult
 from ..worker import execute
 from .base import Executor
@@ -17,7 +19,14 @@ class LocalExecutor(Executor):
     name = "local"
     capacity = 1
 
+    def __init__(self, **_: Any) -> None:
+        self._handoff = Handoff()  # a consumer run right after its producer gets its output without a reload
+
     def submit(self, task: Task) -> Future[TaskResult]:
         future: Future[TaskResult] = Future()
-        future.set_result(execute(task, progress=self.progress))
+        future.set_result(execute(task, progress=self.progress, handoff=self._handoff))
         return future
+
+    def close(self) -> None:
+        self._handoff.clear()
+        super().close()

@@ -1,0 +1,63 @@
+"""Hand a stage's outputs to the next stage in the same process without reloading them.
+
+After a task stores its outputs, the in-process executor keeps the objects until the next
+task starts. If that task reads one of them, it receives the object itself instead of
+loading the stored copy again (for a 500 MiB array, a read of 500 MiB saved). Whatever the
+next task does not read is dropped when it starts, so nothing is held longer than before and
+peak memory does not grow.
+
+An object is handed over only when doing so cannot change what the consumer sees:
+
+* its cacher says ``load(save(obj))`` is indistinguishable from it (``Cacher.hands_off``:
+  plain numpy arrays that own their memory, ``str``, ``bytes``); a JSON round trip turns
+  tuples into lists, so such objects are always reloaded;
+* nothing but the stage's return value refers to it (checked with ``sys.getrefcount``),
+  so a consumer that modifies its input in place cannot alter an object that another
+  stage, a module-level cache or a later param set still uses;
+* it goes to one consumer only (moved, not shared); any other consumer loads the stored copy.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from .cachers import Cacher
+
+__all__ = ["Handoff"]
+
+# references to an object passed straight from ``dict.pop`` into :meth:`Handoff.keep`:
+# the parameter and ``getrefcount``'s own argument
+_SOLE_OWNER = 2
+
+
+class Handoff:
+    """The outputs of the task that just ran in this process, by artifact hash."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, Any] = {}
+
+    def keep(self, artifact_hash: str, cacher: Cacher, obj: Any) -> bool:
+        """Hold ``obj`` (just stored as ``artifact_hash``) for the next task; True when held.
+
+        Pass the object without keeping a reference of your own (``handoff.keep(h, c, d.pop(k))``):
+        an object referred to from anywhere else is not held.
+        """
+        if not cacher.hands_off(obj):
+            return False
+        if not isinstance(obj, (str, bytes)) and sys.getrefcount(obj) > _SOLE_OWNER:
+            return False
+        self._held[artifact_hash] = obj
+        return True
+
+    def take_all(self) -> dict[str, Any]:
+        """Everything held, by artifact hash; the holder is empty afterwards."""
+        held, self._held = self._held, {}
+        return held
+
+    def clear(self) -> None:
+        """Drop everything held (at the end of a run)."""
+        self._held = {}
+
+    def __len__(self) -> int:
+        return len(self._held)
