@@ -2,7 +2,8 @@
 
 Roots are the key records used by the kept runs (the newest ``keep_last`` runs, every run
 newer than ``older_than``, every run still running), the source snapshots of those runs,
-the key records and map segments written within the grace period, and every key with a
+the key records and map segments written within the grace period (with ``keep_last``: since
+the oldest kept run started, so unrecorded runs' results stay too), and every key with a
 live lease. Key records outside the roots are forgotten first, then objects that nothing
 left references. Objects younger than the grace period are never removed, so a run that is
 writing right now (its objects land before its key records) loses nothing.
@@ -81,6 +82,10 @@ def collect_garbage(store: Store, *, keep_last: int | None = None, older_than: f
             keys.update(e.key for e in history.executions(run, parts=False) if e.key)
     keys.update(leased_keys(store))
     cutoff = now - max(grace, older_than or 0.0) if (keep_last is not None or older_than is not None) else None
+    if cutoff is not None and keep_last is not None and newest:
+        # a record written since the oldest kept run started belongs to no older run: it stays, even when
+        # no run recorded it (``Session.run(record=False)``, a notebook)
+        cutoff = min(cutoff, min(r.started for r in newest))
     records = list(store.records())
     drop = [r for r in records if cutoff is not None and r.key not in keys and r.created < cutoff]
     kept = sorted((r for r in records if r not in drop), key=lambda r: r.created)

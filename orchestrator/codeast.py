@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import textwrap
 import types
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -99,10 +100,11 @@ def attribute_chain(node: ast.Attribute) -> list[str]:
 CTX_NAMES = frozenset({"ctx", "context"})
 
 
-def ctx_usage(tree: ast.AST) -> tuple[set[str], list[str]]:
+def ctx_usage(nodes: Iterable[ast.AST]) -> tuple[set[str], list[str]]:
+    """The ``ctx`` attributes read among ``nodes`` (an ``ast.walk``), and the scripts launched by literal path."""
     uses: set[str] = set()
     scripts: list[str] = []
-    for node in ast.walk(tree):
+    for node in nodes:
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in CTX_NAMES:
             uses.add(node.attr)
         if (

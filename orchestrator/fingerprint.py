@@ -160,8 +160,9 @@ class Fingerprinter:
             refs: list[Any] = []
         else:
             digest = hash_struct(["Ast", ast.dump(tree, annotate_fields=False)])
-            refs = list(self._references(obj, tree))
-            self._usage[label] = ctx_usage(tree)
+            nodes = list(ast.walk(tree))  # walked once, read three ways
+            refs = list(self._references(obj, nodes))
+            self._usage[label] = ctx_usage(nodes)
         entry = (label, digest, refs)
         self._objects[id(obj)] = entry
         return entry
@@ -221,16 +222,14 @@ class Fingerprinter:
             return None
         return strip_docstrings(tree)
 
-    def _references(self, obj: Any, tree: ast.AST) -> Iterator[Any]:
+    def _references(self, obj: Any, nodes: list[ast.AST]) -> Iterator[Any]:
         namespace = getattr(obj, "__globals__", None)
         if namespace is None:
             module = sys.modules.get(obj.__module__)
             namespace = vars(module) if module else {}
-        bound = {
-            node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
-        }
-        bound |= {a.arg for node in ast.walk(tree) if isinstance(node, ast.arguments) for a in all_args(node)}
-        for node in ast.walk(tree):
+        bound = {node.id for node in nodes if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)}
+        bound |= {a.arg for node in nodes if isinstance(node, ast.arguments) for a in all_args(node)}
+        for node in nodes:
             if isinstance(node, ast.Attribute):
                 chain = attribute_chain(node)
                 if chain and chain[0] not in bound and chain[0] in namespace:

@@ -65,8 +65,11 @@ class Project:
                 sys.path.remove(root)
             sys.path.insert(0, root)
         # a `stages` package imported from elsewhere would shadow the project's own
+        inside = root.rstrip(os.sep) + os.sep
         for name in [m for m in sys.modules if m == "stages" or m.startswith("stages.")]:
             module_file = getattr(sys.modules[name], "__file__", None) or ""
+            if module_file.startswith(inside):  # the common case, without a resolve() per module
+                continue
             if module_file and not Path(module_file).resolve().is_relative_to(self.root):
                 del sys.modules[name]
 

@@ -14,8 +14,8 @@ def _gc(project, *args, check=0):
     return json.loads(project.experiment("cache", "gc", "--json", *args, check=check).stdout)
 
 
-def _age_everything(cache, seconds):
-    """Pretend everything in the store was written ``seconds`` ago."""
+def _age_everything(cache, seconds, *, runs=True):
+    """Pretend everything in the store (and, with ``runs``, every recorded run) was written ``seconds`` ago."""
     past = time.time() - seconds
     for path in cache.rglob("*"):
         os.utime(path, (past, past), follow_symlinks=False)
@@ -25,7 +25,7 @@ def _age_everything(cache, seconds):
         os.chmod(record, 0o644)
         record.write_text(json.dumps(data))
     database = cache / "runs.db"
-    if database.exists():
+    if runs and database.exists():
         import sqlite3
 
         with sqlite3.connect(database) as conn:
@@ -65,6 +65,22 @@ def test_keep_last_keeps_the_newest_runs_results_only(project):
     assert {p["stage"]: p["action"] for p in plan}["double_all"] == "RUN"
     newest = project.run_json("base")
     assert {n["status"] for n in newest["nodes"]} == {"cached"}
+
+
+def test_keep_last_keeps_results_newer_than_the_kept_runs_even_unrecorded_ones(project):
+    project.run_json("base")
+    _age_everything(project.root / "cache", 3 * 3600)
+    os.chdir(project.root)
+    from orchestrator import open_session
+
+    # a notebook run without a record, after the last recorded run
+    open_session("base", overrides={"scale": 4}).run(record=False)
+    _age_everything(project.root / "cache", 2 * 3600, runs=False)  # past the grace period, still newer
+    report = _gc(project, "--keep-last", "1")
+    assert report["dropped_keys"] == 0
+    project.ran()
+    again = project.run_json("base", "--set", "scale=4")
+    assert {n["status"] for n in again["nodes"]} == {"cached"} and project.ran() == []
 
 
 def test_gc_with_limits_refuses_when_the_run_database_is_gone(project):
@@ -139,7 +155,7 @@ def test_gc_removes_attempt_folders_of_old_failures_only(project):
         (folder / "checkpoints").mkdir(parents=True)
         (folder / "checkpoints" / "last.ckpt").write_bytes(b"epoch 3")
     _age_everything(project.root / "cache", 2 * 3600)
-    past = time.time() - 2 * 3600
+    past = time.time() - 3 * 3600  # before the kept run started
     for path in old.rglob("*"):
         os.utime(path, (past, past))
     (fresh / "checkpoints" / "last.ckpt").write_bytes(b"epoch 4")  # a training that failed just now
