@@ -80,6 +80,20 @@ def test_dag_formats(project):
     assert '"make_numbers" -> "shift" [label="numbers"];' in dot
 
 
+def test_dag_json_lists_stages_edges_and_nodes(project):
+    graph = json.loads(project.experiment("dag", "grid", "--json").stdout)
+    stages = {s["name"]: s for s in graph["stages"]}
+    assert stages["double_all"]["inputs"] == ["numbers"] and stages["double_all"]["params"] == ["scale"]
+    assert stages["summary"]["kind"] == "aggregate"
+    assert {"from": "make_numbers", "to": "shift", "artifact": "numbers"} in graph["edges"]
+    assert graph["param_sets"] == ["grid[scale=1]", "grid[scale=2]"] and graph["targets"] == ["summary"]
+    nodes = {n["id"]: n for n in graph["nodes"]}
+    assert len(nodes) == 9  # 4 stages x 2 sets + the aggregate
+    total = next(n for n in graph["nodes"] if n["stage"] == "total" and n["param_set"] == "grid[scale=2]")
+    assert sorted(nodes[u]["stage"] for u in total["upstream"]) == ["double_all", "shift"]
+    assert json.loads(project.experiment("dag", "grid", "--format", "json").stdout) == graph
+
+
 def test_dry_run_runs_nothing(project):
     out = project.experiment("run", "base", "--dry-run").stdout
     assert "RUN" in out and "no cached result" in out

@@ -190,16 +190,18 @@ def plan(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str,
 
 @main.command(context_settings=CONTEXT)
 @_common
-@click.option("--format", "fmt", type=click.Choice(["text", "mermaid", "dot"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "mermaid", "dot", "json"]), default="text",
+              show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json: stages, edges and nodes.")
 @_handle_errors
 def dag(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, ...], cache_dir: str | None,
-        fmt: str) -> None:
+        fmt: str, as_json: bool) -> None:
     """Show the stages of an experiment and the artifacts that connect them."""
     from ..api import open_session
     from . import render
 
     session = open_session(names, overrides=overrides, targets=targets or None, cache_dir=cache_dir)
-    click.echo(render.dag_text(session, fmt))
+    click.echo(render.dag_text(session, "json" if as_json else fmt))
 
 
 @main.command(context_settings=CONTEXT)

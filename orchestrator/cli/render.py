@@ -263,6 +263,8 @@ def dag_text(session: Session, fmt: str) -> str:
         lines = ["graph TD"] + [f"  {p} -->|{a}| {c}" for p, c, a in edges]
         lines += [f"  {s.name}" for s in stages if not s.inputs]
         return "\n".join(lines)
+    if fmt == "json":
+        return json.dumps(_dag_json(session, stages, edges), indent=1)
     if fmt == "dot":
         lines = ["digraph experiment {", "  rankdir=LR;", "  node [shape=box];"]
         lines += [f'  "{s.name}";' for s in stages]
@@ -277,6 +279,20 @@ def dag_text(session: Session, fmt: str) -> str:
     lines.append(f"{len(stages)} stages x {len(sets)} param sets = {len(session.dag)} nodes; targets: "
                  f"{', '.join(session.dag.targets)}")
     return "\n".join(lines)
+
+
+def _dag_json(session: Session, stages: list[Any], edges: list[tuple[str, str, str]]) -> dict[str, Any]:
+    dag = session.dag
+    return {
+        "stages": [{"name": s.name, "kind": "aggregate" if s.aggregate else "stage", "module": s.module,
+                    "inputs": list(s.inputs), "outputs": list(s.outputs), "params": list(s.param_names),
+                    **({"map_over": s.map_over} if s.map_over else {})} for s in stages],
+        "edges": [{"from": p, "to": c, "artifact": a} for p, c, a in edges],
+        "param_sets": [p.name for p in session.experiment.sets],
+        "targets": list(dag.targets),
+        "nodes": [{"id": n.id, "stage": n.stage.name, "param_set": n.param_set, "upstream": list(dag.upstream(n.id)),
+                   "params": dict(n.key_params)} for n in dag.nodes.values()],
+    }
 
 
 def param_sets(experiment: Experiment, *, as_json: bool) -> None:
