@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ MAX_CHUNK = 1000
 PROBE_ITEMS = 8  # items timed in the stage's process before choosing where the rest run
 IN_PROCESS_SECONDS = 0.4  # when all items should take less, they run in the stage's process: a pool costs ~0.15 s to start
 REPORTED_FAILURES = 100
+DISTINCT_TRACEBACKS = 5  # tracebacks kept in a failed map's error, one per distinct failure
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,7 @@ def run_map(
                                 state.failed + len(result.failures), state.started)
             report(state)
     if failures:
+        failures = _at_every_position(failures, items.hashes, mine)
         ctx.report("item failures", _failure_text(failures, len(items)))
     _check_failures(stage, task, failures, len(items))  # a shard's own failed items fail it too
     if shard is not None:
@@ -169,6 +171,12 @@ def run_map(
                                       f"are this shard's and are stored; {len(missing)} items still need other "
                                       "shards"))
     return items.assemble(_results(items, index, segments), stage.outputs[0])
+
+
+def _at_every_position(failures: list[ItemFailure], hashes: Sequence[str], mine: Sequence[int]) -> list[ItemFailure]:
+    """A duplicate item ran once, at its first position: its failure is every copy's."""
+    by_hash = {hashes[f.index]: f for f in failures}
+    return [replace(by_hash[hashes[p]], index=p) for p in mine if hashes[p] in by_hash]
 
 
 def _in_shard(item_hash: str, shard: Sequence[int]) -> bool:
@@ -395,4 +403,19 @@ def _check_failures(stage: Stage, task: Task, failures: list[ItemFailure], total
                f"first: item {first.index}: {first.type}: {first.message}. The other items are stored: a rerun "
                "retries only the failed ones. Fix the cause, or accept failures with --max-item-failures N "
                "or @stage(..., on_item_error='skip').")
-    raise MapFailed(TaskError("items", message, first.type, first.traceback))
+    raise MapFailed(TaskError("items", message, first.type, _tracebacks(failures)))
+
+
+def _tracebacks(failures: list[ItemFailure]) -> str:
+    """One traceback per distinct failure (same frames and type), headed by the items that hit it."""
+    groups: dict[tuple[str, str], list[ItemFailure]] = {}
+    for failure in sorted(failures, key=lambda f: f.index):
+        frames = failure.traceback.rstrip().rsplit("\n", 1)[0]  # without the `Type: message` line
+        groups.setdefault((failure.type, frames), []).append(failure)
+    parts = []
+    for hits in list(groups.values())[:DISTINCT_TRACEBACKS]:
+        items = ", ".join(str(f.index) for f in hits[:10]) + (f" and {len(hits) - 10} more" if len(hits) > 10 else "")
+        parts.append(f"item {items}:\n{hits[0].traceback.rstrip()}")
+    if len(groups) > DISTINCT_TRACEBACKS:
+        parts.append(f"... and {len(groups) - DISTINCT_TRACEBACKS} more distinct failures")
+    return "\n\n".join(parts) + "\n"

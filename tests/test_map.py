@@ -125,6 +125,39 @@ def test_item_failures_are_collected_and_rerun_retries_only_them(mapper):
     assert len([line for line in _read_log(mapper) if line.startswith("item")]) == 2
 
 
+def test_each_distinct_item_failure_keeps_its_traceback(make_project):
+    proj = make_project({
+        "stages/__init__.py": "",
+        "stages/m.py": '''
+            from orchestrator import stage
+
+            @stage(outputs=["words"])
+            def words():
+                return ["a", "b", "", "c", "", "dd"]
+
+            def first_letter(word):
+                return word[0]
+
+            @stage(inputs=["words"], outputs=["codes"], map_over="words")
+            def code(words):
+                if len(words) > 1:
+                    raise ValueError(f"{words!r} is too long")
+                return ord(first_letter(words))
+        ''',
+        "params/p.yaml": "params: {}\n",
+    })
+    summary = proj.run_json("p", "--workers", "0", check=1)
+    error = next(n for n in summary["nodes"] if n["stage"] == "code")["error"]
+    assert "3 of 6 items failed (items 2, 4, 5)" in error["message"]
+    trace = error["traceback"]
+    # the two empty words fail the same way: one traceback for both; the long word its own
+    assert "item 2, 4:" in trace and trace.count("IndexError: string index out of range") == 1
+    assert "in first_letter" in trace
+    assert "item 5:" in trace and "ValueError: 'dd' is too long" in trace
+    proc = proj.experiment("run", "p", "--workers", "0", check=1)
+    assert "in first_letter" in proc.stdout and "is too long" in proc.stdout
+
+
 def test_accepting_item_failures(mapper):
     (mapper.root / "runs.log.fail").write_text("")
     summary = mapper.run_json("p", "--workers", "0", "--max-item-failures", "2")

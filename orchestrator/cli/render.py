@@ -228,7 +228,8 @@ def _frames(traceback: str, kind: str) -> str:
     """A traceback without its closing ``Type: message`` lines: the FAILED line above has the message."""
     text = traceback.rstrip()
     lines = text.splitlines()
-    for index in range(len(lines) - 1, 0, -1):
+    last = max((i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")), default=0)
+    for index in range(len(lines) - 1, last, -1):  # in the last traceback (a map keeps one per distinct failure)
         head = lines[index].split(":", 1)[0]
         if not lines[index].startswith(" ") and (head == kind or head.endswith("." + kind)):
             return "\n".join(lines[:index])
