@@ -13,34 +13,31 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
-import os
 import pickle
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from .declaration import Stage
 from .executors.resources import cpus, usable_cpus
 from .filehashes import FileHashes
+from .itemfailures import ItemFailure, MapFailed, at_every_position, check_failures, failure_text
 from .items import Items, split_items
-from .segments import Segment, SegmentStore
-from .store import Store, open_store
+from .mapworker import Chunk, ChunkResult, MapWorker, WorkerSpec, chunk_of, init_worker, run_chunk
+from .segments import SegmentStore
+from .store import Store
 from .task import Task, TaskError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ItemFailure", "MapFailed", "MapProgress", "MapWorker", "run_map"]
+__all__ = ["ItemFailure", "MapFailed", "MapProgress", "MapWorker", "run_map"]  # the failure and worker types re-exported
 
 MAX_CHUNK = 1000
 PROBE_ITEMS = 8  # items timed in the stage's process before choosing where the rest run
 IN_PROCESS_SECONDS = 0.4  # when all items should take less, they run in the stage's process: a pool costs ~0.15 s to start
-REPORTED_FAILURES = 100
-DISTINCT_TRACEBACKS = 5  # tracebacks kept in a failed map's error, one per distinct failure
 
 
 @dataclass(frozen=True)
@@ -69,47 +66,6 @@ class MapProgress:
         """Seconds left at the current rate."""
         left = self.total - self.done
         return left / self.rate if self.rate > 0 else None
-
-
-@dataclass(frozen=True)
-class ItemFailure:
-    """An item whose call raised."""
-
-    index: int
-    type: str
-    message: str
-    traceback: str
-
-
-class MapFailed(Exception):
-    """Raised by :func:`run_map` with the TaskError the worker should report."""
-
-    def __init__(self, error: TaskError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """What a map worker process needs to run a stage's items (picklable)."""
-
-    task: Task
-    mapped: str
-    batch_size: int | None
-    inputs: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class _Chunk:
-    positions: tuple[int, ...]
-    hashes: tuple[str, ...]
-    values: list[Any]
-
-
-@dataclass(frozen=True)
-class _ChunkResult:
-    segment: Segment | None
-    failures: tuple[ItemFailure, ...]
 
 
 def run_map(
@@ -160,9 +116,9 @@ def run_map(
                                 state.failed + len(result.failures), state.started)
             report(state)
     if failures:
-        failures = _at_every_position(failures, items.hashes, mine)
-        ctx.report("item failures", _failure_text(failures, len(items)))
-    _check_failures(stage, task, failures, len(items))  # a shard's own failed items fail it too
+        failures = at_every_position(failures, items.hashes, mine)
+        ctx.report("item failures", failure_text(failures, len(items)))
+    check_failures(stage, task, failures, len(items))  # a shard's own failed items fail it too
     if shard is not None:
         failed = {f.index for f in failures}
         missing = [p for p, h in enumerate(items.hashes) if h not in index and p not in failed]
@@ -171,12 +127,6 @@ def run_map(
                                       f"are this shard's and are stored; {len(missing)} items still need other "
                                       "shards"))
     return items.assemble(_results(items, index, segments), stage.outputs[0])
-
-
-def _at_every_position(failures: list[ItemFailure], hashes: Sequence[str], mine: Sequence[int]) -> list[ItemFailure]:
-    """A duplicate item ran once, at its first position: its failure is every copy's."""
-    by_hash = {hashes[f.index]: f for f in failures}
-    return [replace(by_hash[hashes[p]], index=p) for p in mine if hashes[p] in by_hash]
 
 
 def _in_shard(item_hash: str, shard: Sequence[int]) -> bool:
@@ -208,7 +158,7 @@ def _check_sendable(stage: Stage, others: Mapping[str, Any]) -> None:
 
 
 def _compute(spec: WorkerSpec, stage: Stage, items: Items, positions: list[int],
-             options: Mapping[str, Any]) -> Iterator[_ChunkResult]:
+             options: Mapping[str, Any]) -> Iterator[ChunkResult]:
     devices = list(options.get("devices") or stage.options.get("devices") or [])
     default = int(cpus(stage.resources)) if "cpus" in stage.resources else usable_cpus()
     workers = len(devices) if devices else int(options.get("workers", default))
@@ -217,7 +167,7 @@ def _compute(spec: WorkerSpec, stage: Stage, items: Items, positions: list[int],
         # time a few items here first: when all of them would take less than starting a pool, run them here
         local = MapWorker(spec, None)
         step = stage.batch_size or PROBE_ITEMS
-        probed = local.run(_chunk(items, positions[:step]))
+        probed = local.run(chunk_of(items, positions[:step]))
         calls = sorted(local.call_seconds)  # the median call: the first one pays for warm-up
         per_item = calls[len(calls) // 2] / (stage.batch_size or 1) if calls else 0.0
         yield probed
@@ -244,15 +194,15 @@ def _compute(spec: WorkerSpec, stage: Stage, items: Items, positions: list[int],
         queue.put(device)  # type: ignore[union-attr]
     if not devices:  # workers fork from a server that has already imported all this
         context.set_forkserver_preload(  # type: ignore[attr-defined]
-            ["orchestrator.mapper", "orchestrator.worker", "orchestrator.context", stage.module])
+            ["orchestrator.mapworker", "orchestrator.worker", "orchestrator.context", stage.module])
     in_flight = max(1, workers) * (1 + int(stage.options.get("prefetch", 2)))
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(spec, queue))
-    running: set[Future[_ChunkResult]] = set()
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker, initargs=(spec, queue))
+    running: set[Future[ChunkResult]] = set()
     try:
         chunk_iter = iter(chunks)
         while True:
             for chunk in chunk_iter:
-                running.add(pool.submit(_run_chunk, chunk))
+                running.add(pool.submit(run_chunk, chunk))
                 if len(running) >= in_flight:
                     break
             if not running:
@@ -267,96 +217,13 @@ def _compute(spec: WorkerSpec, stage: Stage, items: Items, positions: list[int],
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _chunks(items: Items, positions: list[int], workers: int, stage: Stage) -> list[_Chunk]:
+def _chunks(items: Items, positions: list[int], workers: int, stage: Stage) -> list[Chunk]:
     size = int(stage.options.get("chunk_size") or 0)
     if not size:
         size = max(1, min(MAX_CHUNK, math.ceil(len(positions) / (max(1, workers) * 16))))
     if stage.batch_size:
         size = max(stage.batch_size, size - size % stage.batch_size)
-    return [_chunk(items, positions[i:i + size]) for i in range(0, len(positions), size)]
-
-
-def _chunk(items: Items, block: list[int]) -> _Chunk:
-    return _Chunk(tuple(block), tuple(items.hashes[p] for p in block), [items.values[p] for p in block])
-
-
-class MapWorker:
-    """Runs chunks of one map stage in one process (setup runs once, at construction)."""
-
-    def __init__(self, spec: WorkerSpec, device: Any) -> None:
-        from .context import StageContext
-        from .worker import load_input, resolve_stage
-
-        task = spec.task
-        self.spec = spec
-        self.stage = resolve_stage(task.module, task.stage, task.project_root)
-        self.store = open_store(task.store)
-        self.segments = SegmentStore(self.store, task.map_key)
-        self.ctx = StageContext(stage=task.stage, param_set=task.param_set, params=task.set_values,
-                                seed=task.seed, key=task.key, store=self.store,
-                                project_root=Path(task.project_root))
-        self.ctx.device = device
-        kwargs = dict(spec.inputs)
-        for input_spec in task.inputs:
-            if input_spec.name != spec.mapped and input_spec.name not in kwargs:
-                kwargs[input_spec.name] = load_input(self.store, input_spec.record, as_path=input_spec.as_path)
-        kwargs.update({p.name: task.params[p.name] for p in self.stage.params})
-        if self.stage.takes_ctx:
-            kwargs["ctx"] = self.ctx
-        self.kwargs = kwargs
-        self.call_seconds: list[float] = []  # the last chunk's calls, each timed
-        setup = self.stage.hooks.get("setup")
-        if setup is not None:
-            import inspect
-
-            names = inspect.signature(setup).parameters
-            arguments = {n: self.ctx if n == "ctx" else task.params[n] for n in names if n == "ctx" or n in task.params}
-            self.ctx.worker = setup(**arguments)
-
-    def run(self, chunk: _Chunk) -> _ChunkResult:
-        results: list[Any] = []
-        done: list[str] = []
-        failures: list[ItemFailure] = []
-        step = self.spec.batch_size or 1
-        self.call_seconds = timed = []
-        for start in range(0, len(chunk.values), step):
-            values = chunk.values[start:start + step]
-            positions = chunk.positions[start:start + step]
-            called = time.perf_counter()
-            try:
-                if self.spec.batch_size:
-                    out = list(self.stage.fn(**{self.spec.mapped: values}, **self.kwargs))
-                    if len(out) != len(values):
-                        raise ValueError(f"a batch of {len(values)} items returned {len(out)} results")
-                else:
-                    out = [self.stage.fn(**{self.spec.mapped: values[0]}, **self.kwargs)]
-            except Exception as exc:
-                from .worker import user_traceback
-
-                text = user_traceback(exc)
-                failures += [ItemFailure(p, type(exc).__name__, str(exc), text) for p in positions]
-                continue
-            timed.append(time.perf_counter() - called)
-            results += out
-            done += chunk.hashes[start:start + step]
-        segment = self.segments.write(done, results) if done else None
-        return _ChunkResult(segment, tuple(failures))
-
-
-_WORKER: MapWorker | None = None
-
-
-def _init_worker(spec: WorkerSpec, devices: Any) -> None:
-    global _WORKER
-    if spec.task.project_root and spec.task.project_root not in sys.path:
-        sys.path.insert(0, spec.task.project_root)
-    device = devices.get() if devices is not None else None
-    _WORKER = MapWorker(spec, device)
-
-
-def _run_chunk(chunk: _Chunk) -> _ChunkResult:
-    assert _WORKER is not None, "map worker used before its initializer ran"
-    return _WORKER.run(chunk)
+    return [chunk_of(items, positions[i:i + size]) for i in range(0, len(positions), size)]
 
 
 def _results(items: Items, index: Mapping[str, tuple[str, int]], segments: SegmentStore) -> list[Any]:
@@ -377,45 +244,3 @@ def _results(items: Items, index: Mapping[str, tuple[str, int]], segments: Segme
     return results
 
 
-def _failure_text(failures: list[ItemFailure], total: int) -> str:
-    kept = sorted(failures, key=lambda f: f.index)[:REPORTED_FAILURES]
-    lines = [f"{len(failures)} of {total} items failed:"]
-    lines += [f"- item {f.index}: {f.type}: {f.message}" for f in kept]
-    if len(failures) > len(kept):
-        lines.append(f"- ... and {len(failures) - len(kept)} more")
-    return "\n".join(lines)
-
-
-def _check_failures(stage: Stage, task: Task, failures: list[ItemFailure], total: int) -> None:
-    if not failures:
-        return
-    if stage.options.get("on_item_error") == "skip":
-        allowed = total
-    else:
-        allowed = int(task.options.get("max_item_failures", stage.options.get("max_item_failures", 0)))
-    first = min(failures, key=lambda f: f.index)
-    if len(failures) <= allowed:
-        logger.warning("%s: %d of %d items failed and were accepted (first: item %d: %s: %s)", stage.name,
-                       len(failures), total, first.index, first.type, first.message)
-        return
-    listed = ", ".join(str(f.index) for f in sorted(failures, key=lambda f: f.index)[:10])
-    message = (f"{len(failures)} of {total} items failed (items {listed}{'...' if len(failures) > 10 else ''}); "
-               f"first: item {first.index}: {first.type}: {first.message}. The other items are stored: a rerun "
-               "retries only the failed ones. Fix the cause, or accept failures with --max-item-failures N "
-               "or @stage(..., on_item_error='skip').")
-    raise MapFailed(TaskError("items", message, first.type, _tracebacks(failures)))
-
-
-def _tracebacks(failures: list[ItemFailure]) -> str:
-    """One traceback per distinct failure (same frames and type), headed by the items that hit it."""
-    groups: dict[tuple[str, str], list[ItemFailure]] = {}
-    for failure in sorted(failures, key=lambda f: f.index):
-        frames = failure.traceback.rstrip().rsplit("\n", 1)[0]  # without the `Type: message` line
-        groups.setdefault((failure.type, frames), []).append(failure)
-    parts = []
-    for hits in list(groups.values())[:DISTINCT_TRACEBACKS]:
-        items = ", ".join(str(f.index) for f in hits[:10]) + (f" and {len(hits) - 10} more" if len(hits) > 10 else "")
-        parts.append(f"item {items}:\n{hits[0].traceback.rstrip()}")
-    if len(groups) > DISTINCT_TRACEBACKS:
-        parts.append(f"... and {len(groups) - DISTINCT_TRACEBACKS} more distinct failures")
-    return "\n\n".join(parts) + "\n"

@@ -137,7 +137,8 @@ def _call(stage: Stage, kwargs: dict[str, Any]) -> Any:
 
 def _run_map(task: Task, stage: Stage, kwargs: dict[str, Any], store: Store, ctx: StageContext,
              progress: Callable[[str, Any], None] | None) -> Any:
-    from .mapper import MapFailed, run_map
+    from .itemfailures import MapFailed
+    from .mapper import run_map
 
     mapped = kwargs.pop(stage.map_over or "")
     try:

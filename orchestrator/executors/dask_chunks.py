@@ -34,7 +34,7 @@ def run_chunks(spec: Any, chunks: list[Any], prefetch: int) -> Iterator[Any]:
     """
     from distributed import wait, worker_client
 
-    from ..mapper import MapFailed
+    from ..itemfailures import MapFailed
 
     with worker_client() as client:
         shared = client.scatter(spec, broadcast=True, hash=False)  # once per worker, not once per chunk
@@ -66,7 +66,7 @@ def run_chunks(spec: Any, chunks: list[Any], prefetch: int) -> Iterator[Any]:
 
 def _run(spec: Any, chunk: Any) -> Any:
     """One chunk in a Dask worker process, with that process's map worker for the stage."""
-    from ..mapper import MapWorker
+    from ..mapworker import MapWorker
 
     key = (spec.task.node, spec.task.key)
     with _LOCK:
