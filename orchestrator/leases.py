@@ -20,12 +20,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import threading
 import time
-import uuid
 from typing import Any
 
+from .records.environment import hostname
 from .store import Store
 
 logger = logging.getLogger(__name__)
@@ -42,8 +41,8 @@ class Leases:
     def __init__(self, store: Store, ttl: float | None = None) -> None:
         self.store = store
         self.ttl = float(ttl if ttl is not None else os.environ.get(TTL_ENV, DEFAULT_TTL))
-        self.owner = uuid.uuid4().hex
-        self.host = socket.gethostname()
+        self.owner = os.urandom(16).hex()
+        self.host = hostname()
         self.held: dict[str, int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -91,6 +90,9 @@ class Leases:
         with self._lock:
             generation = self.held.pop(key, None)
         if generation is None:
+            return
+        if generation == 0:  # not taken over from a stopped run: there is no older generation to clear
+            self.store.delete(self._path(key, 0))
             return
         for older in self._generations(key):
             if older <= generation:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,7 +45,7 @@ class LocalStore(Store):
     def write_text(self, rel: str, text: str) -> None:
         self.prepare()
         path = self.root / rel
-        staged = self.tmp / f"{uuid.uuid4().hex}.json"
+        staged = self.tmp / f"{os.urandom(16).hex()}.json"
         try:
             staged.write_text(text)
             self._folder(path.parent)
@@ -103,15 +103,12 @@ class LocalStore(Store):
 
     def _known_intact(self, object_hash: str, path: Path) -> bool:
         known = self._fresh.get(object_hash)
-        if known is None or not path.is_file():
-            return False
-        stat = path.stat()
-        return known == (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        return known is not None and known == _identity(path)
 
     def _remember_intact(self, object_hash: str, path: Path) -> None:
-        if path.is_file():
-            stat = path.stat()
-            self._fresh[object_hash] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        identity = _identity(path)
+        if identity is not None:
+            self._fresh[object_hash] = identity
 
     def local_object(self, object_hash: str, kind: str = "file") -> Path:
         return self.object_path(object_hash)
@@ -133,6 +130,15 @@ class LocalStore(Store):
 
 
 TRUST_ENV = "ORCHESTRATOR_TRUST_CACHE"
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, mtime) of a regular file, or None."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns) if stat.S_ISREG(info.st_mode) else None
 
 
 def _check_owner(root: Path) -> None:

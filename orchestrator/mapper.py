@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .declaration import Stage
+from .executors.dask_chunks import ENGINE as DASK_ENGINE
 from .executors.resources import cpus, usable_cpus
 from .filehashes import FileHashes
 from .itemfailures import ItemFailure, MapFailed, at_every_position, check_failures, failure_text
@@ -142,13 +143,22 @@ def _check_importable(stage: Stage) -> None:
                               "by module and name. Fix: define it at module level.")
 
 
-def _check_sendable(stage: Stage, others: Mapping[str, Any]) -> None:
-    """The stage's other inputs go to every worker process: they must pickle (items are checked as hashed)."""
+def _check_sendable(stage: Stage, others: Mapping[str, Any], *, cloud: bool = False) -> None:
+    """The stage's other inputs go to every worker process: they must pickle (items are checked as hashed).
+
+    A process pool sends them with pickle; Dask (``cloud``) with cloudpickle, which also takes
+    lambdas and functions defined in a notebook.
+    """
     from .errors import DefinitionError
 
+    dumps = pickle.dumps
+    if cloud:
+        import cloudpickle
+
+        dumps = cloudpickle.dumps
     for name, value in others.items():
         try:
-            pickle.dumps(value, protocol=5)
+            dumps(value, protocol=5)
         except Exception as exc:
             raise DefinitionError(
                 f"map stage {stage.name!r}: its input {name!r} ({type(value).__name__}) cannot be sent to worker "
@@ -176,16 +186,17 @@ def _compute(spec: WorkerSpec, stage: Stage, items: Items, positions: list[int],
         if per_item * len(positions) > IN_PROCESS_SECONDS:
             local = None
     chunks = _chunks(items, positions, workers, stage)
+    on_dask = options.get("map_engine") == DASK_ENGINE and not devices
     if workers > 0 and local is None:
-        _check_sendable(stage, spec.inputs)
+        _check_sendable(stage, spec.inputs, cloud=on_dask)
     if workers <= 0 or local is not None:
         worker = local or MapWorker(spec, None)
         for chunk in chunks:
             yield worker.run(chunk)
         return
-    from .executors.dask_chunks import ENGINE, run_chunks
+    if on_dask:  # the chunks go to the stage's own cluster
+        from .executors.dask_chunks import run_chunks
 
-    if options.get("map_engine") == ENGINE and not devices:  # the chunks go to the stage's own cluster
         yield from run_chunks(spec, chunks, int(stage.options.get("prefetch", 2)))
         return
     context = multiprocessing.get_context("spawn" if devices else "forkserver")

@@ -14,7 +14,6 @@ import importlib.util
 import os
 import pkgutil
 import sys
-import tomllib
 import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -94,6 +93,8 @@ def find_project(start: Path | None = None) -> Project:
 def _read_config(pyproject: Path) -> dict[str, Any] | None:
     if not pyproject.is_file():
         return None
+    import tomllib
+
     try:
         data = tomllib.loads(pyproject.read_text())
     except tomllib.TOMLDecodeError as exc:

@@ -24,9 +24,8 @@ import json
 import logging
 import os
 import shutil
-import tempfile
+import stat
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -171,7 +170,7 @@ class Store:
         try:
             for folder in (self.tmp, self.attempts):
                 folder.mkdir(parents=True, exist_ok=True)
-            probe = self.tmp / f".probe-{uuid.uuid4().hex}"
+            probe = self.tmp / f".probe-{os.urandom(16).hex()}"
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
@@ -185,7 +184,7 @@ class Store:
     def staging_path(self, suffix: str = "") -> Path:
         """A fresh local path under ``tmp/`` for a cacher to write to."""
         self.prepare()
-        return self.tmp / f"{uuid.uuid4().hex}{suffix}"
+        return self.tmp / f"{os.urandom(16).hex()}{suffix}"
 
     def ingest(self, staged: Path) -> tuple[str, int, str]:
         """Hash a staged file or folder and publish it as an object; returns (hash, size, kind).
@@ -193,12 +192,16 @@ class Store:
         Identical content is stored once: when the object exists already, the staged copy
         is discarded.
         """
-        kind = "dir" if staged.is_dir() else "file"
-        digest, size = hash_tree(staged) if kind == "dir" else (hash_file(staged), staged.stat().st_size)
+        info = os.stat(staged)
+        kind = "dir" if stat.S_ISDIR(info.st_mode) else "file"
+        digest, size = hash_tree(staged) if kind == "dir" else (hash_file(staged), info.st_size)
         if self.has_object(digest) and self._existing_is_intact(digest, kind):
             remove(staged)
         else:
-            make_read_only(staged)
+            if kind == "dir":
+                make_read_only(staged)
+            else:  # one file: the stat above is enough
+                os.chmod(staged, info.st_mode & ~0o222)
             self._publish(staged, digest)
         return digest, size, kind
 
@@ -312,6 +315,8 @@ class Store:
     def scratch_dir(self) -> Path:
         """A fresh, private local scratch folder under ``tmp/`` (the caller removes it)."""
         self.prepare()
+        import tempfile
+
         return Path(tempfile.mkdtemp(prefix="scratch-", dir=self.tmp))
 
     def log_path(self, run_id: str, node_id: str) -> Path:

@@ -95,9 +95,14 @@ def numbers(n: int = 40):
     return list(range(n))
 
 
-@stage(inputs=["numbers"], outputs=["placed"], map_over="numbers")
-def place(numbers, ctx):
-    return (numbers * numbers, _where(), os.getpid(), ctx.worker)
+@stage(outputs=["rule"])
+def rule():
+    return lambda x: x * x   # cloudpickled; plain pickle cannot send it to a worker
+
+
+@stage(inputs=["numbers", "rule"], outputs=["placed"], map_over="numbers")
+def place(numbers, rule, ctx):
+    return (rule(numbers), _where(), os.getpid(), ctx.worker)
 
 
 @place.setup
@@ -122,3 +127,7 @@ def test_dask_runs_map_chunks_as_tasks_of_the_cluster(make_project):
     assert len(setups) == len(set(setups))  # the setup ran once per worker process
     assert {str(pid) for _, _, pid, _ in placed} <= set(setups)
     assert all(pid == worker for _, _, pid, worker in placed)  # ctx.worker is that process's setup value
+    # a process pool sends inputs with plain pickle: the lambda is a clear error there, before any item runs
+    failed = proj.run_json("p", "--workers", "2", "--set", "n=40", "--cache-dir", str(proj.root / "other"), check=1)
+    error = next(n for n in failed["nodes"] if n["stage"] == "place")["error"]["message"]
+    assert "its input 'rule' (function) cannot be sent to worker processes" in error

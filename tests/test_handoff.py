@@ -19,20 +19,20 @@ COUNTING = '''
 
 
     class Counted(Cacher):
-        """Text that says when it is loaded; a reload is indistinguishable from the original."""
+        """Lists of words that say when they are loaded; a reload is indistinguishable from the original."""
 
         name = "counted"
 
         @classmethod
         def hands_off(cls, obj):
-            return type(obj) is str
+            return type(obj) is list
 
         def save(self, obj, path):
-            Path(path).write_text(obj)
+            Path(path).write_text("\\n".join(obj))
 
         def load(self, path):
             mark("load")
-            return Path(path).read_text()
+            return Path(path).read_text().split("\\n")
 
 
     register_cacher(Counted)
@@ -40,17 +40,17 @@ COUNTING = '''
 
     @stage(outputs=["text"], cachers={"text": "counted"})
     def make_text(word: str = "hello"):
-        return word * 3
+        return [word] * 3
 
 
     @stage(inputs=["text"], outputs=["upper"])
     def shout(text):
-        return text.upper()
+        return "".join(text).upper()
 
 
     @stage(inputs=["text"], outputs=["length"])
     def measure(text):
-        return len(text)
+        return len("".join(text))
 '''
 
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -56,14 +55,20 @@ class ProgressObserver(RunObserver):
         self.current = ""
         self.started = 0.0
         self.map_state: Any = None
-        self.live = Live(console=err, transient=True, refresh_per_second=8, get_renderable=self._render)
+        self.live: Any = None
+        if err.is_terminal:  # a log file or a pipe gets the status lines only, no live display
+            from rich.live import Live
+
+            self.live = Live(console=err, transient=True, refresh_per_second=8, get_renderable=self._render)
 
     def __enter__(self) -> ProgressObserver:
-        self.live.start()
+        if self.live is not None:
+            self.live.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.live.stop()
+        if self.live is not None:
+            self.live.stop()
 
     def _render(self) -> Text:
         if not self.current:
@@ -92,7 +97,7 @@ class ProgressObserver(RunObserver):
             if err.is_terminal:
                 err.print(line, no_wrap=True, overflow="ellipsis")
             else:  # a log file or a pipe: plain text, and much cheaper for thousands of nodes
-                self.live.console.file.write(line.plain + "\n")
+                err.file.write(line.plain + "\n")
 
 
 def map_bar(state: Any, width: int = 30) -> Text:
