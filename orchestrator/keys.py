@@ -9,7 +9,7 @@ plan can say in words what changed since the last execution.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from .cachers import get_cacher
@@ -46,8 +46,9 @@ class KeyParts:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy (stored in key records and refs)."""
-        return asdict(self)
+        """A JSON-ready copy (stored in key records and refs); nested param values are shared, not copied."""
+        return {"stage": self.stage, "code": dict(self.code), "params": dict(self.params),
+                "inputs": dict(self.inputs), "cachers": dict(self.cachers)}
 
 
 def map_key(parts: KeyParts, mapped: str) -> str:

@@ -8,7 +8,7 @@ the same :func:`decide` serves the dry-run plan (computed up front) and the run 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, Protocol
 
@@ -17,7 +17,7 @@ from .fingerprint import CodeFingerprint
 from .keys import KeyParts, changes, code_label, input_label, key_parts
 from .store import KeyRecord
 
-__all__ = ["Action", "Decision", "Plan", "RecordSource", "decide", "make_plan"]
+__all__ = ["Action", "Decision", "Plan", "RecordSource", "decide", "make_plan", "recheck"]
 
 
 class Action(str, Enum):
@@ -98,6 +98,16 @@ def decide(
         previous = store.get_ref(node.stage.name, node.param_set)
         reasons = changes(previous, parts, code_label(node))
     return Decision(action=Action.RUN, reasons=tuple(reasons), **base)  # type: ignore[arg-type]
+
+
+def recheck(decision: Decision, store: RecordSource) -> Decision:
+    """``decision`` again, for the same key: CACHED if its result has been stored since."""
+    if decision.key is None:
+        return decision
+    record = store.get_record(decision.key)
+    if record is None or not all(store.has_object(a.object) for a in record.outputs.values()):
+        return decision
+    return replace(decision, action=Action.CACHED, record=record, reasons=())
 
 
 def make_plan(

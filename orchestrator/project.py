@@ -59,10 +59,14 @@ class Project:
     def activate(self) -> None:
         """Put the project root first on ``sys.path`` (idempotent)."""
         root = str(self.root)
+        if sys.path[:1] == [root] and root in _ACTIVE:
+            return  # done already, and nothing put another folder first since (every task calls this)
         if sys.path[:1] != [root]:
             if root in sys.path:
                 sys.path.remove(root)
             sys.path.insert(0, root)
+        _ACTIVE.clear()
+        _ACTIVE.add(root)
         # a `stages` package imported from elsewhere would shadow the project's own
         inside = root.rstrip(os.sep) + os.sep
         for name in [m for m in sys.modules if m == "stages" or m.startswith("stages.")]:
@@ -71,6 +75,9 @@ class Project:
                 continue
             if module_file and not Path(module_file).resolve().is_relative_to(self.root):
                 del sys.modules[name]
+
+
+_ACTIVE: set[str] = set()  # the root this process last activated
 
 
 def find_project(start: Path | None = None) -> Project:

@@ -24,7 +24,7 @@ from .fingerprint import CodeFingerprint
 from .keys import input_label, map_key
 from .leases import Leases
 from .outcomes import NodeOutcome, Observers, RunObserver, RunResult, Status
-from .planner import Action, Decision, decide
+from .planner import Action, Decision, decide, recheck
 from .store import ArtifactRecord, KeyRecord, Store
 from .task import InputSpec, Task, TaskError, TaskResult
 
@@ -118,8 +118,7 @@ class _Driver:
                 self.blocked.setdefault(nid, time.monotonic())
                 return
             # another run may have stored it since we decided (or while we waited)
-            again = decide(node, self.fingerprints[node.stage.name], hashes, self.store,
-                           forced=node.stage.name in self.forced)
+            again = recheck(decision, self.store) if node.stage.name not in self.forced else decision
             if again.action is Action.CACHED:
                 self.leases.release(decision.key)
                 decision = again
