@@ -50,10 +50,10 @@ class Handoff:
         self._held[artifact_hash] = obj
         return True
 
-    def take_all(self) -> dict[str, Any]:
-        """Everything held, by artifact hash; the holder is empty afterwards."""
+    def take(self, wanted: set[str]) -> dict[str, Any]:
+        """The held objects among ``wanted`` artifact hashes; the rest are dropped, and the holder is empty."""
         held, self._held = self._held, {}
-        return held
+        return {h: held[h] for h in wanted & held.keys()}
 
     def clear(self) -> None:
         """Drop everything held (at the end of a run)."""

@@ -69,7 +69,8 @@ def execute(task: Task, progress: Callable[[str, Any], None] | None = None,
     ``handoff`` (in-process executors) passes the previous task's outputs to this one and
     this one's to the next, so a consumer running right after its producer skips the reload.
     """
-    held = handoff.take_all() if handoff is not None else {}
+    # the previous task's outputs this one reads; the others are dropped before it starts
+    held = handoff.take({s.record.hash for s in task.inputs if not s.as_path}) if handoff is not None else {}
     reset_peak_rss()  # this stage's peak, not the process's whole life (earlier stages, imports)
     with capture(task.log_path):
         result = _execute(task, progress, held, handoff)
@@ -87,7 +88,6 @@ def _execute(task: Task, progress: Callable[[str, Any], None] | None, held: dict
     try:
         stage = resolve_stage(task.module, task.stage, task.project_root)
         kwargs = _load_inputs(task, store, held)
-        held.clear()  # what this task does not read is not held any longer
         ctx = StageContext(
             stage=task.stage,
             param_set=task.param_set,
@@ -152,7 +152,7 @@ def _run_map(task: Task, stage: Stage, kwargs: dict[str, Any], store: Store, ctx
 def _load_inputs(task: Task, store: Store, held: dict[str, Any]) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     for spec in task.inputs:
-        if not spec.as_path and spec.record.hash in held:  # the previous task's output, handed over once
+        if not spec.as_path and spec.record.hash in held:  # handed over once; a second reader loads it
             value = held.pop(spec.record.hash)
         else:
             value = _load(task, store, spec)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from orchestrator import load
@@ -167,3 +168,40 @@ def test_values_a_cacher_does_not_keep_exactly_reach_the_consumer_as_a_reload_wo
     assert proj.run_json("p")["status"] == "succeeded"
     os.chdir(proj.root)
     assert load("kind", params="p") == "list"  # what a warm run sees too: JSON has no tuples
+
+
+def test_an_output_the_next_stage_does_not_read_is_dropped_before_it_starts(make_project):
+    proj = make_project({
+        "stages/__init__.py": "",
+        "stages/m.py": '''
+            import numpy as np
+
+            from orchestrator import stage
+
+            @stage(outputs=["seed_value"])
+            def seed_value():
+                return 3
+
+            @stage(inputs=["seed_value"], outputs=["big"])
+            def big(seed_value):
+                return np.full(300 * 2**20 // 8, float(seed_value))  # 300 MiB, may be handed over
+
+            @stage(inputs=["seed_value"], outputs=["unrelated"])
+            def unrelated(seed_value):
+                return seed_value + 1
+
+            @stage(inputs=["big"], outputs=["total"])
+            def total(big):
+                return float(big[:10].sum())
+        ''',
+        "params/p.yaml": "params: {}\n",
+    })
+    summary = proj.run_json("p")
+    order = [n["stage"] for n in summary["nodes"]]
+    assert order.index("unrelated") == order.index("big") + 1  # runs right after big, without reading it
+    shown = json.loads(proj.experiment("show", "last", "--json").stdout)
+    peaks = {e["stage"]: e["peak_rss"] for e in shown["executions"]}
+    assert peaks["big"] > 300 * 2**20
+    assert peaks["unrelated"] < 200 * 2**20  # big's array was not still held while it ran
+    os.chdir(proj.root)
+    assert load("total", params="p") == 30.0
