@@ -10,7 +10,9 @@ An object is handed over only when doing so cannot change what the consumer sees
 
 * its cacher says ``load(save(obj))`` is indistinguishable from it (``Cacher.hands_off``:
   plain numpy arrays that own their memory, ``str``, ``bytes``); a JSON round trip turns
-  tuples into lists, so such objects are always reloaded;
+  tuples into lists, so such objects are always reloaded. The class that says so must also be
+  the one that defines ``save`` and ``load``: a subclass of the numpy cacher that saves
+  float32 does not inherit the promise;
 * nothing but the stage's return value refers to it (checked with ``sys.getrefcount``),
   so a consumer that modifies its input in place cannot alter an object that another
   stage, a module-level cache or a later param set still uses;
@@ -26,9 +28,33 @@ from .cachers import Cacher
 
 __all__ = ["Handoff"]
 
-# references to an object passed straight from ``dict.pop`` into :meth:`Handoff.keep`:
-# the parameter and ``getrefcount``'s own argument
-_SOLE_OWNER = 2
+class _Probe:
+    def count(self, _hash: str, _cacher: object, obj: Any) -> int:
+        return sys.getrefcount(obj)
+
+
+def _sole_owner_count() -> int | None:
+    """What ``getrefcount`` says inside :meth:`Handoff.keep` of an object nothing else refers to.
+
+    Measured the way ``keep`` is called, since it differs between interpreters (2 on CPython
+    3.11-3.13; borrowed references make it lower on 3.14). None where there is no refcount
+    (PyPy): then nothing is handed over.
+    """
+    if not hasattr(sys, "getrefcount"):
+        return None
+    return _Probe().count("", None, {0: object()}.pop(0))
+
+
+_SOLE_OWNER = _sole_owner_count()
+
+
+def _promises(cls: type) -> bool:
+    """``hands_off`` comes from the class that defines ``save`` and ``load`` (not inherited past them)."""
+    def owner(name: str) -> type | None:
+        return next((k for k in cls.__mro__ if name in vars(k)), None)
+
+    defining = owner("hands_off")
+    return defining is not None and defining is not Cacher and defining is owner("save") is owner("load")
 
 
 class Handoff:
@@ -43,7 +69,7 @@ class Handoff:
         Pass the object without keeping a reference of your own (``handoff.keep(h, c, d.pop(k))``):
         an object referred to from anywhere else is not held.
         """
-        if not cacher.hands_off(obj):
+        if _SOLE_OWNER is None or not _promises(type(cacher)) or not cacher.hands_off(obj):
             return False
         if not isinstance(obj, (str, bytes)) and sys.getrefcount(obj) > _SOLE_OWNER:
             return False

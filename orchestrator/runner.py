@@ -96,6 +96,7 @@ class _Driver:
                         continue
                     if not self.blocked or self.stopped:
                         break
+                    self.executor.idle()  # waiting on another run: hold nothing for a next task
                     time.sleep(LEASE_POLL)
                     continue
                 done, _ = wait(list(self.running), timeout=LEASE_POLL if self.blocked else None,

@@ -205,3 +205,40 @@ def test_an_output_the_next_stage_does_not_read_is_dropped_before_it_starts(make
     assert peaks["unrelated"] < 200 * 2**20  # big's array was not still held while it ran
     os.chdir(proj.root)
     assert load("total", params="p") == 30.0
+
+
+def test_a_cacher_subclass_that_changes_what_is_saved_does_not_inherit_the_handover(make_project):
+    proj = make_project({
+        "stages/__init__.py": "",
+        "stages/m.py": '''
+            import numpy as np
+
+            from orchestrator import register_cacher, stage
+            from orchestrator.cachers.builtin import NumpyCacher
+
+
+            class Float32(NumpyCacher):
+                """Arrays stored as float32, to halve the store."""
+
+                name = "float32"
+
+                def save(self, obj, path):
+                    super().save(obj.astype(np.float32), path)
+
+
+            register_cacher(Float32)
+
+
+            @stage(outputs=["weights"], cachers={"weights": "float32"})
+            def weights():
+                return np.full(7, 0.5)
+
+            @stage(inputs=["weights"], outputs=["dtype"])
+            def dtype(weights):
+                return str(weights.dtype)
+        ''',
+        "params/p.yaml": "params: {}\n",
+    })
+    assert proj.run_json("p")["status"] == "succeeded"
+    os.chdir(proj.root)
+    assert load("dtype", params="p") == "float32"  # what a reload gives, on the first run as on later ones

@@ -127,8 +127,10 @@ class NumpyCacher(Cacher):
 
     @classmethod
     def hands_off(cls, obj: Any) -> bool:
-        # a view (``base`` set) shares memory with an array someone else may hold; a reload is writable
-        return cls.accepts(obj) and obj.base is None and bool(obj.flags.writeable)
+        # a view (``base`` set) shares memory with an array someone else may hold; a reload is writable;
+        # .npy keeps neither dtype metadata nor a structured dtype's alignment
+        return (cls.accepts(obj) and obj.base is None and bool(obj.flags.owndata and obj.flags.writeable)
+                and obj.dtype.metadata is None and obj.dtype.fields is None)
 
     def save(self, obj: Any, path: Path) -> None:
         import numpy as np

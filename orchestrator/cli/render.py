@@ -270,7 +270,7 @@ def dag_text(session: Session, fmt: str) -> str:
         lines += [f"  {s.name}" for s in stages if not s.inputs]
         return "\n".join(lines)
     if fmt == "json":
-        return json.dumps(_dag_json(session, stages, edges), indent=1)
+        return json.dumps(_dag_json(session, stages, edges), indent=1, default=str)
     if fmt == "dot":
         lines = ["digraph experiment {", "  rankdir=LR;", "  node [shape=box];"]
         lines += [f'  "{s.name}";' for s in stages]

@@ -24,6 +24,7 @@ class Executor(ABC):
         * A worker that dies must resolve the future with a ``TaskResult`` whose error
           has ``kind="worker"`` (or raise from ``Future.result()``): never hang.
         * ``capacity`` is how many tasks the driver keeps in flight.
+        * ``idle()`` (optional) is called while the driver waits with nothing to submit.
         * ``close()`` releases workers; executors are also context managers.
     """
 
@@ -35,6 +36,9 @@ class Executor(ABC):
     @abstractmethod
     def submit(self, task: Task) -> Future[TaskResult]:
         """Start ``task``."""
+
+    def idle(self) -> None:
+        """The driver is waiting (on another run's lease) with nothing to submit: drop what is held for a next task."""
 
     def close(self) -> None:
         """Release workers and connections."""

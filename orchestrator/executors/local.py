@@ -27,6 +27,9 @@ class LocalExecutor(Executor):
         future.set_result(execute(task, progress=self.progress, handoff=self._handoff))
         return future
 
+    def idle(self) -> None:
+        self._handoff.clear()
+
     def close(self) -> None:
         self._handoff.clear()
         super().close()
