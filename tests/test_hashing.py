@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.hashing import SCHEME, hash_bytes, hash_file, hash_struct
+from orchestrator.hashing import CHUNK, SCHEME, hash_bytes, hash_file, hash_struct
 
 
 def test_golden_hashes_stay_the_same():
@@ -24,8 +25,18 @@ def test_dict_order_does_not_matter():
     assert hash_struct({"a": 1, "b": 2}) == hash_struct({"b": 2, "a": 1})
 
 
-def test_file_hash_equals_bytes_hash(tmp_path):
-    data = bytes(range(256)) * 9000  # > 1 MiB chunk
+@pytest.mark.parametrize("size", [0, 1, CHUNK, CHUNK + 1, 3 * (1 << 20) + 7])
+@pytest.mark.parametrize("mapped", [True, False])
+def test_file_hash_equals_bytes_hash(tmp_path, monkeypatch, size, mapped):
+    import orchestrator.hashing as hashing
+
+    monkeypatch.setattr(hashing, "WINDOW", 1 << 20)  # several windows, and a short last one
+    if not mapped:  # a file system that cannot map files: read in chunks instead, same digest
+        def refuse(*_):
+            raise OSError("mmap not supported")
+
+        monkeypatch.setattr(hashing, "_hash_mapped", refuse)
+    data = (bytes(range(256)) * (size // 256 + 1))[:size]
     path = tmp_path / "f"
     path.write_bytes(data)
     assert hash_file(path) == hash_bytes(data)
