@@ -82,8 +82,5 @@ class Handoff:
         return {h: held[h] for h in wanted & held.keys()}
 
     def clear(self) -> None:
-        """Drop everything held (at the end of a run)."""
+        """Drop everything held (at the end of a run, or while the driver waits)."""
         self._held = {}
-
-    def __len__(self) -> int:
-        return len(self._held)
