@@ -90,7 +90,7 @@ def decide(
         return Decision(action=Action.RUN, reasons=("forced",), **base)  # type: ignore[arg-type]
     record = store.get_record(key)
     if record is not None:
-        missing = [a.name for a in record.outputs.values() if not store.has_object(a.object)]
+        missing = _missing_outputs(record, store)
         if not missing:
             return Decision(action=Action.CACHED, record=record, **base)  # type: ignore[arg-type]
         reasons: Iterable[str] = [f"cached object of {name} is missing" for name in missing]
@@ -105,9 +105,14 @@ def recheck(decision: Decision, store: RecordSource) -> Decision:
     if decision.key is None:
         return decision
     record = store.get_record(decision.key)
-    if record is None or not all(store.has_object(a.object) for a in record.outputs.values()):
+    if record is None or _missing_outputs(record, store):
         return decision
     return replace(decision, action=Action.CACHED, record=record, reasons=())
+
+
+def _missing_outputs(record: KeyRecord, store: RecordSource) -> list[str]:
+    """The outputs of a stored record whose objects are gone from the store."""
+    return [a.name for a in record.outputs.values() if not store.has_object(a.object)]
 
 
 def make_plan(
