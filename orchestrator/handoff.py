@@ -10,9 +10,9 @@ An object is handed over only when doing so cannot change what the consumer sees
 
 * its cacher says ``load(save(obj))`` is indistinguishable from it (``Cacher.hands_off``:
   plain numpy arrays that own their memory, ``str``, ``bytes``); a JSON round trip turns
-  tuples into lists, so such objects are always reloaded. The class that says so must also be
-  the one that defines ``save`` and ``load``: a subclass of the numpy cacher that saves
-  float32 does not inherit the promise;
+  tuples into lists, so such objects are always reloaded. No class below the one that says so
+  may override ``save``, ``load``, ``write`` or ``read``: a subclass of the numpy cacher that
+  saves float32 does not inherit the promise;
 * nothing but the stage's return value refers to it (checked with ``sys.getrefcount``),
   so a consumer that modifies its input in place cannot alter an object that another
   stage, a module-level cache or a later param set still uses;
@@ -25,6 +25,7 @@ import sys
 from typing import Any
 
 from .cachers import Cacher
+from .cachers.base import holds
 
 __all__ = ["Handoff"]
 
@@ -48,13 +49,9 @@ def _sole_owner_count() -> int | None:
 _SOLE_OWNER = _sole_owner_count()
 
 
-def _promises(cls: type) -> bool:
-    """``hands_off`` comes from the class that defines ``save`` and ``load`` (not inherited past them)."""
-    def owner(name: str) -> type | None:
-        return next((k for k in cls.__mro__ if name in vars(k)), None)
-
-    defining = owner("hands_off")
-    return defining is not None and defining is not Cacher and defining is owner("save") is owner("load")
+def _promises(cacher: Cacher) -> bool:
+    """``hands_off`` is not inherited past an override of how the cacher stores or loads."""
+    return holds(cacher, ("hands_off",), ("save", "load", "write", "read"))
 
 
 class Handoff:
@@ -69,7 +66,7 @@ class Handoff:
         Pass the object without keeping a reference of your own (``handoff.keep(h, c, d.pop(k))``):
         an object referred to from anywhere else is not held.
         """
-        if _SOLE_OWNER is None or not _promises(type(cacher)) or not cacher.hands_off(obj):
+        if _SOLE_OWNER is None or not _promises(cacher) or not cacher.hands_off(obj):
             return False
         if not isinstance(obj, (str, bytes)) and sys.getrefcount(obj) > _SOLE_OWNER:
             return False

@@ -7,7 +7,12 @@ this works across processes and machines sharing it, on a local folder or on S3:
     leases/<key>.<generation>.json    {"owner", "host", "pid", "beat"}
 
 One flat folder: taking and releasing a lease creates and deletes one file, with no folder
-per key to make and remove (on a local disk each of those costs as much as the file).
+per key to make and remove (on a local disk each of those costs as much as the file). On a
+local folder a lease is not even a file of its own: each run writes one holder file,
+``leases/holder-<owner>.json``, and each lease it takes is a hard link to it, made only if
+the name is free (``link`` fails on an existing name, like an exclusive create). Creating a
+file is the dearest step of storing a result, and a link costs a tenth of it; the heartbeat
+rewrites the holder in place, which renews every lease of the run at once.
 
 The holder is the highest generation. Taking a lease is an exclusive create of the next
 generation, which exactly one contender wins; this needs no rename (S3 has none). A lease
@@ -22,6 +27,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .records.environment import hostname
@@ -44,6 +50,8 @@ class Leases:
         self.owner = os.urandom(16).hex()
         self.host = hostname()
         self.held: dict[str, int] = {}
+        self._holder: str | None = None  # the file this run's leases are links to (local stores)
+        self._checked = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -59,6 +67,8 @@ class Leases:
             self._thread.join(timeout=5)
         for key in list(self.held):
             self.release(key)
+        if self._holder is not None:
+            self.store.delete(self._holder)
 
     def acquire(self, key: str) -> bool:
         """Take the lease of ``key``; False while a live run (this one included) holds it.
@@ -79,11 +89,27 @@ class Leases:
             logger.info("taking over the lease of %s from a run that stopped (%s, pid %s)",
                         key[:12], holder.get("host"), holder.get("pid"))
             following = top + 1
-        if not self.store.create_exclusive(self._path(key, following), self._payload()):
+        if not self._take(self._path(key, following)):
             return False
+        if following and self._holder is not None and str(holder.get("owner", "")).isalnum():
+            self.store.delete(self._holder_path(str(holder["owner"])))  # the stopped run's; its links stay valid
         with self._lock:
             self.held[key] = following
         return True
+
+    def _take(self, path: str) -> bool:
+        if not self._checked:
+            self._checked = True
+            holder = self._holder_path(self.owner)
+            if self.store.share(holder, self._payload()):
+                self._holder = holder
+        if self._holder is not None:
+            return self.store.link_exclusive(path, self._holder)
+        return self.store.create_exclusive(path, self._payload())
+
+    @staticmethod
+    def _holder_path(owner: str) -> str:
+        return f"leases/holder-{owner}.json"
 
     def release(self, key: str) -> None:
         """Give the lease back (after the stage's result is stored or it failed)."""
@@ -140,11 +166,18 @@ class Leases:
         while not self._stop.wait(interval):
             with self._lock:
                 held = dict(self.held)
+            if self._holder is not None:  # one write renews every lease: they are links to it
+                if held:
+                    self._renew(self.store.rewrite, self._holder, "the leases of this run")
+                continue
             for key, generation in held.items():
-                try:
-                    self.store.write_text(self._path(key, generation), self._payload())
-                except Exception as exc:  # a failed heartbeat must not kill the run
-                    logger.warning("could not renew the lease of %s: %s", key[:12], exc)
+                self._renew(self.store.write_text, self._path(key, generation), f"the lease of {key[:12]}")
+
+    def _renew(self, write: Callable[[str, str], None], path: str, what: str) -> None:
+        try:
+            write(path, self._payload())
+        except Exception as exc:  # a failed heartbeat must not kill the run
+            logger.warning("could not renew %s: %s", what, exc)
 
 
 def leased_keys(store: Store) -> set[str]:

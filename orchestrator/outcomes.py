@@ -104,6 +104,9 @@ class RunObserver:
     def map_progress(self, node_id: str, progress: Any) -> None:
         """A map stage advanced (``progress`` is a :class:`~orchestrator.mapper.MapProgress`)."""
 
+    def waiting(self) -> None:
+        """The driver is about to wait for running nodes (or another run): write down what is pending."""
+
     def run_finished(self, result: RunResult) -> None:
         """The run ended."""
 
@@ -129,6 +132,10 @@ class Observers(RunObserver):
     def map_progress(self, node_id: str, progress: Any) -> None:
         for observer in self.observers:
             observer.map_progress(node_id, progress)
+
+    def waiting(self) -> None:
+        for observer in self.observers:
+            observer.waiting()
 
     def run_finished(self, result: RunResult) -> None:
         for observer in self.observers:

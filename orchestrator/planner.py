@@ -111,8 +111,8 @@ def recheck(decision: Decision, store: RecordSource) -> Decision:
 
 
 def _missing_outputs(record: KeyRecord, store: RecordSource) -> list[str]:
-    """The outputs of a stored record whose objects are gone from the store."""
-    return [a.name for a in record.outputs.values() if not store.has_object(a.object)]
+    """The outputs of a stored record whose objects are gone from the store (inline ones cannot be)."""
+    return [a.name for a in record.outputs.values() if a.data is None and not store.has_object(a.object)]
 
 
 def make_plan(

@@ -97,8 +97,11 @@ class _Driver:
                     if not self.blocked or self.stopped:
                         break
                     self.executor.idle()  # waiting on another run: hold nothing for a next task
+                    self.observer.waiting()
                     time.sleep(LEASE_POLL)
                     continue
+                if not any(future.done() for future in self.running):  # the in-process executor never waits
+                    self.observer.waiting()
                 done, _ = wait(list(self.running), timeout=LEASE_POLL if self.blocked else None,
                                return_when=FIRST_COMPLETED)
                 for future in done:

@@ -3,7 +3,8 @@
 Layout (relative keys, the same on a local folder and on a remote fsspec URL)::
 
     objects/ab/<hash>       stored objects, files or folders, read-only, named by content hash
-    keys/ab/<key>.json      key records: which objects a stage execution produced
+    keys/ab/<key>.json      key records: which objects a stage execution produced (small
+                            outputs are kept inside the record itself: see inline.py)
     refs.json               the key parts of each stage's last execution per param set (for plan reasons)
     maps/ab/<map key>/...   per-item results of map stages (see segments.py)
     leases/<key>.<gen>.json per-key leases of running stages (see leases.py)
@@ -27,62 +28,22 @@ import shutil
 import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .artifacts import ArtifactRecord, KeyRecord, artifact_hash
 from .errors import CorruptObjectError, StoreError
-from .hashing import hash_file, hash_struct
+from .hashing import hash_file
 from .localfs import hash_tree, make_read_only, remove
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ArtifactRecord", "KeyRecord", "Store", "artifact_hash", "open_store"]
+__all__ = ["ArtifactRecord", "KeyRecord", "Store", "artifact_hash", "describe", "open_store"]
 
 
-def artifact_hash(cacher: str, cacher_version: str, object_hash: str) -> str:
-    """The hash downstream keys see: the object's content as read by a given cacher."""
-    return hash_struct(["Artifact", cacher, cacher_version, object_hash])
-
-
-@dataclass(frozen=True)
-class ArtifactRecord:
-    """One stored output of a stage execution."""
-
-    name: str
-    hash: str
-    object: str
-    cacher: str
-    cacher_version: str
-    size: int
-    kind: str = "file"
-
-
-@dataclass(frozen=True)
-class KeyRecord:
-    """What one stage execution stored under its key."""
-
-    key: str
-    stage: str
-    param_set: str
-    parts: Mapping[str, Any]
-    outputs: Mapping[str, ArtifactRecord]
-    created: float
-    seconds: float
-    extras: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        """Serialize for the store."""
-        data = {f.name: getattr(self, f.name) for f in fields(self)}  # asdict() deep-copies: 5x slower
-        data["outputs"] = {name: vars(record) for name, record in self.outputs.items()}
-        return json.dumps(data, sort_keys=True, default=str)
-
-    @classmethod
-    def from_json(cls, text: str) -> KeyRecord:
-        """Parse a stored record."""
-        data = json.loads(text)
-        outputs = {name: ArtifactRecord(**value) for name, value in data.pop("outputs").items()}
-        return cls(outputs=outputs, **data)
+def describe(record: ArtifactRecord, stage: str = "", param_set: str = "") -> str:
+    """How error messages name an artifact: ``artifact 'x' of stage 's' [set]``."""
+    return f"artifact {record.name!r}" + (f" of stage {stage!r} [{param_set}]" if stage else "")
 
 
 _OPEN: dict[tuple[str, str], Store] = {}
@@ -134,6 +95,18 @@ class Store:
 
     def create_exclusive(self, rel: str, text: str) -> bool:
         """Create ``rel`` only if absent; True when this call created it."""
+        raise NotImplementedError
+
+    def share(self, rel: str, text: str) -> bool:
+        """Write ``rel`` for :meth:`link_exclusive` to give more names; False where the store has no links."""
+        return False
+
+    def link_exclusive(self, rel: str, shared: str) -> bool:
+        """Make ``rel`` another name of the file ``shared`` only if absent; True when this call made it."""
+        raise NotImplementedError
+
+    def rewrite(self, rel: str, text: str) -> None:
+        """Replace the content of the file ``rel`` in place (every name of it sees the new text)."""
         raise NotImplementedError
 
     def list_names(self, rel_dir: str) -> list[str]:
@@ -213,7 +186,9 @@ class Store:
         Raises:
             CorruptObjectError: the object is missing or its content changed.
         """
-        where = f"artifact {record.name!r}" + (f" of stage {stage!r} [{param_set}]" if stage else "")
+        where = describe(record, stage, param_set)
+        if record.data is not None and not self.has_object(record.object):
+            self._materialize(record, where)  # a stage wants a file of an output kept in its key record
         if not self.has_object(record.object):
             raise CorruptObjectError(f"{where}: stored object {record.object[:12]} is missing from {self.url}.")
         path = self.local_object(record.object, record.kind)
@@ -227,6 +202,14 @@ class Store:
             )
         self._remember_intact(record.object, path)
         return path
+
+    def _materialize(self, record: ArtifactRecord, where: str) -> None:
+        """Write the object of an inline output (verified first) as a file of its own."""
+        from .inline import verified_bytes
+
+        staged = self.staging_path()
+        staged.write_bytes(verified_bytes(record, where))
+        self.ingest(staged)
 
     def _known_intact(self, object_hash: str, path: Path) -> bool:
         """True when this process stored or verified the object and its file is unchanged since."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import io
 import logging
 import sys
 import time
@@ -19,14 +20,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .cachers import Cacher, choose_cacher, get_cacher
+from .cachers import Cacher, choose_cacher, get_cacher, streams
 from .capture import capture, log_only, peak_rss, reset_peak_rss
 from .context import ScriptOutputs, StageContext
 from .project import Project
 from .errors import CorruptObjectError, DefinitionError
 from .handoff import Handoff
 from .declaration import Stage
-from .store import ArtifactRecord, Store, artifact_hash, open_store
+from .hashing import hash_bytes
+from .inline import Spool, encode, verified_bytes
+from .store import ArtifactRecord, Store, artifact_hash, describe, open_store
 from .task import InputSpec, Task, TaskError, TaskResult
 
 logger = logging.getLogger(__name__)
@@ -55,6 +58,10 @@ def resolve_stage(module: str, name: str, project_root: str) -> Stage:
 
 def load_input(store: Store, record: ArtifactRecord, *, as_path: bool, stage: str = "", param_set: str = "") -> Any:
     """Verify a stored artifact and load it (or return its path)."""
+    if record.data is not None and not as_path:
+        cacher = get_cacher(record.cacher)
+        if streams(cacher):  # kept inside its key record: no file to open
+            return cacher.read(io.BytesIO(verified_bytes(record, describe(record, stage, param_set))))
     path = store.verified_path(record, stage=stage, param_set=param_set)
     if as_path:
         return path
@@ -205,8 +212,8 @@ def _split_outputs(stage: Stage, value: Any) -> dict[str, Any]:
     )
 
 
-def _stage_output(store: Store, task: Task, name: str, obj: Any) -> tuple[Cacher, Path]:
-    """Serialize one output to a local staging file with its cacher."""
+def _stage_output(store: Store, task: Task, name: str, obj: Any) -> tuple[Cacher, Path | bytes]:
+    """Serialize one output with its cacher: to a local staging file, or to bytes when small (inline.py)."""
     declared = task.cachers.get(name)
     if isinstance(obj, Path) and not obj.exists() and declared in (None, "file", "dir"):
         raise _Failure(TaskError("outputs", f"output {name!r} is the path {obj}, which does not exist. "
@@ -214,7 +221,13 @@ def _stage_output(store: Store, task: Task, name: str, obj: Any) -> tuple[Cacher
     cacher = get_cacher(declared) if declared else choose_cacher(obj)
     staged = store.staging_path(cacher.extension)
     try:
-        cacher.save(obj, staged)
+        if cacher.kind == "file" and streams(cacher):
+            with Spool(staged) as spool:
+                cacher.write(obj, spool)
+            if spool.inline is not None:
+                return cacher, spool.inline
+        else:
+            cacher.save(obj, staged)
     except Exception as exc:
         _discard(staged)
         hint = "" if declared == "pickle" else f" Fix: declare cachers={{{name!r}: 'pickle'}} or return a supported type."
@@ -223,8 +236,13 @@ def _stage_output(store: Store, task: Task, name: str, obj: Any) -> tuple[Cacher
     return cacher, staged
 
 
-def _publish(store: Store, name: str, cacher: Cacher, staged: Path) -> ArtifactRecord:
-    """Hash a staged output and publish it to the store."""
+def _publish(store: Store, name: str, cacher: Cacher, staged: Path | bytes) -> ArtifactRecord:
+    """Hash a staged output and publish it to the store (small ones go into the key record)."""
+    if isinstance(staged, bytes):
+        digest = hash_bytes(staged)
+        return ArtifactRecord(name=name, hash=artifact_hash(cacher.name, cacher.version, digest), object=digest,
+                              cacher=cacher.name, cacher_version=cacher.version, size=len(staged),
+                              data=encode(staged))
     try:
         digest, size, kind = store.ingest(staged)
     except Exception as exc:

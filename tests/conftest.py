@@ -139,6 +139,34 @@ class Project:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
 
+    def damage(self, stage: str, artifact: str, change: Callable[[bytes], bytes]) -> str:
+        """Apply ``change`` to the stored bytes of ``stage``'s ``artifact`` where they are kept.
+
+        That is its object file, or for a small output the copy inside its key record.
+        Returns ``"file"`` or ``"inline"``.
+        """
+        import base64
+
+        from orchestrator.localstore import LocalStore
+
+        store = LocalStore(self.root / "cache")
+        record = next(r for r in store.records() if r.stage == stage)
+        output = record.outputs[artifact]
+        if output.data is None:
+            path = store.object_path(output.object)
+            where = "file"
+        else:
+            path = self.root / "cache" / "keys" / record.key[:2] / f"{record.key}.json"
+            where = "inline"
+        os.chmod(path, 0o644)
+        if where == "file":
+            path.write_bytes(change(path.read_bytes()))
+        else:
+            stored = json.loads(path.read_text())
+            stored["outputs"][artifact]["data"] = base64.b64encode(change(base64.b64decode(output.data))).decode()
+            path.write_text(json.dumps(stored))
+        return where
+
     def run_json(self, *args: str, check: int | None = 0) -> dict:
         """`experiment run ARGS --json`, parsed."""
         proc = self.experiment("run", *args, "--json", check=check)

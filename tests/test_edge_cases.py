@@ -77,13 +77,7 @@ def test_files_content_change_reaches_ordinary_consumers(make_project):
 
 def test_force_repairs_a_corrupt_object(project):
     project.run_json("base")
-    from orchestrator.localstore import LocalStore
-
-    store = LocalStore(project.root / "cache")
-    record = next(r for r in store.records() if r.stage == "summary")
-    path = store.object_path(record.outputs["summary"].object)
-    os.chmod(path, 0o644)
-    path.write_bytes(b"garbage")
+    project.damage("summary", "summary", lambda data: b"garbage")
     project.run_json("base", "--force", "summary")
     from orchestrator import load
 

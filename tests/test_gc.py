@@ -51,19 +51,21 @@ def test_gc_without_limits_removes_only_orphans(project):
 
 
 def test_keep_last_keeps_the_newest_runs_results_only(project):
-    project.run_json("base", "--set", "scale=2")
-    project.run_json("base", "--set", "scale=3")
+    big = ("--set", "n=3000")  # lists big enough for object files of their own
+    project.run_json("base", *big, "--set", "scale=2")
+    project.run_json("base", *big, "--set", "scale=3")
     _age_everything(project.root / "cache", 2 * 3600)
-    project.run_json("base")  # the newest run: scale=1
+    project.run_json("base", *big)  # the newest run: scale=1
     project.ran()
     dry = _gc(project, "--keep-last", "1", "--dry-run")
     assert dry["dropped_keys"] == 6 and dry["dry_run"]  # double_all, total, summary for 2 old scales
-    assert json.loads(project.experiment("plan", "base", "--set", "scale=2", "--json").stdout)[1]["action"] == "CACHED"
+    plan = json.loads(project.experiment("plan", "base", *big, "--set", "scale=2", "--json").stdout)
+    assert plan[1]["action"] == "CACHED"
     report = _gc(project, "--keep-last", "1")
-    assert report["dropped_keys"] == 6 and report["dropped_objects"] >= 2
-    plan = json.loads(project.experiment("plan", "base", "--set", "scale=2", "--json").stdout)
+    assert report["dropped_keys"] == 6 and report["dropped_objects"] == 2  # the two old `doubled` lists
+    plan = json.loads(project.experiment("plan", "base", *big, "--set", "scale=2", "--json").stdout)
     assert {p["stage"]: p["action"] for p in plan}["double_all"] == "RUN"
-    newest = project.run_json("base")
+    newest = project.run_json("base", *big)
     assert {n["status"] for n in newest["nodes"]} == {"cached"}
 
 

@@ -8,22 +8,12 @@ import os
 from orchestrator.localstore import LocalStore
 
 
-def _corrupt(store: LocalStore, stage: str, artifact: str) -> None:
-    record = next(r for r in store.records() if r.stage == stage)
-    path = store.object_path(record.outputs[artifact].object)
-    os.chmod(path, 0o644)
-    data = bytearray(path.read_bytes())
-    data[0] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
 def test_verify_finds_corruption_names_it_and_repair_recomputes_only_it(project):
     project.run_json("base")
     project.ran()
     clean = json.loads(project.experiment("cache", "verify", "--json").stdout)
     assert clean["problems"] == [] and clean["artifacts"] == 5
-    store = LocalStore(project.root / "cache")
-    _corrupt(store, "shift", "shifted")
+    assert project.damage("shift", "shifted", lambda data: bytes([data[0] ^ 0xFF]) + data[1:]) == "inline"
     found = project.experiment("cache", "verify", check=1).stdout
     assert "BROKEN" in found and "shift [base] shifted" in found and "--repair" in found
     project.experiment("cache", "verify", "--repair")
@@ -33,16 +23,13 @@ def test_verify_finds_corruption_names_it_and_repair_recomputes_only_it(project)
 
 
 def test_truncated_and_deleted_objects_are_found(project):
-    project.run_json("base")
+    project.run_json("base", "--set", "n=3000")  # outputs big enough for files of their own
     store = LocalStore(project.root / "cache")
-    record = next(r for r in store.records() if r.stage == "make_numbers")
-    path = store.object_path(record.outputs["numbers"].object)
-    os.chmod(path, 0o644)
-    path.write_bytes(path.read_bytes()[:3])
-    other = next(r for r in store.records() if r.stage == "total")
-    store.discard_object(other.outputs["total"].object)
+    assert project.damage("make_numbers", "numbers", lambda data: data[:3]) == "file"
+    other = next(r for r in store.records() if r.stage == "double_all")
+    store.discard_object(other.outputs["doubled"].object)
     report = json.loads(project.experiment("cache", "verify", "--json", check=1).stdout)
-    assert {p["artifact"] for p in report["problems"]} == {"numbers", "total"}
+    assert {p["artifact"] for p in report["problems"]} == {"numbers", "doubled"}
 
 
 def test_a_damaged_key_record_is_a_problem_and_repair_removes_it(project):
@@ -80,15 +67,16 @@ def test_store_owned_by_another_user_is_refused(project, tmp_path):
 
 
 def test_stored_objects_are_read_only_and_follow_the_umask(project):
-    project.run_json("base")
+    project.run_json("base", "--set", "n=3000")  # outputs big enough for files of their own
     store = LocalStore(project.root / "cache")
-    for record in store.records():
-        for artifact in record.outputs.values():
-            mode = store.object_path(artifact.object).stat().st_mode & 0o777
-            assert mode & 0o222 == 0
-            umask = os.umask(0)
-            os.umask(umask)
-            assert mode & umask == 0
+    files = [a for r in store.records() for a in r.outputs.values() if a.data is None]
+    assert len(files) == 3  # numbers, doubled, shifted; total and summary are kept in their records
+    for artifact in files:
+        mode = store.object_path(artifact.object).stat().st_mode & 0o777
+        assert mode & 0o222 == 0
+        umask = os.umask(0)
+        os.umask(umask)
+        assert mode & umask == 0
 
 
 def test_no_shell_true_anywhere():

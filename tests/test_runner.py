@@ -8,6 +8,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from conftest import EXPERIMENT, statuses
 
 
@@ -196,20 +198,18 @@ def test_killed_run_resumes_after_finished_stages(make_project):
     assert statuses(summary) == {("first", "p"): "cached", ("second", "p"): "cached", ("third", "p"): "ran"}
 
 
-def test_corrupted_object_is_detected_and_recomputed(project):
-    first = project.run_json("base")
-    project.ran()
-    numbers = next(n for n in first["nodes"] if n["stage"] == "make_numbers")
-    from orchestrator.localstore import LocalStore as Store
+def _flip_middle(data: bytes) -> bytes:
+    changed = bytearray(data)
+    changed[len(changed) // 2] ^= 0xFF
+    return bytes(changed)
 
-    store = Store(project.root / "cache")
-    record = store.get_record(numbers["key"])
-    path = store.object_path(record.outputs["numbers"].object)
-    os.chmod(path, 0o644)
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-    proc = project.experiment("run", "base", "--set", "scale=5", "--json")
+
+@pytest.mark.parametrize(("n", "kept"), [(5, "inline"), (3000, "file")])
+def test_corrupted_object_is_detected_and_recomputed(project, n, kept):
+    project.run_json("base", "--set", f"n={n}")
+    project.ran()
+    assert project.damage("make_numbers", "numbers", _flip_middle) == kept
+    proc = project.experiment("run", "base", "--set", f"n={n}", "--set", "scale=5", "--json")
     assert "corrupt" in proc.stderr
     assert "make_numbers" in project.ran()
     import json
@@ -218,17 +218,17 @@ def test_corrupted_object_is_detected_and_recomputed(project):
 
 
 def test_missing_object_is_recomputed(project):
-    first = project.run_json("base")
+    first = project.run_json("base", "--set", "n=3000")  # outputs big enough for files of their own
     project.ran()
     from orchestrator.localstore import LocalStore as Store
 
     store = Store(project.root / "cache")
-    total = next(n for n in first["nodes"] if n["stage"] == "total")
-    store.discard_object(store.get_record(total["key"]).outputs["total"].object)
-    plan = project.experiment("plan", "base").stdout
-    assert "cached object of total is missing" in plan
-    project.run_json("base")
-    assert project.ran() == ["total"]
+    doubled = next(n for n in first["nodes"] if n["stage"] == "double_all")
+    store.discard_object(store.get_record(doubled["key"]).outputs["doubled"].object)
+    plan = project.experiment("plan", "base", "--set", "n=3000").stdout
+    assert "cached object of doubled is missing" in plan
+    project.run_json("base", "--set", "n=3000")
+    assert project.ran() == ["double_all"]  # the same list again: total stays cached
 
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(make_project):

@@ -4,6 +4,6 @@ See :class:`~orchestrator.cachers.base.Cacher` for the contract and
 :func:`~orchestrator.cachers.base.register_cacher` to add one.
 """
 
-from .base import Cacher, choose_cacher, get_cacher, register_cacher, registered_cachers
+from .base import Cacher, choose_cacher, get_cacher, register_cacher, registered_cachers, streams
 
-__all__ = ["Cacher", "choose_cacher", "get_cacher", "register_cacher", "registered_cachers"]
+__all__ = ["Cacher", "choose_cacher", "get_cacher", "register_cacher", "registered_cachers", "streams"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 from ..errors import UnknownCacherError, did_you_mean
 
-__all__ = ["Cacher", "choose_cacher", "get_cacher", "register_cacher", "registered_cachers"]
+__all__ = ["Cacher", "choose_cacher", "get_cacher", "register_cacher", "registered_cachers", "streams"]
 
 
 class Cacher(ABC):
@@ -28,6 +28,12 @@ class Cacher(ABC):
         * ``hands_off(obj)`` (optional) says whether ``load(save(obj))`` is
           indistinguishable from ``obj`` (same type, value and memory layout), so a consumer
           in the same process may receive ``obj`` itself instead of a reload. Default: no.
+        * ``write(obj, file)`` and ``read(file)`` (optional, both or neither) do what
+          ``save`` and ``load`` do, through an open binary file. A cacher that has them lets
+          the store keep an output of at most 4 KiB inside its key record, with no file of
+          its own (see :data:`orchestrator.store.INLINE_LIMIT`). They count only when no
+          subclass below the one defining them overrides ``save`` or ``load``: a cacher
+          that changes ``save`` alone is never streamed through an inherited ``write``.
     """
 
     name: ClassVar[str]
@@ -52,6 +58,36 @@ class Cacher(ABC):
     @abstractmethod
     def load(self, path: Path) -> Any:
         """Read the object stored at ``path``."""
+
+    def write(self, obj: Any, file: IO[bytes]) -> None:
+        """Write ``obj`` to a binary file open for writing (optional)."""
+        raise NotImplementedError(f"cacher {self.name!r} writes to paths only")
+
+    def read(self, file: IO[bytes]) -> Any:
+        """Read an object from a binary file open for reading (optional)."""
+        raise NotImplementedError(f"cacher {self.name!r} reads from paths only")
+
+
+def streams(cacher: Cacher) -> bool:
+    """True when ``cacher``'s ``write``/``read`` are real and no subclass overrides ``save``/``load`` past them."""
+    return holds(cacher, ("write", "read"), ("save", "load"))
+
+
+def holds(cacher: Cacher, promises: tuple[str, ...], methods: tuple[str, ...]) -> bool:
+    """Whether the optional ``promises`` of ``cacher`` still describe the ``methods`` it uses.
+
+    They do when they are defined below :class:`Cacher` and no class more derived than
+    the one defining them overrides one of ``methods``.
+    """
+    mro = type(cacher).__mro__
+
+    def depth(name: str) -> int:  # how far up the MRO the method used is defined (0: the class itself)
+        return next(i for i, k in enumerate(mro) if name in vars(k))
+
+    promised = [depth(name) for name in promises]
+    if any(mro[d] is Cacher for d in promised):
+        return False
+    return min(depth(name) for name in methods) >= max(promised)
 
 
 _REGISTRY: dict[str, type[Cacher] | str] = {}

@@ -6,7 +6,7 @@ import json
 import pickle
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .base import Cacher, register_cacher
 
@@ -17,24 +17,34 @@ def _module_of(obj: Any) -> str:
     return type(obj).__module__.split(".", 1)[0]
 
 
-class PickleCacher(Cacher):
+class _Streamed(Cacher):
+    """A cacher defined by ``write`` and ``read``: ``save`` and ``load`` open the path for them."""
+
+    def save(self, obj: Any, path: Path) -> None:
+        with open(path, "wb") as handle:
+            self.write(obj, handle)
+
+    def load(self, path: Path) -> Any:
+        with open(path, "rb") as handle:
+            return self.read(handle)
+
+
+class PickleCacher(_Streamed):
     """Any picklable object (cloudpickle on save, so lambdas and local classes work)."""
 
     name = "pickle"
     extension = ".pkl"
 
-    def save(self, obj: Any, path: Path) -> None:
+    def write(self, obj: Any, file: IO[bytes]) -> None:
         import cloudpickle
 
-        with open(path, "wb") as handle:
-            cloudpickle.dump(obj, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        cloudpickle.dump(obj, file, protocol=pickle.HIGHEST_PROTOCOL)
 
-    def load(self, path: Path) -> Any:
-        with open(path, "rb") as handle:
-            return pickle.load(handle)
+    def read(self, file: IO[bytes]) -> Any:
+        return pickle.load(file)
 
 
-class JsonCacher(Cacher):
+class JsonCacher(_Streamed):
     """JSON-safe dicts and lists (chosen only when they round-trip exactly)."""
 
     name = "json"
@@ -49,31 +59,31 @@ class JsonCacher(Cacher):
         except (TypeError, ValueError):
             return False
 
-    def save(self, obj: Any, path: Path) -> None:
-        path.write_text(json.dumps(obj, indent=1, sort_keys=True, allow_nan=False))
+    def write(self, obj: Any, file: IO[bytes]) -> None:
+        file.write(json.dumps(obj, indent=1, sort_keys=True, allow_nan=False).encode("utf-8"))
 
-    def load(self, path: Path) -> Any:
-        return json.loads(path.read_text())
+    def read(self, file: IO[bytes]) -> Any:
+        return json.loads(file.read())
 
 
-class YamlCacher(Cacher):
+class YamlCacher(_Streamed):
     """YAML documents (safe dump/load)."""
 
     name = "yaml"
     extension = ".yaml"
 
-    def save(self, obj: Any, path: Path) -> None:
+    def write(self, obj: Any, file: IO[bytes]) -> None:
         import yaml
 
-        path.write_text(yaml.safe_dump(obj, sort_keys=True))
+        file.write(yaml.safe_dump(obj, sort_keys=True).encode("utf-8"))
 
-    def load(self, path: Path) -> Any:
+    def read(self, file: IO[bytes]) -> Any:
         import yaml
 
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(file.read().decode("utf-8"))
 
 
-class TextCacher(Cacher):
+class TextCacher(_Streamed):
     """``str`` values, UTF-8."""
 
     name = "text"
@@ -87,14 +97,14 @@ class TextCacher(Cacher):
     def hands_off(cls, obj: Any) -> bool:
         return type(obj) is str
 
-    def save(self, obj: Any, path: Path) -> None:
-        path.write_bytes(obj.encode("utf-8"))
+    def write(self, obj: Any, file: IO[bytes]) -> None:
+        file.write(obj.encode("utf-8"))
 
-    def load(self, path: Path) -> Any:
-        return path.read_bytes().decode("utf-8")
+    def read(self, file: IO[bytes]) -> Any:
+        return file.read().decode("utf-8")
 
 
-class BytesCacher(Cacher):
+class BytesCacher(_Streamed):
     """``bytes`` values, verbatim."""
 
     name = "bytes"
@@ -108,11 +118,11 @@ class BytesCacher(Cacher):
     def hands_off(cls, obj: Any) -> bool:
         return type(obj) is bytes
 
-    def save(self, obj: Any, path: Path) -> None:
-        path.write_bytes(bytes(obj))
+    def write(self, obj: Any, file: IO[bytes]) -> None:
+        file.write(bytes(obj))
 
-    def load(self, path: Path) -> Any:
-        return path.read_bytes()
+    def read(self, file: IO[bytes]) -> Any:
+        return file.read()
 
 
 class NumpyCacher(Cacher):

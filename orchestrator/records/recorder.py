@@ -2,11 +2,13 @@
 
 Writes are batched, one transaction per run step: the run row when it starts; before a
 stage is submitted, its ``running`` row together with whatever finished since the last
-write (so a killed run shows which stage it was in); after a stage ran or failed, its
-record. Cached stages, which finish in microseconds, are buffered and written with the
-next step (or every :data:`FLUSH_EVERY` nodes / :data:`FLUSH_SECONDS`). Commits are not
-fsynced (WAL, ``synchronous=NORMAL``): a power cut may lose the last steps, never corrupt
-the file.
+write (so a killed run shows which stage it was in, and every stage that finished before
+it). A finished stage's record waits for that next write, or for the moment the driver
+starts waiting on running stages, whichever comes first, so nothing that finished stays
+unwritten while the run waits; the records of stages served from the cache, which finish
+in microseconds, are written every :data:`FLUSH_EVERY` nodes / :data:`FLUSH_SECONDS` too.
+The end of the run writes the rest. Commits are not fsynced (WAL, ``synchronous=NORMAL``):
+a power cut may lose the last steps, never corrupt the file.
 """
 
 from __future__ import annotations
@@ -201,9 +203,13 @@ class RunRecorder(RunObserver):
         self._finished_nodes[outcome.node] = (seq, started, now, error_dict, outcome)
         if outcome.key and (cached or outcome.status is Status.RAN):
             self._updates.append((outcome, 0 if cached else 1))
-        if cached and len(self._pending) < FLUSH_EVERY and time.monotonic() - self._last_flush < FLUSH_SECONDS:
-            return
+        if len(self._pending) < FLUSH_EVERY and time.monotonic() - self._last_flush < FLUSH_SECONDS:
+            return  # written with the next stage's start, when the driver waits, or at the end
         self._flush()
+
+    def waiting(self) -> None:
+        if self._pending or self._updates:
+            self._flush()
 
     def run_finished(self, result: RunResult) -> None:
         self._flush(lambda conn: self._close_run(conn, result.status, result))

@@ -7,6 +7,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import time
 
 from sample_projects import SLOW
 
@@ -88,6 +89,51 @@ def test_killed_run_is_listed_as_interrupted_never_succeeded(make_project):
     proj.experiment("run", "p", "--target", "a")  # the next run on the cache writes the verdict down
     assert db.execute("SELECT status FROM runs WHERE id = ?", (runs[0]["id"],)).fetchall() == [("interrupted",)]
     db.close()
+
+
+def test_a_finished_stage_is_recorded_while_the_run_waits_on_another(make_project):
+    """Records are batched, but never held back while the driver waits on a long stage."""
+    proj = make_project({
+        "stages/__init__.py": "",
+        "stages/two.py": '''
+            import os
+            import time
+
+            from orchestrator import stage
+
+
+            @stage(outputs=["quick"])
+            def quick():
+                return 1
+
+
+            @stage(outputs=["slow"])
+            def slow():
+                release = os.environ["RUNS_LOG"] + ".release"
+                while not os.path.exists(release):
+                    time.sleep(0.05)
+                return 2
+        ''',
+        "params/p.yaml": "params: {}\n",
+    })
+    proc = proj.start("run", "p", "--jobs", "2")
+    recorded = None
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and recorded != ("ran", "running"):
+            time.sleep(0.1)
+            if (proj.root / "cache" / "runs.db").exists():
+                db = sqlite3.connect(proj.root / "cache" / "runs.db")
+                try:
+                    rows = dict(db.execute("SELECT stage, status FROM executions").fetchall())
+                except sqlite3.OperationalError:  # not created yet
+                    rows = {}
+                db.close()
+                recorded = (rows.get("quick"), rows.get("slow"))
+    finally:
+        (proj.root / "runs.log.release").touch()
+        assert proc.wait(timeout=60) == 0
+    assert recorded == ("ran", "running")
 
 
 def test_damaged_database_is_a_clear_error_with_the_fix(project):
