@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import resource
 import sys
 import threading
@@ -73,7 +74,8 @@ def capture(path: str) -> Iterator[None]:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger()
         previous_level = root.level
-        if root.level > logging.INFO or root.level == logging.NOTSET:
+        lowered = root.level > logging.INFO or root.level == logging.NOTSET
+        if lowered:  # (setLevel clears every logger's cache: only when needed)
             root.setLevel(logging.INFO)
         root.addHandler(handler)
         out, err = sys.stdout, sys.stderr
@@ -86,7 +88,8 @@ def capture(path: str) -> Iterator[None]:
             _ACTIVE.log = outer
             sys.stdout, sys.stderr = out, err
             root.removeHandler(handler)
-            root.setLevel(previous_level)
+            if lowered:
+                root.setLevel(previous_level)
     finally:
         log.close()
 
@@ -115,8 +118,11 @@ def console_only() -> Iterator[None]:
 def reset_peak_rss() -> None:
     """Start measuring this process's peak memory afresh (Linux: the kernel's high-water mark)."""
     with contextlib.suppress(OSError):
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")  # 5: reset the peak resident set size
+        fd = os.open("/proc/self/clear_refs", os.O_WRONLY)
+        try:
+            os.write(fd, b"5")  # 5: reset the peak resident set size
+        finally:
+            os.close(fd)
 
 
 def peak_rss() -> int:
@@ -125,8 +131,12 @@ def peak_rss() -> int:
     Where ``/proc`` is missing, the peak over the whole process life (``getrusage``).
     """
     with contextlib.suppress(OSError, ValueError):
-        with open("/proc/self/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
+        fd = os.open("/proc/self/status", os.O_RDONLY)
+        try:
+            status = os.read(fd, 1 << 16)  # one read: no text layer (this runs once per stage)
+        finally:
+            os.close(fd)
+        start = status.find(b"\nVmHWM:")
+        if start >= 0:
+            return int(status[start + 7 : status.index(b"kB", start)]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB

@@ -72,6 +72,9 @@ def main(debug: bool, verbose: int) -> None:
     logging.getLogger("orchestrator.stage").setLevel(min(level, logging.INFO))
     if not any(isinstance(h, LogHandler) for h in root.handlers):
         root.addHandler(LogHandler())
+    # stage logs keep INFO records of any library (capture.py); the root logger has no handler here, so
+    # this shows nothing more, and spares each stage two setLevel calls that clear every logger's cache
+    logging.getLogger().setLevel(logging.INFO)
 
 
 class ShardType(click.ParamType):

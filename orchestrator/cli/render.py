@@ -93,11 +93,10 @@ class ProgressObserver(RunObserver):
         self.done += 1
         self.current = ""
         if self.verbose_nodes or outcome.status in (Status.RAN, Status.FAILED, Status.INTERRUPTED):
-            line = status_line(outcome, self.widths)
             if err.is_terminal:
-                err.print(line, no_wrap=True, overflow="ellipsis")
+                err.print(status_line(outcome, self.widths), no_wrap=True, overflow="ellipsis")
             else:  # a log file or a pipe: plain text, and much cheaper for thousands of nodes
-                err.file.write(line.plain + "\n")
+                err.file.write("".join(text for text, _ in _status_parts(outcome, self.widths)) + "\n")
 
 
 def map_bar(state: Any, width: int = 30) -> Text:
@@ -125,15 +124,19 @@ def column_widths(session: Session) -> tuple[int, int]:
 
 def status_line(outcome: NodeOutcome, widths: tuple[int, int] = (20, 24)) -> Text:
     """``RAN         split      baseline      1.2s  3f9a1c2e``"""
+    return Text.assemble(*_status_parts(outcome, widths))
+
+
+def _status_parts(outcome: NodeOutcome, widths: tuple[int, int]) -> list[tuple[str, str]]:
     status = outcome.status
     seconds = f"{outcome.seconds:6.1f}s" if status in (Status.RAN, Status.FAILED) else "       "
-    return Text.assemble(
+    return [
         (f"  {status.value.upper():<12}", STYLE[status]),
         (f"{outcome.stage:<{widths[0]}}  ", "bold"),
-        f"{outcome.param_set:<{widths[1]}}  ",
+        (f"{outcome.param_set:<{widths[1]}}  ", ""),
         (seconds, "dim"),
         (f"  {(outcome.key or '')[:8]}", "dim"),
-    )
+    ]
 
 
 def summary(session: Session, result: RunResult, command: str) -> None:
