@@ -171,13 +171,35 @@ def bench_startup(ours: Experiment, theirs: Curifactory, config: Config, work: P
 def bench_relative(ours: Experiment, theirs: Curifactory, config: Config, work: Path, notes: Notes) -> list[Row]:
     rows = []
     for title, shape in (("100-stage chain", Shape(1, 100)), ("20 sets x 10 stages DAG", Shape(20, 10, True))):
-        log(f"{title}: experiment")
-        mine = cold_and_warm(ours, write_orchestrator_project(work / f"ours-{shape.nodes}", shape), shape, config)
-        log(f"{title}: curifactory")
-        other = cold_and_warm(theirs, write_curifactory_project(work / f"cf-{shape.nodes}", shape), shape, config)
+        log(f"{title}: experiment and curifactory, runs interleaved")
+        mine, other = interleaved(
+            [(ours, write_orchestrator_project(work / f"ours-{shape.nodes}", shape)),
+             (theirs, write_curifactory_project(work / f"cf-{shape.nodes}", shape))], shape, config)
         rows.append(row(f"{title}, cold", mine[0], notes, baseline="curifactory", theirs=other[0], max_ratio=0.3))
         rows.append(row(f"{title}, warm", mine[1], notes, baseline="curifactory", theirs=other[1], max_ratio=0.2))
     return rows
+
+
+def interleaved(tools: list[tuple[Tool, Path]], shape: Shape, config: Config,
+                ) -> list[tuple[Outcome, Outcome | None]]:
+    """:func:`cold_and_warm` for several tools, taking turns run by run.
+
+    This VM's speed drifts by up to 2x within minutes; when one tool ran all its runs and
+    then the other, a ratio measured the drift as much as the tools. Taking turns exposes
+    both to the same machine state.
+    """
+    colds: list[list[Outcome]] = [[] for _ in tools]
+    for _ in range(max(1, config.cold_repeats)):
+        for index, (tool, root) in enumerate(tools):
+            tool.reset(root)
+            settle(config)
+            colds[index].append(tool.run(root, nodes=shape.nodes, cold=True, timeout=config.timeout))
+    warms: list[list[Outcome]] = [[] for _ in tools]
+    for _ in range(max(1, config.warm_repeats)):
+        for index, (tool, root) in enumerate(tools):
+            if colds[index][-1].ok:
+                warms[index].append(tool.run(root, nodes=shape.nodes, cold=False, timeout=config.timeout))
+    return [(_best(cold), _best(warm) if warm else None) for cold, warm in zip(colds, warms)]
 
 
 def bench_long_chain(ours: Experiment, theirs: Curifactory, no_dag: Curifactory, config: Config, work: Path,
