@@ -80,6 +80,7 @@ class Store:
         self.attempts = self.root / "attempts"
         self._ready = False
         self._refs: dict[str, dict[str, Any]] | None = None
+        self._logs: dict[tuple[str, str], Path] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
@@ -306,8 +307,11 @@ class Store:
 
     def log_path(self, run_id: str, node_id: str) -> Path:
         """Where a node's captured output goes for a run (``runs/<run>/logs/<node>.log``)."""
-        safe = "".join(c if c.isalnum() or c in "-_.@[],=" else "_" for c in node_id)
-        return self.root / "runs" / run_id / "logs" / f"{safe}.log"
+        found = self._logs.get((run_id, node_id))
+        if found is None:  # asked three times per node: by the task, the run record and the outcome
+            safe = "".join(c if c.isalnum() or c in "-_.@[],=" else "_" for c in node_id)
+            found = self._logs[(run_id, node_id)] = self.root / "runs" / run_id / "logs" / f"{safe}.log"
+        return found
 
     def clean_tmp(self, older_than: float = 24 * 3600) -> None:
         """Remove staging leftovers of killed processes older than ``older_than`` seconds."""

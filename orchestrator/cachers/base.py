@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -79,7 +80,12 @@ def holds(cacher: Cacher, promises: tuple[str, ...], methods: tuple[str, ...]) -
     They do when they are defined below :class:`Cacher` and no class more derived than
     the one defining them overrides one of ``methods``.
     """
-    mro = type(cacher).__mro__
+    return _holds(type(cacher), promises, methods)
+
+
+@functools.lru_cache(maxsize=None)
+def _holds(cls: type, promises: tuple[str, ...], methods: tuple[str, ...]) -> bool:  # per class: asked per output
+    mro = cls.__mro__
 
     def depth(name: str) -> int:  # how far up the MRO the method used is defined (0: the class itself)
         return next(i for i, k in enumerate(mro) if name in vars(k))

@@ -252,11 +252,12 @@ class RunRecorder(RunObserver):
                 continue
             record = None if ran else self.store.get_record(key)
             parts: Mapping[str, Any] = dict(record.parts) if record is not None else {}
-            extras = _dumps(dict(outcome.extras))
+            extras = _dumps(dict(outcome.extras)) if outcome.extras else "{}"
+            # a stage that ran had its key's parts written with its `running` row: this insert is a no-op then
             conn.execute(_KEY_SQL, (key, outcome.stage, outcome.param_set, self._labels.get(outcome.stage, ""),
-                                    _dumps(parts.get("code", {})), _dumps(parts.get("params", {})),
-                                    _dumps(parts.get("inputs", {})), _dumps(parts.get("cachers", {})), extras,
-                                    record.created if record is not None else time.time()))
+                                    *(_dumps(parts[name]) if name in parts else "{}"
+                                      for name in ("code", "params", "inputs", "cachers")),
+                                    extras, record.created if record is not None else time.time()))
             if ran:
                 conn.execute("UPDATE keys SET extras = ?, created = ?, run_id = coalesce(run_id, ?), "
                              "node = coalesce(node, ?) WHERE key = ?",
