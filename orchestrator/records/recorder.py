@@ -87,6 +87,7 @@ class RunRecorder(RunObserver):
         self._labels: dict[str, str] = {}
         self._run_values: dict[str, Any] = {}
         self._finished_nodes: dict[str, tuple[int, float | None, float, dict[str, str] | None, NodeOutcome]] = {}
+        self._keyed: set[str] = set()  # keys whose row this run wrote when their stage started
         self._last_flush = time.monotonic()
         self._finished = False
 
@@ -177,6 +178,7 @@ class RunRecorder(RunObserver):
                                         self._labels.get(node.stage.name, ""), _dumps(dict(parts.code)),
                                         _dumps(dict(parts.params)), _dumps(dict(parts.inputs)),
                                         _dumps(dict(parts.cachers)), "{}", None))
+                self._keyed.add(decision.key)
 
         self._flush(write)
 
@@ -253,11 +255,11 @@ class RunRecorder(RunObserver):
             record = None if ran else self.store.get_record(key)
             parts: Mapping[str, Any] = dict(record.parts) if record is not None else {}
             extras = _dumps(dict(outcome.extras)) if outcome.extras else "{}"
-            # a stage that ran had its key's parts written with its `running` row: this insert is a no-op then
-            conn.execute(_KEY_SQL, (key, outcome.stage, outcome.param_set, self._labels.get(outcome.stage, ""),
-                                    *(_dumps(parts[name]) if name in parts else "{}"
-                                      for name in ("code", "params", "inputs", "cachers")),
-                                    extras, record.created if record is not None else time.time()))
+            if not (ran and key in self._keyed):  # (a stage that ran had its key's row written as it started)
+                conn.execute(_KEY_SQL, (key, outcome.stage, outcome.param_set, self._labels.get(outcome.stage, ""),
+                                        *(_dumps(parts[name]) if name in parts else "{}"
+                                          for name in ("code", "params", "inputs", "cachers")),
+                                        extras, record.created if record is not None else time.time()))
             if ran:
                 conn.execute("UPDATE keys SET extras = ?, created = ?, run_id = coalesce(run_id, ?), "
                              "node = coalesce(node, ?) WHERE key = ?",
