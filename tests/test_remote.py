@@ -139,3 +139,39 @@ def test_local_cache_stays_within_its_size_limit_but_keeps_what_it_just_fetched(
     assert len(cached) == 2 and sum(p.stat().st_size for p in cached) <= 10000  # the oldest copy was evicted
     big = reader.verified_path(ArtifactRecord("b", "h", digests[3], "bytes", "1", 25000))
     assert big.exists() and big.stat().st_size == 25000  # usable, although alone over the limit
+
+
+def test_a_path_input_of_a_small_output_on_s3_gets_a_real_file(make_project, bucket):
+    """A small output lives in its key record; a stage that wants its file gets one, uploaded once."""
+    proj = make_project({
+        "stages/__init__.py": "",
+        "stages/files.py": '''
+            from pathlib import Path
+
+            from orchestrator import stage
+
+
+            @stage(outputs=["greeting"])
+            def greet():
+                return "hello from s3"
+
+
+            @stage(inputs=["greeting"], outputs=["echo"])
+            def echo(greeting: Path):
+                return greeting.read_text()
+        ''',
+        "params/p.yaml": "params: {}\n",
+    })
+    first = proj.run_json("p", "--cache-dir", bucket)
+    assert first["status"] == "succeeded"
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    greeting = next(n for n in first["nodes"] if n["stage"] == "greet")["outputs"]["greeting"]
+    objects = [p.rsplit("/", 1)[-1] for p in fs.find(bucket.removeprefix("s3://") + "/objects")]
+    records = [json.loads(fs.cat(p)) for p in fs.find(bucket.removeprefix("s3://") + "/keys")]
+    stored = next(r["outputs"]["greeting"] for r in records if r["stage"] == "greet")
+    assert stored["hash"] == greeting and stored["data"] and stored["object"] in objects  # written on demand
+    code = ("import orchestrator, sys; "
+            f"print(orchestrator.load('echo', params='p', cache_dir={bucket!r}, project_dir=sys.argv[1]))")
+    loaded = subprocess.run([sys.executable, "-c", code, str(proj.root)], capture_output=True, text=True,
+                            env=proj.env(), check=True)
+    assert loaded.stdout.strip() == "hello from s3"
