@@ -309,6 +309,8 @@ class Store:
         """Where a node's captured output goes for a run (``runs/<run>/logs/<node>.log``)."""
         found = self._logs.get((run_id, node_id))
         if found is None:  # asked three times per node: by the task, the run record and the outcome
+            if self._logs and next(iter(self._logs))[0] != run_id:
+                self._logs.clear()  # one run's at a time: a notebook's store lives for many runs
             safe = "".join(c if c.isalnum() or c in "-_.@[],=" else "_" for c in node_id)
             found = self._logs[(run_id, node_id)] = self.root / "runs" / run_id / "logs" / f"{safe}.log"
         return found
