@@ -242,3 +242,22 @@ def test_a_cacher_subclass_that_changes_what_is_saved_does_not_inherit_the_hando
     assert proj.run_json("p")["status"] == "succeeded"
     os.chdir(proj.root)
     assert load("dtype", params="p") == "float32"  # what a reload gives, on the first run as on later ones
+
+
+def test_a_cacher_that_streams_differently_does_not_inherit_the_handover():
+    """hands_off of the text cacher promises nothing about a subclass that writes other bytes."""
+    from orchestrator.cachers.builtin import TextCacher
+    from orchestrator.handoff import Handoff
+
+    class Reversed(TextCacher):
+        name = "reversed"
+
+        def write(self, obj, file):
+            file.write(obj[::-1].encode())
+
+        def read(self, file):
+            return file.read().decode()[::-1]
+
+    handoff = Handoff()
+    assert handoff.keep("h1", TextCacher(), {0: "".join(["ab", "c"])}.pop(0))  # the built-in: handed over
+    assert not handoff.keep("h2", Reversed(), {0: "".join(["ab", "c"])}.pop(0))
