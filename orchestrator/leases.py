@@ -91,7 +91,7 @@ class Leases:
             following = top + 1
         if not self._take(self._path(key, following)):
             return False
-        if following and self._holder is not None and str(holder.get("owner", "")).isalnum():
+        if following and holder is not None and self._holder is not None and str(holder.get("owner", "")).isalnum():
             self.store.delete(self._holder_path(str(holder["owner"])))  # the stopped run's; its links stay valid
         with self._lock:
             self.held[key] = following

@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 from .cachers import Cacher, choose_cacher, get_cacher, streams
 from .capture import capture, log_only, peak_rss, reset_peak_rss
@@ -223,7 +223,7 @@ def _stage_output(store: Store, task: Task, name: str, obj: Any) -> tuple[Cacher
     try:
         if cacher.kind == "file" and streams(cacher):
             with Spool(staged) as spool:
-                cacher.write(obj, spool)
+                cacher.write(obj, cast(IO[bytes], spool))  # a binary file, as io.RawIOBase
             if spool.inline is not None:
                 return cacher, spool.inline
         else:

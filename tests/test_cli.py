@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import re
+import struct
 import subprocess
 import sys
+import termios
 import time
 
 import pytest
@@ -160,11 +166,68 @@ def test_stage_logs_keep_ctx_logger_lines_once_and_failures_always_leave_a_log(m
     assert "silent [p] failed: ValueError: no output, no print" in silent and "Traceback" in silent
 
 
+def _plain_rows(out: str) -> dict[str, list[str]]:
+    """The summary table of a run whose stdout is a pipe: stage -> its cells (columns as the dashed rule marks them)."""
+    lines = out.splitlines()
+    rule = next(i for i, line in enumerate(lines) if line.startswith("-----"))
+    spans = [m.span() for m in re.finditer(r"-+", lines[rule])]
+    rows = {}
+    for line in lines[rule + 1:]:
+        if not line.strip() or line.startswith("report:"):
+            break
+        cells = [line[start:end].strip() for start, end in spans]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def _rich_rows(out: str) -> dict[str, list[str]]:
+    """The summary table drawn by rich on a terminal: stage -> its cells."""
+    rows = {}
+    for line in out.splitlines():
+        if line.startswith("│ "):
+            cells = [cell.strip() for cell in line.strip().strip("│").split("│")]
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def _in_terminal(project, *args: str) -> str:
+    """Run `experiment ARGS` with stdout and stderr on a pseudo-terminal (160 columns); return what it printed."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
+    env = {k: v for k, v in project.env().items() if k not in ("FORCE_COLOR", "NO_COLOR")}
+    proc = subprocess.Popen([*EXPERIMENT, *args], cwd=project.root, env=env, stdin=subprocess.DEVNULL,
+                            stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    assert proc.wait(timeout=120) == 0
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode().replace("\r", ""))
+
+
 def test_the_run_summary_is_a_stage_by_param_set_table(project):
     out = project.experiment("run", "grid").stdout
     header = next(line for line in out.splitlines() if "stage" in line and "scale=1" in line)
     assert "scale=2" in header and "all sets" in header  # one column per set, and the aggregate's
-    rows = {line.split()[1]: line for line in out.splitlines() if line.startswith("│ ")}
-    assert rows["double_all"].count("ran") == 2  # double_all takes scale: it ran for each set
-    assert rows["make_numbers"].count("ran") + rows["make_numbers"].count("cached") == 2  # one key, computed once
-    assert "ran" in rows["summary"]
+    rows = {stage: [cell.split(" ")[0] for cell in cells] for stage, cells in _plain_rows(out).items()}  # ran 0.0s
+    assert rows["double_all"] == ["ran", "ran", ""]  # double_all takes scale: it ran for each set
+    assert sorted(rows["make_numbers"]) == ["", "cached", "ran"]  # one key, computed once
+    assert rows["summary"] == ["", "", "ran"]  # an aggregate: one node, in the "all sets" column
+
+
+def test_a_terminal_gets_the_same_summary_drawn_by_rich_a_log_gets_plain_columns(project):
+    project.experiment("run", "grid")
+    logged = project.experiment("run", "grid").stdout  # stdout is a pipe here, as in a log file
+    assert not set("│┃━") & set(logged)
+    shown = _in_terminal(project, "run", "grid")
+    assert "│" in shown and "┃" in shown  # rich's table
+    assert _rich_rows(shown) == _plain_rows(logged) == {
+        "make_numbers": ["cached", "cached", ""], "double_all": ["cached", "cached", ""],
+        "shift": ["cached", "cached", ""], "total": ["cached", "cached", ""], "summary": ["", "", "cached"]}

@@ -63,7 +63,7 @@ def main(debug: bool, verbose: int) -> None:
     """
     import logging
 
-    from .render import LogHandler
+    from .plain import LogHandler
 
     level = logging.WARNING - 10 * min(verbose, 2)
     root = logging.getLogger("orchestrator")
@@ -136,7 +136,7 @@ def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
         address: str | None, as_json: bool, desc: str) -> None:
     """Run the experiment PARAMS_SET... (files in params/): only what is missing or stale."""
     from ..api import open_session
-    from .plain import result_json, resume_command
+    from . import plain
 
     session = open_session(names, overrides=overrides, targets=targets or None, cache_dir=cache_dir)
     if dry_run:
@@ -146,10 +146,12 @@ def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
         return
     if as_json:
         observer: Any = contextlib.nullcontext()
-    else:
+    elif plain.terminal(sys.stderr):
         from . import render
 
         observer = render.ProgressObserver(session)
+    else:  # a log file or a pipe: plain text, no rich
+        observer = plain.StatusLines(session.dag)
     if jobs and jobs > 1 and executor == "local":
         executor = "process"
     engine_options = dict(session.project.config.get("executor", {}).get(executor, {}))
@@ -162,12 +164,18 @@ def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
 
     report = report_path(session.store.root, result.run_id)
     if as_json:
-        summary = result_json(result)
+        summary = plain.result_json(result)
         summary["report"] = str(report) if report.exists() else None
         click.echo(json.dumps(summary, indent=1))
     else:
         context = click.get_current_context()
-        render.summary(session, result, resume_command(context.command, context.params))
+        command = plain.resume_command(context.command, context.params)
+        if plain.terminal(sys.stdout):
+            from . import render
+
+            render.summary(result, command)
+        else:
+            plain.summary(result, command)
         if report.exists():
             click.echo(f"report: {report}")
     if result.status == "interrupted":

@@ -1,13 +1,251 @@
-"""Output that needs no rich: the --json run summary and the resume command (kept light)."""
+"""What `experiment run` shows, as data and as plain text: no rich here.
+
+A terminal gets this content styled by rich (:mod:`.render`). A log file or a pipe gets the plain
+text written here, so a run whose output goes to a log never imports rich (about 40 ms a run).
+Every piece is a list of ``(text, style)`` cells: the style is a rich style name, which plain text
+drops.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 import shlex
-from typing import Any
+import shutil
+import sys
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any
 
-from ..outcomes import RunResult
+from ..capture import console_only
+from ..dag import ALL
+from ..outcomes import RunObserver, RunResult, Status
+from ..planner import Action
 
-__all__ = ["result_json", "resume_command"]
+if TYPE_CHECKING:
+    from ..dag import Dag
+    from ..outcomes import NodeOutcome
+
+__all__ = ["Grid", "LogHandler", "StatusLines", "failure_lines", "grid_text", "result_json", "resume_command",
+           "summary", "summary_grid", "terminal"]
+
+Cell = tuple[str, str]  # (text, rich style)
+
+STYLE = {
+    Status.RAN: "green", Status.CACHED: "cyan", Status.FAILED: "bold red",
+    Status.SKIPPED: "yellow", Status.INTERRUPTED: "magenta", Status.SHARDED: "blue",
+    Action.RUN: "green", Action.CACHED: "cyan", Action.MAY_RUN: "yellow",
+}
+DETAIL_LIMIT = 60  # above this many nodes, list only what ran or failed
+SUMMARY_ROWS = 25  # stages listed in the end-of-run table (the slowest ones)
+MATRIX_SETS = 8  # up to this many param sets, the table is stage x param set
+
+
+def terminal(stream: IO[str]) -> bool:
+    """Whether ``stream`` is a terminal, or ``FORCE_COLOR`` asks to treat it as one (as rich does)."""
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or file-like stream
+        return False
+
+
+class LogHandler(logging.Handler):
+    """Library log records, printed above the progress display (``warning: ...``)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        with console_only():  # a stage's log gets the record from its own handler, once
+            if terminal(sys.stderr):
+                from .render import log_line
+
+                log_line(record.levelno, record.levelname, message)
+            else:
+                sys.stderr.write(f"{record.levelname.lower()}: {message}\n")
+
+
+# -- status lines ---------------------------------------------------------------------------------------
+
+
+def column_widths(dag: Dag) -> tuple[int, int]:
+    """Widths of the stage and param-set columns."""
+    nodes = dag.nodes.values()
+    stage = max((len(n.stage.name) for n in nodes), default=8)
+    param_set = max((len(n.param_set) for n in nodes), default=8)
+    return min(stage, 30), min(param_set, 40)
+
+
+def status_parts(outcome: NodeOutcome, widths: tuple[int, int] = (20, 24)) -> list[Cell]:
+    """``  RAN         split      baseline      1.2s  3f9a1c2e``"""
+    status = outcome.status
+    seconds = f"{outcome.seconds:6.1f}s" if status in (Status.RAN, Status.FAILED) else "       "
+    return [
+        (f"  {status.value.upper():<12}", STYLE[status]),
+        (f"{outcome.stage:<{widths[0]}}  ", "bold"),
+        (f"{outcome.param_set:<{widths[1]}}  ", ""),
+        (seconds, "dim"),
+        (f"  {(outcome.key or '')[:8]}", "dim"),
+    ]
+
+
+class StatusLines(RunObserver):
+    """A fixed-width status line per finished node on stderr: every node of a small DAG, else what ran or failed."""
+
+    def __init__(self, dag: Dag) -> None:
+        self.widths = column_widths(dag)
+        self.total = len(dag)
+        self.verbose_nodes = self.total <= DETAIL_LIMIT
+        self.done = 0
+
+    def __enter__(self) -> StatusLines:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def node_finished(self, outcome: NodeOutcome) -> None:
+        self.done += 1
+        if self.verbose_nodes or outcome.status in (Status.RAN, Status.FAILED, Status.INTERRUPTED):
+            self.write(status_parts(outcome, self.widths))
+
+    def write(self, parts: list[Cell]) -> None:
+        """Print one status line."""
+        sys.stderr.write("".join(text for text, _ in parts) + "\n")
+
+
+# -- the end-of-run summary -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A table as data: a header, rows of styled cells, which columns align right."""
+
+    header: tuple[str, ...]
+    rows: tuple[tuple[Cell, ...], ...]
+    right: tuple[bool, ...]
+
+
+def summary_head(result: RunResult) -> list[Cell]:
+    """``run 20261201-...: succeeded in 1.2s``"""
+    return [(f"run {result.run_id}", "bold"), (": ", ""), (result.status, "green" if result.ok else "red"),
+            (f" in {result.seconds:.1f}s", "")]
+
+
+def summary_grid(result: RunResult, width: int) -> Grid:
+    """Stage x param set when the sets are few and fit ``width`` columns, else counts per stage."""
+    per_stage: dict[str, Counter[Status]] = defaultdict(Counter)
+    seconds: dict[str, float] = defaultdict(float)
+    for outcome in result.outcomes:
+        per_stage[outcome.stage][outcome.status] += 1
+        seconds[outcome.stage] += outcome.seconds
+    sets = list(dict.fromkeys(o.param_set for o in result.outcomes))
+    if 1 < len(sets) <= MATRIX_SETS and len(per_stage) <= SUMMARY_ROWS and _fits(list(per_stage), sets, width):
+        return _matrix(result, list(per_stage), sets)
+    return _counts(per_stage, seconds)
+
+
+def _label(name: str) -> str:
+    """A set's column header: what its name varies (``lr=0.01,hidden=32``), ``all sets`` for aggregates."""
+    if name == ALL:
+        return "all sets"
+    return name[name.index("[") + 1 : -1] if name.endswith("]") and "[" in name else name
+
+
+def _fits(stages: list[str], sets: list[str], width: int) -> bool:
+    """Whether the stage x set table shows every name whole in ``width`` columns."""
+    widths = [max(map(len, stages))] + [max(len(_label(name)), len("cached 00.0s")) for name in sets]
+    return sum(widths) + 3 * len(widths) + 1 <= width
+
+
+def _matrix(result: RunResult, stages: list[str], sets: list[str]) -> Grid:
+    cells = {(o.stage, o.param_set): o for o in result.outcomes}
+    rows = []
+    for stage in stages:
+        row: list[Cell] = [(stage, "bold")]
+        for name in sets:
+            outcome = cells.get((stage, name))
+            if outcome is None:
+                row.append(("", ""))
+                continue
+            ran = outcome.status in (Status.RAN, Status.FAILED)
+            row.append((outcome.status.value + (f" {outcome.seconds:.1f}s" if ran else ""), STYLE[outcome.status]))
+        rows.append(tuple(row))
+    return Grid(("stage", *map(_label, sets)), tuple(rows), (False,) * (len(sets) + 1))
+
+
+def _counts(per_stage: dict[str, Counter[Status]], seconds: dict[str, float]) -> Grid:
+    shown = [s for s in Status if any(c[s] for c in per_stage.values())]
+    ordered = list(per_stage)
+    if len(ordered) > SUMMARY_ROWS:  # the slowest stages; the rest in one line
+        ordered = sorted(ordered, key=lambda name: -seconds[name])[:SUMMARY_ROWS]
+    rows = []
+    for stage in ordered:
+        counts = per_stage[stage]
+        rows.append(((stage, "bold"), *[(str(counts[s] or ""), STYLE[s]) for s in shown],
+                     (f"{seconds[stage]:.1f}", "")))
+    if len(per_stage) > len(ordered):
+        rest = [s for s in per_stage if s not in ordered]
+        totals = Counter[Status]()
+        for name in rest:
+            totals.update(per_stage[name])
+        rows.append(((f"... {len(rest)} more stages", "dim"), *[(str(totals[s] or ""), STYLE[s]) for s in shown],
+                     (f"{sum(seconds[n] for n in rest):.1f}", "")))
+    return Grid(("stage", *(s.value for s in shown), "seconds"), tuple(rows), (False, *[True] * (len(shown) + 1)))
+
+
+def grid_text(grid: Grid) -> str:
+    """The table as aligned columns under a dashed rule."""
+    lines = [grid.header, *[tuple(text for text, _ in row) for row in grid.rows]]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(grid.header))]
+    rule = tuple("-" * w for w in widths)
+    out = []
+    for line in (lines[0], rule, *lines[1:]):
+        cells = [c.rjust(w) if right else c.ljust(w) for c, w, right in zip(line, widths, grid.right)]
+        out.append("  ".join(cells).rstrip())
+    return "\n".join(out)
+
+
+def failure_lines(result: RunResult, command: str) -> list[list[Cell]]:
+    """Each failure with its traceback and log, then how to resume."""
+    lines: list[list[Cell]] = []
+    for failure in result.failures:
+        error = failure.error
+        lines.append([("FAILED ", "bold red"), (f"{failure.stage} [{failure.param_set}]: ", ""),
+                      (error.message if error else "", "")])
+        if error and error.traceback:
+            lines.append([(_frames(error.traceback, error.type), "dim")])
+        if failure.log_path:
+            lines.append([(f"  its log: {failure.log_path}", "")])
+    if result.status == "interrupted":
+        lines += [[("Interrupted.", "magenta"), (" Finished stages are stored. Resume with:", "")],
+                  [("  ", ""), (command, "bold")]]
+    elif not result.ok:
+        lines += [[("Finished stages are stored. Fix the failure, then resume with:", "")],
+                  [("  ", ""), (command, "bold")]]
+    return lines
+
+
+def _frames(traceback: str, kind: str) -> str:
+    """A traceback without its closing ``Type: message`` lines: the FAILED line above has the message."""
+    text = traceback.rstrip()
+    lines = text.splitlines()
+    last = max((i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")), default=0)
+    for index in range(len(lines) - 1, last, -1):  # in the last traceback (a map keeps one per distinct failure)
+        head = lines[index].split(":", 1)[0]
+        if not lines[index].startswith(" ") and (head == kind or head.endswith("." + kind)):
+            return "\n".join(lines[:index])
+    return text
+
+
+def summary(result: RunResult, command: str) -> None:
+    """Print the end-of-run summary as plain text on stdout."""
+    grid = summary_grid(result, shutil.get_terminal_size((80, 24)).columns)
+    parts = [summary_head(result), [(grid_text(grid), "")], *failure_lines(result, command)]
+    sys.stdout.write("".join("".join(text for text, _ in line) + "\n" for line in parts))
+
+
+# -- --json and the resume command ----------------------------------------------------------------------
 
 
 def resume_command(command: Any, params: dict[str, Any], skip: tuple[str, ...] = ("force", "dry_run")) -> str:

@@ -1,11 +1,14 @@
-"""Everything the CLI shows: progress, plans, summaries, listings (rich, imported lazily)."""
+"""Everything the CLI shows on a terminal: progress, plans, summaries, listings (rich, imported lazily).
+
+`experiment run` writing to a log file or a pipe uses :mod:`.plain` instead, without rich; both show
+the same content.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
-from collections import Counter, defaultdict
 from typing import Any
 
 import click
@@ -15,60 +18,42 @@ from rich.table import Table
 from rich.text import Text
 
 from ..api import Session
-from ..capture import console_only
-from ..dag import ALL, Node
+from ..dag import Node
 from ..params import Experiment
 from ..planner import Action, Decision, Plan
-from ..runner import NodeOutcome, RunObserver, RunResult, Status
+from ..runner import RunResult
 from ..store import Store
+from .plain import DETAIL_LIMIT, STYLE, Cell, Grid, StatusLines, column_widths, failure_lines, summary_grid, \
+    summary_head
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
 
-STYLE = {
-    Status.RAN: "green", Status.CACHED: "cyan", Status.FAILED: "bold red",
-    Status.SKIPPED: "yellow", Status.INTERRUPTED: "magenta", Status.SHARDED: "blue",
-    Action.RUN: "green", Action.CACHED: "cyan", Action.MAY_RUN: "yellow",
-}
-DETAIL_LIMIT = 60  # above this many nodes, list only what ran or failed
-SUMMARY_ROWS = 25  # stages listed in the end-of-run table (the slowest ones)
-MATRIX_SETS = 8  # up to this many param sets, the table is stage x param set
+
+def log_line(level: int, name: str, message: str) -> None:
+    """A library log record above the progress display: ``warning: ...`` in yellow, lower levels dim."""
+    colour = "yellow" if level >= logging.WARNING else "dim"
+    err.print(f"[{colour}]{name.lower()}: {escape(message)}[/]")
 
 
-class LogHandler(logging.Handler):
-    """Library log records, printed above the progress display."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        colour = "yellow" if record.levelno >= logging.WARNING else "dim"
-        with console_only():  # a stage's log gets the record from its own handler, once
-            err.print(f"[{colour}]{record.levelname.lower()}: {escape(record.getMessage())}[/]")
-
-
-class ProgressObserver(RunObserver):
-    """A live line for the running stage, a fixed-width status line per finished node."""
+class ProgressObserver(StatusLines):
+    """A live line for the running stage (and a map's progress bar) above the status lines."""
 
     def __init__(self, session: Session) -> None:
-        self.widths = column_widths(session)
-        self.total = len(session.dag)
-        self.verbose_nodes = self.total <= DETAIL_LIMIT
-        self.done = 0
+        super().__init__(session.dag)
         self.current = ""
         self.started = 0.0
         self.map_state: Any = None
-        self.live: Any = None
-        if err.is_terminal:  # a log file or a pipe gets the status lines only, no live display
-            from rich.live import Live
+        from rich.live import Live
 
-            self.live = Live(console=err, transient=True, refresh_per_second=8, get_renderable=self._render)
+        self.live = Live(console=err, transient=True, refresh_per_second=8, get_renderable=self._render)
 
     def __enter__(self) -> ProgressObserver:
-        if self.live is not None:
-            self.live.start()
+        self.live.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.live is not None:
-            self.live.stop()
+        self.live.stop()
 
     def _render(self) -> Text:
         if not self.current:
@@ -89,14 +74,12 @@ class ProgressObserver(RunObserver):
     def map_progress(self, node_id: str, progress: Any) -> None:
         self.map_state = progress
 
-    def node_finished(self, outcome: NodeOutcome) -> None:
-        self.done += 1
+    def node_finished(self, outcome: Any) -> None:
         self.current = ""
-        if self.verbose_nodes or outcome.status in (Status.RAN, Status.FAILED, Status.INTERRUPTED):
-            if err.is_terminal:
-                err.print(status_line(outcome, self.widths), no_wrap=True, overflow="ellipsis")
-            else:  # a log file or a pipe: plain text, and much cheaper for thousands of nodes
-                err.file.write("".join(text for text, _ in _status_parts(outcome, self.widths)) + "\n")
+        super().node_finished(outcome)
+
+    def write(self, parts: list[Cell]) -> None:
+        err.print(Text.assemble(*parts), no_wrap=True, overflow="ellipsis")
 
 
 def map_bar(state: Any, width: int = 30) -> Text:
@@ -114,134 +97,22 @@ def map_bar(state: Any, width: int = 30) -> Text:
     )
 
 
-def column_widths(session: Session) -> tuple[int, int]:
-    """Widths of the stage and param-set columns."""
-    nodes = session.dag.nodes.values()
-    stage = max((len(n.stage.name) for n in nodes), default=8)
-    param_set = max((len(n.param_set) for n in nodes), default=8)
-    return min(stage, 30), min(param_set, 40)
-
-
-def status_line(outcome: NodeOutcome, widths: tuple[int, int] = (20, 24)) -> Text:
-    """``RAN         split      baseline      1.2s  3f9a1c2e``"""
-    return Text.assemble(*_status_parts(outcome, widths))
-
-
-def _status_parts(outcome: NodeOutcome, widths: tuple[int, int]) -> list[tuple[str, str]]:
-    status = outcome.status
-    seconds = f"{outcome.seconds:6.1f}s" if status in (Status.RAN, Status.FAILED) else "       "
-    return [
-        (f"  {status.value.upper():<12}", STYLE[status]),
-        (f"{outcome.stage:<{widths[0]}}  ", "bold"),
-        (f"{outcome.param_set:<{widths[1]}}  ", ""),
-        (seconds, "dim"),
-        (f"  {(outcome.key or '')[:8]}", "dim"),
-    ]
-
-
-def summary(session: Session, result: RunResult, command: str) -> None:
+def summary(result: RunResult, command: str) -> None:
     """The end-of-run table, then failures with their tracebacks and how to resume."""
-    per_stage: dict[str, Counter[Status]] = defaultdict(Counter)
-    seconds: dict[str, float] = defaultdict(float)
-    for outcome in result.outcomes:
-        per_stage[outcome.stage][outcome.status] += 1
-        seconds[outcome.stage] += outcome.seconds
-    colour = "green" if result.ok else "red"
-    out.print(f"[bold]run {result.run_id}[/]: [{colour}]{result.status}[/] in {result.seconds:.1f}s")
-    sets = list(dict.fromkeys(o.param_set for o in result.outcomes))
-    if 1 < len(sets) <= MATRIX_SETS and len(per_stage) <= SUMMARY_ROWS and _fits(list(per_stage), sets):
-        out.print(_matrix(result, list(per_stage), sets))
-    else:
-        out.print(_counts(per_stage, seconds))
-    _failures(result, command)
+    out.print(Text.assemble(*summary_head(result)))
+    out.print(rich_table(summary_grid(result, out.width)))
+    for line in failure_lines(result, command):
+        out.print(Text.assemble(*line), soft_wrap=True)
 
 
-def _label(name: str) -> str:
-    """A set's column header: what its name varies (``lr=0.01,hidden=32``), ``all sets`` for aggregates."""
-    if name == ALL:
-        return "all sets"
-    return name[name.index("[") + 1 : -1] if name.endswith("]") and "[" in name else name
-
-
-def _fits(stages: list[str], sets: list[str]) -> bool:
-    """Whether the stage x set table shows every name whole in the console's width."""
-    widths = [max(map(len, stages))] + [max(len(_label(name)), len("cached 00.0s")) for name in sets]
-    return sum(widths) + 3 * len(widths) + 1 <= out.width
-
-
-def _matrix(result: RunResult, stages: list[str], sets: list[str]) -> Table:
-    """Stage x param set: each cell the node's status (and seconds when it ran)."""
-    cells = {(o.stage, o.param_set): o for o in result.outcomes}
+def rich_table(grid: Grid) -> Table:
+    """A :class:`~.plain.Grid` as a rich table."""
     table = Table()
-    table.add_column("stage", style="bold")
-    for name in sets:
-        table.add_column(_label(name), no_wrap=True)
-    for stage in stages:
-        row = []
-        for name in sets:
-            outcome = cells.get((stage, name))
-            if outcome is None:
-                row.append(Text(""))
-                continue
-            ran = outcome.status in (Status.RAN, Status.FAILED)
-            row.append(Text(outcome.status.value + (f" {outcome.seconds:.1f}s" if ran else ""),
-                            style=STYLE[outcome.status]))
-        table.add_row(Text(stage), *row)
+    for name, right in zip(grid.header, grid.right):
+        table.add_column(name, justify="right" if right else "left", no_wrap=not right)
+    for row in grid.rows:
+        table.add_row(*(Text(text, style=style) for text, style in row))
     return table
-
-
-def _counts(per_stage: dict[str, Counter[Status]], seconds: dict[str, float]) -> Table:
-    """Per stage: how many of its nodes ran, were cached, failed... and their seconds."""
-    table = Table()
-    shown = [s for s in Status if any(c[s] for c in per_stage.values())]
-    table.add_column("stage", style="bold")
-    for status in shown:
-        table.add_column(status.value, justify="right", style=STYLE[status])
-    table.add_column("seconds", justify="right")
-    ordered = list(per_stage)
-    if len(ordered) > SUMMARY_ROWS:  # the slowest stages; the rest in one line
-        ordered = sorted(ordered, key=lambda name: -seconds[name])[:SUMMARY_ROWS]
-    for stage in ordered:
-        counts = per_stage[stage]
-        table.add_row(Text(stage), *[str(counts[s] or "") for s in shown], f"{seconds[stage]:.1f}")
-    if len(per_stage) > len(ordered):
-        rest = [s for s in per_stage if s not in ordered]
-        totals = Counter[Status]()
-        for name in rest:
-            totals.update(per_stage[name])
-        table.add_row(Text(f"... {len(rest)} more stages", style="dim"), *[str(totals[s] or "") for s in shown],
-                      f"{sum(seconds[n] for n in rest):.1f}")
-    return table
-
-
-def _failures(result: RunResult, command: str) -> None:
-    """Each failure with its traceback and log, then how to resume."""
-    for failure in result.failures:
-        error = failure.error
-        out.print(Text.assemble(("FAILED ", "bold red"), f"{failure.stage} [{failure.param_set}]: ",
-                                error.message if error else ""), soft_wrap=True)
-        if error and error.traceback:
-            out.print(Text(_frames(error.traceback, error.type), style="dim"))
-        if failure.log_path:
-            out.print(Text(f"  its log: {failure.log_path}"), soft_wrap=True)
-    if result.status == "interrupted":
-        out.print("[magenta]Interrupted.[/] Finished stages are stored. Resume with:")
-        out.print(f"  [bold]{escape(command)}[/]", soft_wrap=True)
-    elif not result.ok:
-        out.print("Finished stages are stored. Fix the failure, then resume with:")
-        out.print(f"  [bold]{escape(command)}[/]", soft_wrap=True)
-
-
-def _frames(traceback: str, kind: str) -> str:
-    """A traceback without its closing ``Type: message`` lines: the FAILED line above has the message."""
-    text = traceback.rstrip()
-    lines = text.splitlines()
-    last = max((i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")), default=0)
-    for index in range(len(lines) - 1, last, -1):  # in the last traceback (a map keeps one per distinct failure)
-        head = lines[index].split(":", 1)[0]
-        if not lines[index].startswith(" ") and (head == kind or head.endswith("." + kind)):
-            return "\n".join(lines[:index])
-    return text
 
 
 def plan(session: Session, the_plan: Plan, *, as_json: bool) -> None:
@@ -251,7 +122,7 @@ def plan(session: Session, the_plan: Plan, *, as_json: bool) -> None:
         click.echo(json.dumps([{"stage": d.stage, "param_set": d.param_set, "action": d.action.value,
                                 "key": d.key, "reasons": list(d.reasons)} for d in decisions], indent=1))
         return
-    stage_width, set_width = column_widths(session)
+    stage_width, set_width = column_widths(session.dag)
     for decision in decisions:
         if len(decisions) > DETAIL_LIMIT and decision.action is Action.CACHED:
             continue
