@@ -108,9 +108,10 @@ def collect_garbage(store: Store, *, keep_last: int | None = None, older_than: f
             store.delete(rel)
         for object_hash, _ in garbage:
             store.discard_object(object_hash)
-    freed = sum(size for _, size in garbage)
+    # small outputs live inside their key records (inline.py): dropping a record frees its copy
+    freed = sum(size for _, size in garbage) + _inline_size(drop)
     report = GcReport(len(kept_runs), len(drop), len(stale_segments), len(garbage), freed,
-                      sum(sizes[h][0] for h in reachable if h in sizes), dry_run, len(attempts))
+                      sum(sizes[h][0] for h in reachable if h in sizes) + _inline_size(kept), dry_run, len(attempts))
     logger.info("gc: %s", report)
     return report
 
@@ -128,7 +129,12 @@ def _stale_attempts(store: Store, cutoff: float, leased: set[str]) -> list[Path]
 
 def _reachable_size(records: list[Any], sizes: dict[str, tuple[int, float]]) -> int:
     objects = {a.object for r in records for a in r.outputs.values()}
-    return sum(sizes[h][0] for h in objects if h in sizes)
+    return sum(sizes[h][0] for h in objects if h in sizes) + _inline_size(records)
+
+
+def _inline_size(records: list[Any]) -> int:
+    """Bytes of the outputs kept inside these key records (each record holds its own copy)."""
+    return sum(a.size for r in records for a in r.outputs.values() if a.data is not None)
 
 
 def _history(store: Store) -> Any:

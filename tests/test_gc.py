@@ -69,6 +69,22 @@ def test_keep_last_keeps_the_newest_runs_results_only(project):
     assert {n["status"] for n in newest["nodes"]} == {"cached"}
 
 
+def test_gc_counts_the_bytes_of_small_outputs_it_drops_with_their_records(project):
+    project.run_json("base", "--set", "scale=2")  # small outputs: kept inside their key records, no object files
+    _age_everything(project.root / "cache", 2 * 3600)
+    project.run_json("base")
+
+    def listing():
+        rows = json.loads(project.experiment("cache", "ls", "--json").stdout)
+        return {(r["key"], r["artifact"]): r["size"] for r in rows}
+
+    before = listing()
+    report = _gc(project, "--keep-last", "1")
+    gone = {name: size for name, size in before.items() if name not in listing()}
+    assert report["dropped_keys"] == 3 and report["dropped_objects"] == 0  # double_all, total, summary of scale=2
+    assert report["freed_bytes"] == sum(gone.values()) > 0
+
+
 def test_keep_last_keeps_results_newer_than_the_kept_runs_even_unrecorded_ones(project):
     project.run_json("base")
     _age_everything(project.root / "cache", 3 * 3600)
