@@ -15,6 +15,7 @@ import math
 import multiprocessing
 import pickle
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -93,13 +94,15 @@ def run_map(
     shard = task.options.get("shard")
     mine = range(len(items)) if shard is None else [p for p, h in enumerate(items.hashes) if _in_shard(h, shard)]
     pending: dict[str, int] = {}  # the first position of each item not stored yet (duplicates run once)
+    copies: Counter[str] = Counter()  # positions per pending item: progress counts each, as failures do
     cached = 0
     for position in mine:
         item_hash = items.hashes[position]
         if item_hash in index:
             cached += 1
-        elif item_hash not in pending:
-            pending[item_hash] = position
+            continue
+        pending.setdefault(item_hash, position)
+        copies[item_hash] += 1
     state = MapProgress(len(mine), cached, 0, 0, time.monotonic())
     report = (lambda s: progress(task.node, s)) if progress else (lambda s: None)
     report(state)
@@ -112,9 +115,10 @@ def run_map(
                 for position, item_hash in enumerate(result.segment.items):
                     index[item_hash] = (result.segment.object, position)
             failures += result.failures
-            computed = len(result.segment.items) if result.segment else 0
-            state = MapProgress(state.total, state.cached, state.computed + computed,
-                                state.failed + len(result.failures), state.started)
+            computed = sum(copies[h] for h in result.segment.items) if result.segment else 0
+            failed = sum(copies[items.hashes[f.index]] for f in result.failures)
+            state = MapProgress(state.total, state.cached, state.computed + computed, state.failed + failed,
+                                state.started)
             report(state)
     if failures:
         failures = at_every_position(failures, items.hashes, mine)

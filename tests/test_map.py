@@ -403,6 +403,45 @@ def test_map_progress_reaches_the_driver_from_process_pool_workers(mapper):
     assert len(square) > 2  # chunk by chunk, not only at the end
 
 
+DUPLICATES = '''
+from orchestrator import stage
+
+
+@stage(outputs=["words"])
+def words():
+    return ["a", "b", "bad", "a", "bad", "c", "a"]  # "a" three times, "bad" twice
+
+
+@stage(inputs=["words"], outputs=["lengths"], map_over="words", max_item_failures=2)
+def length(words):
+    if words == "bad":
+        raise ValueError("bad word")
+    return len(words)
+'''
+
+
+def test_map_progress_counts_every_copy_of_a_duplicate_item_like_the_failure_message(make_project):
+    import orchestrator
+    from orchestrator.runner import RunObserver
+
+    proj = make_project({"stages/__init__.py": "", "stages/d.py": DUPLICATES, "params/p.yaml": "params: {}\n"})
+
+    class Watch(RunObserver):
+        def __init__(self):
+            self.states = []
+
+        def map_progress(self, node_id, progress):
+            self.states.append(progress)
+
+    watch = Watch()
+    session = orchestrator.open_session("p", project_dir=proj.root)
+    result = session.run(observer=watch, options={"workers": 0})
+    assert result.ok  # two failed positions, two accepted
+    last = watch.states[-1]
+    assert (last.total, last.done, last.computed, last.failed) == (7, 7, 5, 2)  # each item ran once
+    assert orchestrator.load("lengths", params="p", project_dir=proj.root) == [1, 1, None, 1, None, 1, 1]
+
+
 WHERE = '''
 import os, time
 from orchestrator import stage
