@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -25,33 +26,46 @@ class LocalStore(Store):
         super().__init__(root)
         self.url = str(self.root)
         self.objects = self.root / "objects"
-        self._folders: set[Path] = set()
+        self._folders: set[str] = set()
         self._fresh: dict[str, tuple[int, int, int]] = {}  # objects this process stored: (inode, size, mtime)
         _check_owner(self.root)
 
-    def _folder(self, path: Path) -> None:
-        if path not in self._folders:
-            path.mkdir(parents=True, exist_ok=True)
-            self._folders.add(path)
+    def _folder(self, path: Path | str) -> None:
+        folder = str(path)
+        if folder not in self._folders:
+            os.makedirs(folder, exist_ok=True)
+            self._folders.add(folder)
 
+    # records and leases are small and many (one per stage run): read and written with plain os calls on
+    # str paths, at half the cost of pathlib's text layer
     def read_text(self, rel: str) -> str | None:
+        path = f"{self.url}/{rel}"
         try:
-            return (self.root / rel).read_text()
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise StoreError(f"cannot read {self.root / rel}: {exc.strerror or exc}") from exc
+            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        try:
+            with open(fd, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        return data.decode()  # (not UTF-8: a ValueError, which readers take for a damaged record)
 
     def write_text(self, rel: str, text: str) -> None:
         self.prepare()
-        path = self.root / rel
-        staged = self.tmp / f"{os.urandom(16).hex()}.json"
+        path = f"{self.url}/{rel}"
+        staged = f"{self.url}/tmp/{os.urandom(16).hex()}.json"
         try:
-            staged.write_text(text)
-            self._folder(path.parent)
+            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            with open(fd, "wb") as handle:
+                handle.write(text.encode())
+            self._folder(path.rpartition("/")[0])
             os.replace(staged, path)
         except OSError as exc:
-            staged.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(staged)
             raise StoreError(f"cannot write {path}: {exc.strerror or exc}. Is the disk full?") from exc
 
     def create_exclusive(self, rel: str, text: str) -> bool:
