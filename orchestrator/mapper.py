@@ -116,8 +116,8 @@ def run_map(
                     index[item_hash] = (result.segment.object, position)
             failures += result.failures
             computed = sum(copies[h] for h in result.segment.items) if result.segment else 0
-            failed = sum(copies[items.hashes[f.index]] for f in result.failures)
-            state = MapProgress(state.total, state.cached, state.computed + computed, state.failed + failed,
+            raised = sum(copies[items.hashes[f.index]] for f in result.failures)
+            state = MapProgress(state.total, state.cached, state.computed + computed, state.failed + raised,
                                 state.started)
             report(state)
     if failures:
