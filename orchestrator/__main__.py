@@ -1,5 +1,5 @@
 """``python -m orchestrator`` is the ``experiment`` command."""
 
-from .cli import main
+from .console import main
 
 main(prog_name="experiment")

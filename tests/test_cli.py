@@ -231,3 +231,24 @@ def test_a_terminal_gets_the_same_summary_drawn_by_rich_a_log_gets_plain_columns
     assert _rich_rows(shown) == _plain_rows(logged) == {
         "make_numbers": ["cached", "cached", ""], "double_all": ["cached", "cached", ""],
         "shift": ["cached", "cached", ""], "total": ["cached", "cached", ""], "summary": ["", "", "cached"]}
+
+
+GC_STAGES = '''
+import gc
+from orchestrator import stage
+
+
+@stage(outputs=["collector"])
+def collector(round: int = 0):
+    return {"enabled": gc.isenabled(), "threshold": gc.get_threshold()[0]}
+'''
+
+
+@pytest.mark.parametrize("executor", ["local", "process"])
+def test_stages_run_with_the_garbage_collector_on_though_start_up_holds_it_off(make_project, executor):
+    import orchestrator
+
+    proj = make_project({"stages/__init__.py": "", "stages/g.py": GC_STAGES, "params/p.yaml": "params: {}\n"})
+    proj.experiment("run", "p", "--executor", executor)
+    seen = orchestrator.load("collector", params="p", project_dir=proj.root)
+    assert seen == {"enabled": True, "threshold": 700}  # Python's defaults

@@ -152,3 +152,55 @@ def test_a_corrupt_inline_copy_is_a_verify_problem_and_repair_recomputes_it(proj
     project.run_json("base")
     assert project.ran() == ["total"]
 
+
+
+SHOUTING = '''
+from pathlib import Path
+from orchestrator import Cacher, register_cacher, stage
+
+
+class Shout(Cacher):
+    name = "shout"
+    extension = ".txt"
+
+    def save(self, obj, path):
+        Path(path).write_text(obj.upper())
+
+    def load(self, path):
+        return Path(path).read_text()
+
+    def write(self, obj, file):
+        file.write(obj.upper().encode())
+
+    def read(self, file):
+        return file.read().decode()
+
+
+register_cacher(Shout)
+
+
+@stage(outputs=["word"], cachers={"word": "shout"})
+def word():
+    return "hello"
+
+
+@stage(inputs=["word"], outputs=["sentence"])
+def sentence(word):
+    return word + "!"
+'''
+
+
+def test_an_output_kept_inline_still_loads_after_its_cacher_stops_streaming(make_project):
+    proj = make_project({"stages/__init__.py": "", "stages/s.py": SHOUTING, "params/p.yaml": "params: {}\n"})
+    proj.run_json("p")
+    record = next(r for r in LocalStore(proj.root / "cache").records() if r.stage == "word")
+    assert record.outputs["word"].data is not None  # kept inside the key record
+    # same cacher name and version, without write/read: the record is still valid, and loads through a file
+    proj.edit("stages/s.py", "    def write(self, obj, file):\n        file.write(obj.upper().encode())\n\n"
+              "    def read(self, file):\n        return file.read().decode()\n", "")
+    rerun = proj.run_json("p", "--force", "sentence")
+    assert {n["stage"]: n["status"] for n in rerun["nodes"]} == {"word": "cached", "sentence": "ran"}
+    import orchestrator
+
+    assert orchestrator.load("sentence", params="p", project_dir=proj.root) == "HELLO!"
+    assert orchestrator.load("word", params="p", project_dir=proj.root) == "HELLO"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import json
 import sys
 from collections.abc import Callable
@@ -12,6 +13,14 @@ from typing import Any
 import click
 
 CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+SESSION_COMMANDS = ("run", "plan", "dag", "params")  # build a DAG and run no stage before `run` resumes the GC
+
+
+def resume_gc() -> None:
+    """Turn the cyclic GC back on if the console script held it off (see ``orchestrator/console.py``)."""
+    if not gc.isenabled():
+        gc.freeze()  # what start-up built lives as long as the process: never scan it again
+        gc.enable()
 
 
 def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -65,6 +74,8 @@ def main(debug: bool, verbose: int) -> None:
 
     from .plain import LogHandler
 
+    if click.get_current_context().invoked_subcommand not in SESSION_COMMANDS:
+        resume_gc()
     level = logging.WARNING - 10 * min(verbose, 2)
     root = logging.getLogger("orchestrator")
     root.setLevel(level)
@@ -156,6 +167,7 @@ def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
         executor = "process"
     engine_options = dict(session.project.config.get("executor", {}).get(executor, {}))
     engine_options.update({k: v for k, v in (("jobs", jobs), ("address", address)) if v is not None})
+    resume_gc()  # stages are the user's code: they run with the collector on, as anywhere else
     with observer:
         result = session.run(force=force, executor=executor, keep_going=keep_going,
                              observer=None if as_json else observer, executor_options=engine_options,
