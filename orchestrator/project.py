@@ -14,6 +14,7 @@ import importlib.util
 import os
 import pkgutil
 import sys
+import time
 import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -121,6 +122,14 @@ def import_modules(project: Project, names: Iterable[str] | None) -> list[Any]:
     _forget_if_changed(project)
     if names is None:
         names = [str(project.config.get("stages", "stages"))]
+    modules = _import_all(names)
+    if _drop_ambiguous_bytecode(project):  # the code that ran may be older than its source: import afresh
+        modules = _import_all(names)
+    _IMPORTED.update({name: _stamp(path) for name, path in _project_modules(project).items()})
+    return modules
+
+
+def _import_all(names: Iterable[str]) -> list[Any]:
     modules = []
     for name in names:
         module = _import(name)
@@ -128,8 +137,56 @@ def import_modules(project: Project, names: Iterable[str] | None) -> list[Any]:
         if hasattr(module, "__path__"):  # a package: import its submodules too
             for info in pkgutil.walk_packages(module.__path__, prefix=f"{module.__name__}."):
                 modules.append(_import(info.name))
-    _IMPORTED.update({name: _stamp(path) for name, path in _project_modules(project).items()})
     return modules
+
+
+def _process_start() -> float:
+    """When this process started (Linux: from /proc, to 10 ms); elsewhere, when this module was imported."""
+    try:
+        with open("/proc/self/stat", "rb") as handle:
+            ticks = int(handle.read().rsplit(b")", 1)[1].split()[19])  # field 22: start time, in ticks
+        with open("/proc/stat", "rb") as handle:
+            boot = next(int(line.split()[1]) for line in handle if line.startswith(b"btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK") + 1.0  # btime is floored to seconds: err late (see below)
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+
+
+_STARTED = _process_start()
+
+
+def _drop_ambiguous_bytecode(project: Project) -> bool:
+    """Remove the bytecode of project modules that Python may have loaded although their source changed.
+
+    Python trusts a ``.pyc`` whose recorded source mtime (whole seconds) and size match the
+    source. One written in the same second as its source was saved cannot tell a later save in
+    that second, of the same size (``lr = 0.1`` -> ``lr = 0.2``), from the source it compiled:
+    the run would execute the old code under the new code's key. When such a ``.pyc`` was
+    written before this process started, it is removed, and the project's modules are dropped
+    so the caller imports them again from source. Returns whether it removed any. (A start time
+    taken late only ever removes a ``.pyc`` this process wrote in its first second, in the
+    second its source was saved: an import from source then, too.)
+    """
+    ambiguous: list[str] = []
+    for name, path in _project_modules(project).items():
+        cached = getattr(sys.modules.get(name), "__cached__", None)
+        if not cached:
+            continue
+        try:
+            source, compiled = os.stat(path), os.stat(cached)
+        except OSError:
+            continue
+        if int(compiled.st_mtime) <= int(source.st_mtime) and compiled.st_mtime < _STARTED:
+            ambiguous.append(str(cached))
+    if not ambiguous:
+        return False
+    for cached in ambiguous:
+        with contextlib.suppress(OSError):
+            os.unlink(cached)
+    for name in _project_modules(project):
+        del sys.modules[name]
+    importlib.invalidate_caches()
+    return True
 
 
 # project module -> (its file, (mtime_ns, size) when it was imported)

@@ -174,3 +174,26 @@ def test_plan_explains_sets_that_were_served_from_the_cache(project):
     plan = json.loads(project.experiment("plan", "grid", "--set", "n=6", "--json").stdout)
     reasons = {(p["stage"], p["param_set"]): p["reasons"] for p in plan}
     assert reasons[("make_numbers", "grid[scale=1]")] == ["param n 5 -> 6"]
+
+
+def test_an_edit_in_the_second_its_bytecode_was_written_still_runs_the_new_code(project, monkeypatch):
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    import orchestrator
+
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)  # Python writes .pyc files, as on most machines
+    project.run_json("base")
+    project.ran()
+    helpers = project.root / "stages" / "helpers.py"
+    pyc = Path(importlib.util.cache_from_source(str(helpers)))
+    assert pyc.exists()
+    saved = helpers.stat().st_mtime_ns
+    project.edit("stages/helpers.py", "OFFSET = 10", "OFFSET = 11")  # the same size
+    # as if saved in the second its .pyc was written in: Python's check (whole-second mtime, size) passes
+    os.utime(helpers, ns=(saved, saved))
+    os.utime(pyc, ns=(saved + 1000, saved + 1000))
+    project.run_json("base")
+    assert sorted(project.ran()) == ["shift", "summary", "total"]
+    assert orchestrator.load("total", params="base", project_dir=project.root) == 85  # 80 with OFFSET = 10

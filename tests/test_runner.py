@@ -251,8 +251,10 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(make_project):
         ''',
         "params/p.yaml": "params: {}\n",
     })
+    # (a shell's background job inherits SIGINT ignored, and Python keeps it so: as from a terminal, it is not)
     proc = subprocess.Popen([*EXPERIMENT, "run", "p"], cwd=proj.root, env=proj.env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while time.time() < deadline and not proj.log.exists():
         time.sleep(0.05)
