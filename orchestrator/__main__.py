@@ -2,4 +2,4 @@
 
 from .console import main
 
-main(prog_name="experiment")
+main()

@@ -94,7 +94,7 @@ def collect_garbage(store: Store, *, keep_last: int | None = None, older_than: f
         while kept and _reachable_size(kept, sizes) > max_size and now - kept[0].created > grace:
             drop.append(kept.pop(0))
     segments = _segments(store, None if cutoff is None else cutoff)
-    reachable = snapshot | {a.object for r in kept for a in r.outputs.values()}
+    reachable = snapshot | {a.object for r in kept for a in r.outputs.values() if a.data is None}  # (inline: below)
     reachable |= {obj for rel, obj, fresh in segments if fresh}
     garbage = [(h, size) for h, (size, mtime) in sizes.items() if h not in reachable and now - mtime > grace]
     stale_segments = [(rel, obj) for rel, obj, fresh in segments if not fresh]
@@ -128,7 +128,7 @@ def _stale_attempts(store: Store, cutoff: float, leased: set[str]) -> list[Path]
 
 
 def _reachable_size(records: list[Any], sizes: dict[str, tuple[int, float]]) -> int:
-    objects = {a.object for r in records for a in r.outputs.values()}
+    objects = {a.object for r in records for a in r.outputs.values() if a.data is None}
     return sum(sizes[h][0] for h in objects if h in sizes) + _inline_size(records)
 
 

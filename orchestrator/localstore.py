@@ -41,7 +41,7 @@ class LocalStore(Store):
     def read_text(self, rel: str) -> str | None:
         path = f"{self.url}/{rel}"
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -58,7 +58,7 @@ class LocalStore(Store):
         path = f"{self.url}/{rel}"
         staged = f"{self.url}/tmp/{os.urandom(16).hex()}.json"
         try:
-            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             with open(fd, "wb") as handle:
                 handle.write(text.encode())
             self._folder(path.rpartition("/")[0])

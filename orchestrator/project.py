@@ -14,7 +14,6 @@ import importlib.util
 import os
 import pkgutil
 import sys
-import time
 import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DefinitionError, ProjectError
+from .records.environment import process_started
 from .declaration import Stage
 
 __all__ = ["Project", "find_project", "collect_stages"]
@@ -140,43 +140,22 @@ def _import_all(names: Iterable[str]) -> list[Any]:
     return modules
 
 
-def _process_start() -> float:
-    """When this process started (Linux: from /proc, to 10 ms); elsewhere, when this module was imported."""
-    try:
-        with open("/proc/self/stat", "rb") as handle:
-            ticks = int(handle.read().rsplit(b")", 1)[1].split()[19])  # field 22: start time, in ticks
-        with open("/proc/stat", "rb") as handle:
-            boot = next(int(line.split()[1]) for line in handle if line.startswith(b"btime "))
-        return boot + ticks / os.sysconf("SC_CLK_TCK") + 1.0  # btime is floored to seconds: err late (see below)
-    except (OSError, ValueError, IndexError, StopIteration):
-        return time.time()
-
-
-_STARTED = _process_start()
-
-
 def _drop_ambiguous_bytecode(project: Project) -> bool:
     """Remove the bytecode of project modules that Python may have loaded although their source changed.
 
-    Python trusts a ``.pyc`` whose recorded source mtime (whole seconds) and size match the
-    source. One written in the same second as its source was saved cannot tell a later save in
-    that second, of the same size (``lr = 0.1`` -> ``lr = 0.2``), from the source it compiled:
-    the run would execute the old code under the new code's key. When such a ``.pyc`` was
-    written before this process started, it is removed, and the project's modules are dropped
-    so the caller imports them again from source. Returns whether it removed any. (A start time
-    taken late only ever removes a ``.pyc`` this process wrote in its first second, in the
-    second its source was saved: an import from source then, too.)
+    Python trusts a timestamp ``.pyc`` whose recorded source mtime (whole seconds) and size match
+    the source. One written in the same second as its source was saved cannot tell a later save in
+    that second, of the same size (``lr = 0.1`` -> ``lr = 0.2``), from the source it compiled: the
+    run would execute the old code under the new code's key. Such a ``.pyc``, when written
+    before this process started, is removed, and the project's modules are dropped so that the
+    caller imports them again from source, before any key is computed (their module-level code
+    has then run twice). Returns whether it removed any.
     """
+    started = process_started()
     ambiguous: list[str] = []
     for name, path in _project_modules(project).items():
         cached = getattr(sys.modules.get(name), "__cached__", None)
-        if not cached:
-            continue
-        try:
-            source, compiled = os.stat(path), os.stat(cached)
-        except OSError:
-            continue
-        if int(compiled.st_mtime) <= int(source.st_mtime) and compiled.st_mtime < _STARTED:
+        if cached and _ambiguous(path, str(cached), started):
             ambiguous.append(str(cached))
     if not ambiguous:
         return False
@@ -187,6 +166,22 @@ def _drop_ambiguous_bytecode(project: Project) -> bool:
         del sys.modules[name]
     importlib.invalidate_caches()
     return True
+
+
+def _ambiguous(source: str, cached: str, started: float) -> bool:
+    """A timestamp .pyc that Python accepts for ``source``, written in its mtime's second, before ``started``."""
+    try:
+        with open(cached, "rb") as handle:
+            header = handle.read(16)  # magic, flags, source mtime (s), source size
+        compiled, stat = os.stat(cached), os.stat(source)
+    except OSError:
+        return False
+    if len(header) < 16 or header[:4] != importlib.util.MAGIC_NUMBER or int.from_bytes(header[4:8], "little"):
+        return False  # not this Python's, or hash-based (checked by content)
+    mtime, size = int.from_bytes(header[8:12], "little"), int.from_bytes(header[12:16], "little")
+    if (mtime, size) != (int(stat.st_mtime) & 0xFFFFFFFF, stat.st_size & 0xFFFFFFFF):
+        return False  # Python rejects it and compiles the source
+    return int(compiled.st_mtime) == int(stat.st_mtime) and compiled.st_mtime < started
 
 
 # project module -> (its file, (mtime_ns, size) when it was imported)

@@ -110,7 +110,8 @@ class Project:
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["RUNS_LOG"] = str(self.log)
-        env.pop("ORCHESTRATOR_CACHE_DIR", None)
+        for name in ("ORCHESTRATOR_CACHE_DIR", "FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "COLUMNS"):
+            env.pop(name, None)  # (the color and terminal ones: output is the plain kind, as a pipe gets)
         return env
 
     def experiment(self, *args: str, check: int | None = 0, timeout: float = 120) -> subprocess.CompletedProcess[str]:

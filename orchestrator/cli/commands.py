@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import json
 import sys
 from collections.abc import Callable
@@ -12,15 +11,10 @@ from typing import Any
 
 import click
 
+from ..console import resume_gc
+
 CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-SESSION_COMMANDS = ("run", "plan", "dag", "params")  # build a DAG and run no stage before `run` resumes the GC
-
-
-def resume_gc() -> None:
-    """Turn the cyclic GC back on if the console script held it off (see ``orchestrator/console.py``)."""
-    if not gc.isenabled():
-        gc.freeze()  # what start-up built lives as long as the process: never scan it again
-        gc.enable()
+SESSION_COMMANDS = ("run", "plan", "dag")  # they resume the GC themselves, after the library's imports
 
 
 def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -75,7 +69,7 @@ def main(debug: bool, verbose: int) -> None:
     from .plain import LogHandler
 
     if click.get_current_context().invoked_subcommand not in SESSION_COMMANDS:
-        resume_gc()
+        resume_gc()  # (console.py)
     level = logging.WARNING - 10 * min(verbose, 2)
     root = logging.getLogger("orchestrator")
     root.setLevel(level)
@@ -149,6 +143,7 @@ def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
     from ..api import open_session
     from . import plain
 
+    resume_gc()  # before the user's modules are imported
     session = open_session(names, overrides=overrides, targets=targets or None, cache_dir=cache_dir)
     if dry_run:
         from . import render
@@ -167,7 +162,6 @@ def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
         executor = "process"
     engine_options = dict(session.project.config.get("executor", {}).get(executor, {}))
     engine_options.update({k: v for k, v in (("jobs", jobs), ("address", address)) if v is not None})
-    resume_gc()  # stages are the user's code: they run with the collector on, as anywhere else
     with observer:
         result = session.run(force=force, executor=executor, keep_going=keep_going,
                              observer=None if as_json else observer, executor_options=engine_options,
@@ -207,6 +201,7 @@ def plan(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str,
     from ..api import open_session
     from . import render
 
+    resume_gc()  # before the user's modules are imported
     session = open_session(names, overrides=overrides, targets=targets or None, cache_dir=cache_dir)
     render.plan(session, session.plan(force), as_json=as_json)
 
@@ -223,6 +218,7 @@ def dag(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
     from ..api import open_session
     from . import render
 
+    resume_gc()  # before the user's modules are imported
     session = open_session(names, overrides=overrides, targets=targets or None, cache_dir=cache_dir)
     click.echo(render.dag_text(session, "json" if as_json else fmt))
 

@@ -8,10 +8,10 @@ drops.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
-import shutil
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -42,13 +42,29 @@ MATRIX_SETS = 8  # up to this many param sets, the table is stage x param set
 
 
 def terminal(stream: IO[str]) -> bool:
-    """Whether ``stream`` is a terminal, or ``FORCE_COLOR`` asks to treat it as one (as rich does)."""
-    if os.environ.get("FORCE_COLOR"):
-        return True
+    """Whether ``stream`` is a terminal, as rich decides it: ``TTY_COMPATIBLE=0/1``, then a non-empty
+    ``FORCE_COLOR`` (https://force-color.org), then ``isatty()``."""
+    compatible = os.environ.get("TTY_COMPATIBLE", "")
+    if compatible in ("0", "1"):
+        return compatible == "1"
+    force = os.environ.get("FORCE_COLOR")
+    if force is not None:
+        return force != ""
     try:
         return stream.isatty()
     except (AttributeError, ValueError):  # a closed or file-like stream
         return False
+
+
+def width() -> int:
+    """The columns to fit the summary in, as rich measures them: ``COLUMNS``, else the first of stdin,
+    stdout and stderr that is a terminal, else 80."""
+    with contextlib.suppress(KeyError, ValueError):
+        return int(os.environ["COLUMNS"])
+    for fd in (0, 1, 2):
+        with contextlib.suppress(OSError):
+            return os.get_terminal_size(fd).columns
+    return 80
 
 
 class LogHandler(logging.Handler):
@@ -240,7 +256,7 @@ def _frames(traceback: str, kind: str) -> str:
 
 def summary(result: RunResult, command: str) -> None:
     """Print the end-of-run summary as plain text on stdout."""
-    grid = summary_grid(result, shutil.get_terminal_size((80, 24)).columns)
+    grid = summary_grid(result, width())
     parts = [summary_head(result), [(grid_text(grid), "")], *failure_lines(result, command)]
     sys.stdout.write("".join("".join(text for text, _ in line) + "\n" for line in parts))
 

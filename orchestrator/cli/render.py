@@ -21,10 +21,19 @@ from ..api import Session
 from ..dag import Node
 from ..params import Experiment
 from ..planner import Action, Decision, Plan
-from ..runner import RunResult
+from ..runner import NodeOutcome, RunResult
 from ..store import Store
-from .plain import DETAIL_LIMIT, STYLE, Cell, Grid, StatusLines, column_widths, failure_lines, summary_grid, \
-    summary_head
+from .plain import (
+    DETAIL_LIMIT,
+    STYLE,
+    Cell,
+    Grid,
+    StatusLines,
+    column_widths,
+    failure_lines,
+    summary_grid,
+    summary_head,
+)
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
@@ -74,7 +83,7 @@ class ProgressObserver(StatusLines):
     def map_progress(self, node_id: str, progress: Any) -> None:
         self.map_state = progress
 
-    def node_finished(self, outcome: Any) -> None:
+    def node_finished(self, outcome: NodeOutcome) -> None:
         self.current = ""
         super().node_finished(outcome)
 

@@ -7,11 +7,13 @@ simply records no commit.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
 import shlex
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,6 +68,24 @@ def _start_ticks(pid: int) -> str:
     # the command name (field 2) may contain spaces; fields after its closing parenthesis are fixed
     fields = text.rsplit(")", 1)[-1].split()
     return fields[19] if len(fields) > 19 else ""
+
+
+@functools.cache
+def process_started() -> float:
+    """When this process started, in seconds since the epoch, never early (Linux: /proc); elsewhere, now.
+
+    Boot time is given in whole seconds and the start in clock ticks: the sum is rounded up.
+    """
+    ticks = _start_ticks(os.getpid())
+    try:
+        with open("/proc/stat", "rb") as handle:
+            boot = next(int(line.split()[1]) for line in handle if line.startswith(b"btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+    if not ticks:
+        return time.time()
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    return boot + int(ticks) * tick + 1.0 + tick
 
 
 def hostname() -> str:
