@@ -153,10 +153,12 @@ def _drop_ambiguous_bytecode(project: Project) -> bool:
     """
     started = process_started()
     ambiguous: list[str] = []
-    for name, path in _project_modules(project).items():
-        cached = getattr(sys.modules.get(name), "__cached__", None)
-        if cached and _ambiguous(path, str(cached), started):
-            ambiguous.append(str(cached))
+    for path in _project_modules(project).values():
+        if not path.endswith(".py"):
+            continue
+        cached = importlib.util.cache_from_source(path)
+        if _ambiguous(path, cached, started):
+            ambiguous.append(cached)
     if not ambiguous:
         return False
     for cached in ambiguous:
