@@ -123,9 +123,11 @@ def import_modules(project: Project, names: Iterable[str] | None) -> list[Any]:
     if names is None:
         names = [str(project.config.get("stages", "stages"))]
     modules = _import_all(names)
-    if _drop_ambiguous_bytecode(project):  # the code that ran may be older than its source: import afresh
+    local = _project_modules(project)
+    if _drop_ambiguous_bytecode(local):  # the code that ran may be older than its source: import afresh
         modules = _import_all(names)
-    _IMPORTED.update({name: _stamp(path) for name, path in _project_modules(project).items()})
+        local = _project_modules(project)
+    _IMPORTED.update({name: _stamp(path) for name, path in local.items()})
     return modules
 
 
@@ -140,7 +142,7 @@ def _import_all(names: Iterable[str]) -> list[Any]:
     return modules
 
 
-def _drop_ambiguous_bytecode(project: Project) -> bool:
+def _drop_ambiguous_bytecode(local: Mapping[str, str]) -> bool:
     """Remove the bytecode of project modules that Python may have loaded although their source changed.
 
     Python trusts a timestamp ``.pyc`` whose recorded source mtime (whole seconds) and size match
@@ -153,7 +155,7 @@ def _drop_ambiguous_bytecode(project: Project) -> bool:
     """
     started = process_started()
     ambiguous: list[str] = []
-    for path in _project_modules(project).values():
+    for path in local.values():
         if not path.endswith(".py"):
             continue
         cached = importlib.util.cache_from_source(path)
@@ -164,8 +166,8 @@ def _drop_ambiguous_bytecode(project: Project) -> bool:
     for cached in ambiguous:
         with contextlib.suppress(OSError):
             os.unlink(cached)
-    for name in _project_modules(project):
-        del sys.modules[name]
+    for name in local:  # the project's modules (``_project_modules``): all of them, so none keeps an old one
+        sys.modules.pop(name, None)
     importlib.invalidate_caches()
     return True
 
