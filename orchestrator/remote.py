@@ -12,6 +12,7 @@ or, as JSON, from ``$ORCHESTRATOR_STORAGE_OPTIONS`` (passed to fsspec).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -36,6 +37,17 @@ OPTIONS_ENV = "ORCHESTRATOR_STORAGE_OPTIONS"
 DEFAULT_SIZE = 20 * 1024**3
 CHUNK = 16 * 1024 * 1024  # transfer block: bounds memory per upload/download
 
+
+
+def _precondition_failed(exc: OSError) -> bool:
+    """Whether S3 refused an exclusive create (``If-None-Match: *``) because the key exists: 412.
+
+    s3fs turns that answer into FileExistsError only when the server names the condition; others
+    (SeaweedFS, some MinIO versions) leave an ``EINVAL`` OSError caused by the botocore error.
+    """
+    response = getattr(exc.__cause__, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return code in ("PreconditionFailed", "412") or (exc.errno == errno.EINVAL and "pre-condition" in str(exc))
 
 class RemoteStore(Store):
     """A store on any fsspec filesystem; ``root`` is this machine's local working folder."""
@@ -82,8 +94,9 @@ class RemoteStore(Store):
                 handle.write(text.encode())
         except FileExistsError:
             return False
-        except OSError as exc:  # S3 servers answer an existing key with a failed precondition
-            if self.fs.exists(self._full(rel)):
+        except OSError as exc:
+            # the key existed when we wrote (then it may be gone already: a lease released since)
+            if _precondition_failed(exc) or self.fs.exists(self._full(rel)):
                 return False
             raise StoreError(f"cannot create {self.url}/{rel}: {exc}") from exc
         return True

@@ -69,6 +69,21 @@ def test_store_primitives_and_exclusive_create(bucket, tmp_path):
     assert (path / "f.txt").read_text() == "in a folder"
 
 
+def test_exclusive_create_of_a_key_released_at_once_is_refused_not_an_error(bucket, tmp_path, monkeypatch):
+    from orchestrator.store import open_store
+
+    store = open_store(bucket, tmp_path / "local")
+    assert store.create_exclusive("leases/k.00000000.json", "holder")
+    real_exists = store.fs.exists
+
+    def released_meanwhile(path):  # the holder releases between our refused write and any second look
+        store.delete("leases/k.00000000.json")
+        return real_exists(path)
+
+    monkeypatch.setattr(store.fs, "exists", released_meanwhile)
+    assert store.create_exclusive("leases/k.00000000.json", "contender") is False  # it existed when we wrote
+
+
 def test_concurrent_runs_on_s3_compute_shared_stage_once(project, bucket):
     env = {**project.env(), **{k: v for k, v in __import__("os").environ.items() if k.startswith(("AWS_", "ORCH"))}}
     procs = [subprocess.Popen([*EXPERIMENT, "run", "base", "--cache-dir", bucket, "--json"], cwd=project.root,
