@@ -38,7 +38,6 @@ DEFAULT_SIZE = 20 * 1024**3
 CHUNK = 16 * 1024 * 1024  # transfer block: bounds memory per upload/download
 
 
-
 def _precondition_failed(exc: OSError) -> bool:
     """Whether S3 refused an exclusive create (``If-None-Match: *``) because the key exists: 412.
 
@@ -48,6 +47,7 @@ def _precondition_failed(exc: OSError) -> bool:
     response = getattr(exc.__cause__, "response", None)
     code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
     return code in ("PreconditionFailed", "412") or (exc.errno == errno.EINVAL and "pre-condition" in str(exc))
+
 
 class RemoteStore(Store):
     """A store on any fsspec filesystem; ``root`` is this machine's local working folder."""

@@ -209,7 +209,12 @@ def _in_terminal(project, *args: str) -> str:
         chunks.append(chunk)
     os.close(master)
     assert proc.wait(timeout=120) == 0
-    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode().replace("\r", ""))
+    return _plain_text(b"".join(chunks).decode().replace("\r", ""))
+
+
+def _plain_text(shown: str) -> str:
+    """Terminal output without its escape sequences (colours, cursor moves)."""
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)
 
 
 def test_the_run_summary_is_a_stage_by_param_set_table(project):
@@ -253,3 +258,16 @@ def test_stages_see_the_garbage_collector_as_python_sets_it_and_a_logged_run_loa
                              capture_output=True, text=True, check=True).stdout
     seen = orchestrator.load("process", params="p", project_dir=proj.root)
     assert seen == {"gc": True, "threshold": json.loads(default), "rich": False}
+
+
+def test_the_plain_summary_fits_columns_and_force_color_asks_for_the_terminal_form(project):
+    project.experiment("run", "grid")
+
+    def run_with(**extra: str) -> str:
+        return subprocess.run([*EXPERIMENT, "run", "grid"], cwd=project.root, env={**project.env(), **extra},
+                              capture_output=True, text=True, check=True).stdout
+
+    narrow = run_with(COLUMNS="40")  # stage x 3 sets does not fit 40 columns: counts per stage instead
+    assert _plain_rows(narrow)["double_all"] == ["2", "0.0"] and "scale=1" not in narrow
+    forced = run_with(FORCE_COLOR="1", COLUMNS="160")  # a pipe, but the user asked for the terminal's table
+    assert "\x1b[" in forced and _rich_rows(_plain_text(forced))["summary"] == ["", "", "cached"]
