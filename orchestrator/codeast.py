@@ -1,4 +1,9 @@
-"""Normalized code: ASTs without docstrings, comments or positions, and what they reference (pure)."""
+"""Normalized code: syntax trees without docstrings, comments or positions (pure).
+
+The *content* of a function or class is hashed from its normalized syntax tree, so
+comments, docstrings and formatting never change a key; what the code *refers to* is
+read from its bytecode instead (:mod:`orchestrator.coderefs`).
+"""
 
 from __future__ import annotations
 
@@ -9,22 +14,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = [
-    "CTX_NAMES",
-    "LAUNCHERS",
-    "all_args",
-    "attribute_chain",
-    "code_struct",
-    "ctx_usage",
-    "find_definition",
-    "normalized_ast",
-    "plain_value",
-    "relative",
-    "strip_docstrings",
-]
+__all__ = ["LAUNCHERS", "find_definition", "launched_scripts", "normalized_ast", "relative", "strip_docstrings"]
 
-SIMPLE = (type(None), bool, int, float, str, bytes, complex)
-LAUNCHERS = frozenset({"torchrun", "run_script"})  # ctx methods whose first literal arg is a script
+LAUNCHERS = frozenset({"torchrun"})  # ctx methods whose first literal argument is a script
 
 
 def strip_docstrings(tree: ast.AST) -> ast.AST:
@@ -47,66 +39,30 @@ def normalized_ast(source: str) -> str:
     return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
 
-def plain_value(value: Any, refs: list[Any]) -> Any:
-    """Convert simple containers of simple values for hashing; raise TypeError otherwise.
-
-    Functions and classes inside the containers are replaced by their names and appended
-    to ``refs`` so that their code is fingerprinted too.
-    """
-    if isinstance(value, SIMPLE):
-        return value if not isinstance(value, complex) else repr(value)
-    if isinstance(value, (types.FunctionType, type)):
-        refs.append(value)
-        return f"<code {value.__module__}:{value.__qualname__}>"
-    if isinstance(value, (list, tuple)):
-        return [type(value).__name__, [plain_value(v, refs) for v in value]]
-    if isinstance(value, (set, frozenset)):
-        return ["set", sorted(repr(plain_value(v, refs)) for v in value)]
-    if isinstance(value, dict):
-        return {repr(k): plain_value(v, refs) for k, v in value.items()}
-    raise TypeError(type(value).__name__)
-
-
 def find_definition(index: dict[str, list[ast.AST]], obj: Any) -> ast.AST | None:
-    """The def/class node of ``obj`` among its module's definitions (by name and first line), or None."""
-    name = getattr(obj, "__name__", "")
+    """The def/class node of ``obj`` among its module's definitions, or None.
+
+    A function is found by its *code's* name and first line (``functools.wraps`` rewrites
+    ``__name__`` to the wrapped function's, never ``co_name``); a class by its name, when
+    only one class of that name exists in the module.
+    """
     code = getattr(obj, "__code__", None)
-    kinds = (ast.FunctionDef, ast.AsyncFunctionDef) if code is not None else (ast.ClassDef,)
-    matches = [n for n in index.get(name, ()) if isinstance(n, kinds)]
-    if code is not None:
+    if isinstance(code, types.CodeType):
         line = code.co_firstlineno
-        matches = [n for n in matches if line in (n.lineno, *(d.lineno for d in n.decorator_list))]
+        matches = [
+            n for n in index.get(code.co_name, ())
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and line in (n.lineno, *(d.lineno for d in n.decorator_list))
+        ]
+    else:
+        matches = [n for n in index.get(getattr(obj, "__name__", ""), ()) if isinstance(n, ast.ClassDef)]
     return matches[0] if len(matches) == 1 else None
 
 
-def all_args(node: ast.arguments) -> list[ast.arg]:
-    args = [*node.posonlyargs, *node.args, *node.kwonlyargs]
-    args += [a for a in (node.vararg, node.kwarg) if a is not None]
-    return args
-
-
-def attribute_chain(node: ast.Attribute) -> list[str]:
-    chain: list[str] = []
-    current: ast.AST = node
-    while isinstance(current, ast.Attribute):
-        chain.append(current.attr)
-        current = current.value
-    if not isinstance(current, ast.Name):
-        return []
-    chain.append(current.id)
-    return chain[::-1]
-
-
-CTX_NAMES = frozenset({"ctx", "context"})
-
-
-def ctx_usage(nodes: Iterable[ast.AST]) -> tuple[set[str], list[str]]:
-    """The ``ctx`` attributes read among ``nodes`` (an ``ast.walk``), and the scripts launched by literal path."""
-    uses: set[str] = set()
+def launched_scripts(nodes: Iterable[ast.AST]) -> list[str]:
+    """Scripts launched by a literal path among ``nodes`` (an ``ast.walk``): ``ctx.torchrun("x.py")``."""
     scripts: list[str] = []
     for node in nodes:
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in CTX_NAMES:
-            uses.add(node.attr)
         if (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Attribute)
@@ -116,14 +72,7 @@ def ctx_usage(nodes: Iterable[ast.AST]) -> tuple[set[str], list[str]]:
             and isinstance(node.args[0].value, str)
         ):
             scripts.append(node.args[0].value)
-    return uses, scripts
-
-
-def code_struct(code: Any) -> Any:
-    if code is None:
-        return None
-    consts = [code_struct(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
-    return [code.co_code, consts, list(code.co_names)]
+    return scripts
 
 
 def relative(path: Path, root: Path) -> str:

@@ -158,7 +158,9 @@ def _node(
     refs: tuple[InputRef, ...],
     fingerprint: CodeFingerprint,
 ) -> Node:
-    key_params = dict(params)
+    # a default that is a function or class is code: its fingerprint covers it (the stage's defaults)
+    key_params = {k: (["code", f"{getattr(v, '__module__', '')}:{getattr(v, '__qualname__', '')}"]
+                      if callable(v) else v) for k, v in params.items()}
     base_seed = set_values.get("seed", 0) if param_set != ALL else 0
     if "params" in fingerprint.ctx_uses:
         key_params["ctx.params"] = set_values
@@ -277,6 +279,14 @@ def _bind(stage: Stage, param_set: ParamSet) -> dict[str, Any]:
     for param in stage.all_params:
         if param.name in param_set.values:
             value = param_set.values[param.name]
+            if callable(value):
+                raise ParamsError(
+                    f"param {param.name!r} of param set {param_set.name!r} (stage {stage.name!r}) is "
+                    f"{getattr(value, '__qualname__', type(value).__name__)!r}, a function or class: params are "
+                    "data, and their values are hashed into the key. Fix: make it the param's default in the "
+                    "stage (a default function is tracked as code), or pass a name and look the function up "
+                    "in a dict in the stage's module."
+                )
             _check_type(stage, param, value, param_set.name)
             if _label(param.annotation) == "float" and type(value) is int:
                 value = float(value)  # lr=1 and lr=1.0 are the same param value, and the same key

@@ -17,7 +17,7 @@ from typing import Any
 
 import xxhash
 
-SCHEME = "orchestrator-key-v1"
+SCHEME = "orchestrator-key-v2"
 CHUNK = 1 << 20  # bytes read per call when hashing files that cannot be mapped
 WINDOW = 64 << 20  # bytes of a file mapped at a time when hashing it
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from .cachers import get_cacher
 from .dag import Node
-from .fingerprint import CodeFingerprint
+from .fingerprint import WHOLE_MODULE, CodeFingerprint
 from .hashing import SCHEME, hash_struct
 
 __all__ = ["KeyParts", "changes", "code_label", "input_label", "key_parts", "map_key"]
@@ -104,7 +104,7 @@ def changes(old: Mapping[str, Any] | None, new: KeyParts, own_label: str = "") -
     for label in sorted(set(old_code) | set(new.code)):
         if old_code.get(label) == new.code.get(label):
             continue
-        name = label.split(":", 1)[-1]
+        name = label if WHOLE_MODULE in label else label.split(":", 1)[-1]
         if label == "version":
             reasons.append("version bumped")
         elif label.startswith("script:"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from .hashing import hash_file, hash_struct
 
@@ -20,14 +21,20 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def hash_tree(folder: Path) -> tuple[str, int]:
-    """Content hash and total size of a folder (relative paths, file hashes, exec bits)."""
-    entries = []
+    """Content hash and total size of a folder (relative paths, file hashes, exec bits, empty folders).
+
+    An empty folder is an entry of its own, so two folders that differ only by one hash
+    differently (a folder holding files is implied by their paths).
+    """
+    entries: list[list[Any]] = []
     size = 0
     for path in sorted(folder.rglob("*")):
         if path.is_file():
             stat = path.stat()
             size += stat.st_size
             entries.append([path.relative_to(folder).as_posix(), hash_file(path), bool(stat.st_mode & 0o111)])
+        elif path.is_dir() and not any(path.iterdir()):
+            entries.append([path.relative_to(folder).as_posix(), "empty folder"])
     return hash_struct(["Tree", entries]), size
 
 

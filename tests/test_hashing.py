@@ -11,7 +11,7 @@ from orchestrator.hashing import CHUNK, SCHEME, hash_bytes, hash_file, hash_stru
 
 def test_golden_hashes_stay_the_same():
     """Changing these invalidates every user's cache: bump SCHEME instead and update on purpose."""
-    assert SCHEME == "orchestrator-key-v1"
+    assert SCHEME == "orchestrator-key-v2"
     assert hash_bytes(b"orchestrator") == "73e4f1652612841ca6000244e7fdda62"
     assert hash_struct(["StageKey", 1, 2.5, None, True, {"b": [1], "a": "x"}]) == "792ee7a98daecd733cce27a471f9ae3a"
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .base import Cacher, register_cacher
+from .stable import stable
 
 __all__ = ["register_all"]
 
@@ -38,7 +39,7 @@ class PickleCacher(_Streamed):
     def write(self, obj: Any, file: IO[bytes]) -> None:
         import cloudpickle
 
-        cloudpickle.dump(obj, file, protocol=pickle.HIGHEST_PROTOCOL)
+        cloudpickle.dump(stable(obj), file, protocol=pickle.HIGHEST_PROTOCOL)
 
     def read(self, file: IO[bytes]) -> Any:
         return pickle.load(file)
@@ -206,7 +207,9 @@ class TorchCacher(Cacher):
     def save(self, obj: Any, path: Path) -> None:
         import torch
 
-        torch.save(obj, path)
+        # through a handle: saved to a path, the archive embeds the file's (random staging) name
+        with open(path, "wb") as handle:
+            torch.save(obj, handle)
 
     def load(self, path: Path) -> Any:
         import torch

@@ -129,7 +129,9 @@ def plan(session: Session, the_plan: Plan, *, as_json: bool) -> None:
     decisions = list(the_plan.decisions.values())
     if as_json:
         click.echo(json.dumps([{"stage": d.stage, "param_set": d.param_set, "action": d.action.value,
-                                "key": d.key, "reasons": list(d.reasons)} for d in decisions], indent=1))
+                                "key": d.key, "reasons": list(d.reasons),
+                                "conservative": list(session.fingerprints[d.stage].conservative)}
+                               for d in decisions], indent=1))
         return
     stage_width, set_width = column_widths(session.dag)
     for decision in decisions:
@@ -139,6 +141,9 @@ def plan(session: Session, the_plan: Plan, *, as_json: bool) -> None:
         out.print(Text.assemble((f"  {decision.action.value:<9}", STYLE[decision.action]),
                                 (f"{decision.stage:<{stage_width}}  ", "bold"),
                                 f"{decision.param_set:<{set_width}}  ", (reasons, "dim")))
+    for stage in dict.fromkeys(d.stage for d in decisions):  # keys that stand on a whole module
+        for label in session.fingerprints[stage].conservative:
+            out.print(Text(f"  note: {stage}: code: {label}; any edit of that module reruns {stage}", style="yellow"))
     counts = ", ".join(f"{the_plan.count(a)} {a.value.lower()}" for a in Action)
     out.print(f"{len(decisions)} nodes: {counts}")
 
