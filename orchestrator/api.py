@@ -121,11 +121,7 @@ def open_session(
             "with @stage, or list the right modules under stages: in the param file."
         )
     fingerprinter = Fingerprinter(project.root)
-    fingerprints = {
-        name: fingerprinter.stage(stage.fn, version=stage.version, scripts=stage.scripts,
-                                  extra=tuple(stage.hooks.values()))
-        for name, stage in stages.items()
-    }
+    fingerprints = {name: fingerprinter.of_stage(stage) for name, stage in stages.items()}
     store = open_store(project.cache_dir(cache_dir))
     sources = {name: source_digest(project.root, str(s.options["glob"]), store)
                for name, s in stages.items() if s.options.get("glob")}

@@ -47,6 +47,7 @@ def find_definition(index: dict[str, list[ast.AST]], obj: Any) -> ast.AST | None
     only one class of that name exists in the module.
     """
     code = getattr(obj, "__code__", None)
+    matches: list[ast.AST]
     if isinstance(code, types.CodeType):
         line = code.co_firstlineno
         matches = [

@@ -33,7 +33,7 @@ from .hashing import hash_bytes, hash_struct
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CodeFingerprint", "Fingerprinter", "WHOLE_MODULE"]
+__all__ = ["CodeFingerprint", "Fingerprinter", "WHOLE_MODULE", "fingerprint_of"]
 
 #: marks the label of a part that hashes a whole module (the conservative fallback)
 WHOLE_MODULE = " (whole module: "
@@ -80,9 +80,9 @@ class Fingerprinter:
         self._local_files: dict[str, bool] = {}
         self._content: dict[int, tuple[Any, str, tuple[str, ...]]] = {}
         self._scripts: dict[Path, tuple[str, list[Path]]] = {}
-        self._module_trees: dict[str, ast.Module | None] = {}
-        self._sources: dict[str, tuple[str, types.CodeType | None]] = {}
-        self._index: dict[str, dict[str, list[ast.AST]]] = {}
+        self._module_trees: dict[str, tuple[Any, ast.Module | None]] = {}
+        self._sources: dict[str, tuple[Any, str, types.CodeType | None]] = {}
+        self._index: dict[str, tuple[Any, dict[str, list[ast.AST]]]] = {}
 
     # -- public ------------------------------------------------------------------------
     def stage(
@@ -103,6 +103,10 @@ class Fingerprinter:
         seen = walk.names | walk.strings
         ctx_uses = frozenset(use for use in ("params", "seed") if use in seen)
         return CodeFingerprint(digest, parts, ctx_uses, tuple(found_scripts))
+
+    def of_stage(self, stage: Any) -> CodeFingerprint:
+        """The fingerprint of a declared :class:`~orchestrator.declaration.Stage`."""
+        return self.stage(stage.fn, version=stage.version, scripts=stage.scripts, extra=tuple(stage.hooks.values()))
 
     def script(self, path: Path) -> dict[str, str]:
         """Fingerprint parts of an external script and the project-local modules it imports."""
@@ -198,35 +202,40 @@ class Fingerprinter:
 
     def _definitions(self, module_name: str) -> dict[str, list[ast.AST]]:
         """Every def/class node of a project module by name (built once per module)."""
+        tree = self.module_tree(module_name)
         index = self._index.get(module_name)
-        if index is None:
-            index = {}
-            tree = self.module_tree(module_name)
+        if index is None or index[0] is not tree:
+            found: dict[str, list[ast.AST]] = {}
             for node in ast.walk(tree) if tree is not None else ():
                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                    index.setdefault(node.name, []).append(node)
-            self._index[module_name] = index
-        return index
+                    found.setdefault(node.name, []).append(node)
+            index = self._index[module_name] = (tree, found)
+        return index[1]
 
     def module_tree(self, module_name: str) -> ast.Module | None:
-        """The parsed (docstring-free) source of a project-local module, memoized."""
-        if module_name not in self._module_trees:
-            module = sys.modules.get(module_name)
-            tree = None
+        """The parsed (docstring-free) source of a project-local module, memoized per module object.
+
+        A module imported afresh (a notebook's second run after an edit, a long-lived worker)
+        is a new object, and its source is read again.
+        """
+        module = sys.modules.get(module_name)
+        known = self._module_trees.get(module_name)
+        if known is None or known[0] is not module:
+            tree: ast.Module | None = None
             if module is not None and self._is_local_file(getattr(module, "__file__", None)):
                 try:
                     source = importlib.util.decode_source(Path(module.__file__).read_bytes())  # type: ignore[arg-type]
-                    tree = strip_docstrings(ast.parse(source))
+                    tree = strip_docstrings(ast.parse(source))  # type: ignore[assignment]
                 except (OSError, SyntaxError, UnicodeDecodeError):
                     tree = None
-            self._module_trees[module_name] = tree  # type: ignore[assignment]
-        return self._module_trees[module_name]
+            known = self._module_trees[module_name] = (module, tree)
+        return known[1]
 
     def module_source(self, module_name: str) -> tuple[str, types.CodeType | None]:
         """A module's whole normalized source as a digest, and its compiled code (to follow what it reads)."""
+        module = sys.modules.get(module_name)
         found = self._sources.get(module_name)
-        if found is None:
-            module = sys.modules.get(module_name)
+        if found is None or found[0] is not module:
             filename = getattr(module, "__file__", None)
             try:
                 data = Path(filename).read_bytes() if filename else b""
@@ -241,8 +250,8 @@ class Fingerprinter:
                 code = compile(data, filename or "<unknown>", "exec") if data else None
             except (SyntaxError, ValueError):
                 code = None
-            found = self._sources[module_name] = (digest, code)
-        return found
+            found = self._sources[module_name] = (module, digest, code)
+        return found[1], found[2]
 
     # -- external scripts ------------------------------------------------------------------
     def _walk_script(self, path: Path, parts: dict[str, str]) -> None:
@@ -288,6 +297,17 @@ class Fingerprinter:
                     if candidate.is_file() and self._is_local_file(str(candidate)):
                         found.append(candidate.resolve())
         return found
+
+
+_SHARED: dict[str, Fingerprinter] = {}
+
+
+def fingerprint_of(stage: Any, project_root: str) -> CodeFingerprint:
+    """A stage's fingerprint from a process-wide fingerprinter per project (for workers)."""
+    fingerprinter = _SHARED.get(project_root)
+    if fingerprinter is None:
+        fingerprinter = _SHARED[project_root] = Fingerprinter(Path(project_root or "."))
+    return fingerprinter.of_stage(stage)
 
 
 def _no_refs(value: Any, path: str) -> Any:

@@ -51,6 +51,8 @@ class Task:
     options: Mapping[str, Any] = field(default_factory=dict)
     map_key: str = ""
     resources: Mapping[str, Any] = field(default_factory=dict)
+    code: str = ""  # the code fingerprint the key was computed for: a worker in another process checks it
+    code_root: str = ""  # where to import the project's code from, when not project_root (a snapshot)
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,8 @@ class TaskError:
     ``kind`` is ``"stage"`` (the stage raised), ``"outputs"`` (it returned something that
     does not match its declared outputs), ``"cacher"`` (an output could not be stored),
     ``"corrupt"`` (an input object failed verification; ``producer`` names its node),
-    ``"items"`` (items of a map stage failed), ``"sharded"`` (a ``--shard`` run stored its
+    ``"items"`` (items of a map stage failed), ``"code"`` (the worker imported code that does not
+    fingerprint to the key's), ``"sharded"`` (a ``--shard`` run stored its
     share of a map's items; the whole output needs every shard) or ``"worker"`` (the
     worker process died).
     """

@@ -93,7 +93,9 @@ def _execute(task: Task, progress: Callable[[str, Any], None] | None, held: dict
     store = open_store(task.store)
     ctx: StageContext | None = None
     try:
-        stage = resolve_stage(task.module, task.stage, task.project_root)
+        stage = resolve_stage(task.module, task.stage, task.code_root or task.project_root)
+        if task.code:
+            _check_code(task, stage)
         kwargs = _load_inputs(task, store, held)
         ctx = StageContext(
             stage=task.stage,
@@ -131,6 +133,22 @@ def _execute(task: Task, progress: Callable[[str, Any], None] | None, held: dict
     finally:
         if ctx is not None:
             ctx.close()
+
+
+def _check_code(task: Task, stage: Stage) -> None:
+    """The code this process imported is the code the key was computed for, or the node fails."""
+    from .fingerprint import fingerprint_of
+
+    if fingerprint_of(stage, task.code_root or task.project_root).digest != task.code:
+        raise _Failure(TaskError(
+            "code",
+            f"the code of stage {task.stage!r} (or of something it uses) changed after the run planned it: "
+            f"this worker imported code that does not match the key {task.key[:12]}, so nothing was "
+            "stored under it. Fix: run the experiment again (the plan will see the edit); for jobs that "
+            "wait in a queue, keep editing out of the stages until they start, or set snapshot = true "
+            "under [tool.orchestrator.executor.slurm].",
+            "CodeChanged",
+        ))
 
 
 def _call(stage: Stage, kwargs: dict[str, Any]) -> Any:

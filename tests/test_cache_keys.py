@@ -217,3 +217,68 @@ def test_an_edit_reruns_exactly_what_it_changes(outcome, case):
 def test_the_plan_says_where_a_whole_module_stands_in_for_a_value(outcome):
     plan = " ".join(outcome[3].split())
     assert "stages.c22 (whole module: LOCK could not be hashed" in plan
+
+
+def test_the_library_beside_the_stages_is_not_project_code(tmp_path):
+    """A project that holds `orchestrator/` itself (this repository): editing the library reruns nothing."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    root = tmp_path / "repo"
+    shutil.copytree(repo / "orchestrator", root / "orchestrator", ignore=shutil.ignore_patterns("__pycache__"))
+    from conftest import write_files
+
+    write_files(root, {
+        "stages/__init__.py": "",
+        "stages/s.py": '''
+            import orchestrator.hashing
+            from orchestrator import stage
+
+
+            @stage(outputs=["digest"])
+            def digest():
+                return orchestrator.hashing.hash_bytes(b"x")
+        ''',
+        "params/p.yaml": "params: {}\n",
+    })
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    env.pop("ORCHESTRATOR_CACHE_DIR", None)
+
+    def run() -> dict:
+        proc = subprocess.run([sys.executable, "-m", "orchestrator", "run", "p", "--json"], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout)
+
+    run()
+    hashing = root / "orchestrator" / "hashing.py"
+    hashing.write_text(hashing.read_text().replace(
+        "    return xxhash.xxh3_128_hexdigest(data)\n", "    result = xxhash.xxh3_128_hexdigest(data)\n    return result\n", 1))
+    assert "result = xxhash" in hashing.read_text()
+    assert statuses(run()) == {("digest", "p"): "cached"}
+
+
+def test_a_function_given_as_a_param_value_is_a_usage_error_with_the_fix(make_project):
+    proj = make_project({
+        "stages/__init__.py": "",
+        "stages/s.py": '''
+            from orchestrator import stage
+
+
+            def double(x):
+                return 2 * x
+
+
+            @stage(outputs=["out"])
+            def produce(op=double):
+                return op(3)
+        ''',
+        "params/p.py": "import math\n\n\ndef get_params():\n    return [{'name': 'a', 'op': math.sqrt}]\n",
+    })
+    proc = proj.experiment("run", "p", check=2)
+    assert "param 'op' of param set 'a' (stage 'produce') is 'sqrt', a function or class" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -147,3 +147,85 @@ def test_pickle_round_trips_any_value(tmp_path_factory, value):
     cacher = get_cacher("pickle")
     cacher.save(value, path)
     assert cacher.load(path) == value
+
+
+DETERMINISM = r'''
+import json, os, stat, sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from orchestrator.cachers import get_cacher
+from orchestrator.hashing import hash_file
+from orchestrator.localfs import hash_tree
+
+out = Path(sys.argv[1])
+tag = os.environ["PYTHONHASHSEED"]  # file names differ too, as staging names do
+source = out / f"src-{tag}"
+(source / "folder" / "empty").mkdir(parents=True)
+(source / "folder" / "run.sh").write_text("echo hi\n")
+os.chmod(source / "folder" / "run.sh", 0o755)
+(source / "file.txt").write_text("content\n")
+words = {"alpha", "beta", "gamma", "delta", "epsilon"}
+values = {
+    "pickle": {"words": words, "frozen": frozenset(words), "nested": [{"k": {"a", "b", "c"}}], "n": (1, 2.5)},
+    "json": {"b": [1, 2], "a": "x"},
+    "yaml": {"s": sorted(words), "t": {"z": 1, "y": 2}},
+    "text": "héllo",
+    "bytes": b"\x00\x01",
+    "numpy": np.arange(12).reshape(3, 4),
+    "parquet": pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}),
+    "csv": pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}),
+    "torch": {"w": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(2)},
+    "file": source / "file.txt",
+    "dir": source / "folder",
+}
+hashes = {}
+for name, value in values.items():
+    target = out / f"{name}-{tag}-{os.getpid()}"
+    get_cacher(name).save(value, target)
+    hashes[name] = hash_tree(target)[0] if target.is_dir() else hash_file(target)
+print(json.dumps(hashes))
+'''
+
+
+def test_every_builtin_cacher_writes_equal_bytes_for_equal_values_in_any_process(tmp_path):
+    """Two processes with different hash seeds and file names store byte-identical objects."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    runs = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        proc = subprocess.run([sys.executable, "-c", DETERMINISM, str(tmp_path)], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    from orchestrator.cachers.builtin import BUILTINS
+
+    assert set(runs[0]) == {cls.name for cls in BUILTINS}  # every built-in cacher, a new one too
+    different = {name for name in runs[0] if runs[0][name] != runs[1][name]}
+    assert not different, f"different bytes for equal values: {sorted(different)}"
+
+
+def test_a_folder_output_hashes_its_empty_folders_and_exec_bits(tmp_path):
+    from orchestrator.localfs import hash_tree
+
+    def folder(name, *, empty=False, executable=False):
+        root = tmp_path / name
+        (root / "data").mkdir(parents=True)
+        (root / "data" / "x.txt").write_text("x")
+        if empty:
+            (root / "logs").mkdir()
+        if executable:
+            (root / "data" / "x.txt").chmod(0o755)
+        return hash_tree(root)[0]
+
+    plain = folder("a")
+    assert folder("b") == plain
+    assert folder("c", empty=True) != plain
+    assert folder("d", executable=True) != plain

@@ -18,6 +18,7 @@ class LocalExecutor(Executor):
 
     name = "local"
     capacity = 1
+    shares_process = True
 
     def __init__(self, **_: Any) -> None:
         self._handoff = Handoff()  # a consumer run right after its producer gets its output without a reload
