@@ -20,6 +20,7 @@ whole module that defines it, and says so.
 
 from __future__ import annotations
 
+import copyreg
 import enum
 import sys
 import types
@@ -100,7 +101,8 @@ class _Encoder:
     def _reduced(self, value: Any, path: str) -> Any:
         """Any other object, by how pickle would rebuild it."""
         try:
-            reduced = value.__reduce_ex__(4)
+            reducer = copyreg.dispatch_table.get(type(value))  # how pickle does it: re.Pattern registers one
+            reduced = reducer(value) if reducer is not None else value.__reduce_ex__(4)
         except Exception as exc:  # a lock, a file, a generator, a C object without pickle support
             raise Unencodable(f"{type(value).__name__} cannot be pickled ({exc})") from None
         if isinstance(reduced, str):  # a global, pickled by name

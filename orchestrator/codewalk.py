@@ -155,6 +155,8 @@ class Walk:
             function = getattr(attr, "func", None)  # functools.cached_property
             if isinstance(function, types.FunctionType) and not callable(attr):
                 attr = function
+            if isinstance(attr, (types.MemberDescriptorType, types.GetSetDescriptorType)):
+                continue  # a __slots__ entry: the class's source declares it
             dunder = name.startswith("__") and name.endswith("__")
             if isinstance(attr, (types.FunctionType, type)) or not (dunder or name in _CLASS_INTERNALS):
                 self.reach(attr, f"{label}.{name}")
@@ -230,7 +232,9 @@ class Walk:
             self._remember(value, path)
         try:
             encoded = encode_value(value, path, self.reach)
-        except Unencodable as exc:
+        except (Unencodable, RecursionError, Exception) as exc:  # any failure to encode: never a traceback
+            if not isinstance(exc, Unencodable):
+                exc = Unencodable(f"{type(exc).__name__} while encoding it")
             module, _, name = path.partition(":")
             self.whole_module(module, f"{name} could not be hashed: {exc}")
             return path

@@ -151,3 +151,91 @@ def test_decide_against_a_real_store(tmp_path):
 def test_golden_code_fingerprint():
     fp = Fingerprinter(Path(__file__).parent).stage(_fit)
     assert fp.parts == {f"{__name__}:_fit": "c13b31faba965cd4dc56dc7cac3068e0"}
+
+
+EDGE_MODULE = '''
+import collections
+import dataclasses
+import enum
+import functools
+import pathlib
+import re
+import typing
+
+import numpy as np
+
+
+class Color(enum.Enum):
+    RED = 1
+    GREEN = 2
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Cfg:
+    lr: float = 0.1
+    tags: frozenset = frozenset({"alpha", "beta", "gamma", "delta"})
+
+
+class Point(typing.NamedTuple):
+    x: int
+    y: int = 2
+
+
+Pair = collections.namedtuple("Pair", "a b")
+PATTERN = re.compile(r"a+b")
+WORDS = {"alpha", "beta", "gamma", "delta", "epsilon"}
+TABLE = {"b": np.arange(4.0), "a": [1, (2, 3)], "s": frozenset(WORDS)}
+CFG = Cfg()
+SCALE = functools.partial(max, 3)
+SELF = {}
+SELF["me"] = SELF
+
+
+class Child(dict):
+    kind = Color.RED
+
+    @property
+    def prop(self):
+        return self.kind
+
+    @staticmethod
+    def make():
+        return Point(1)
+
+
+def stage_fn():
+    return (Color.GREEN, CFG.lr, Point(1), Pair(1, 2), PATTERN.match("ab"), pathlib.Path("x"), WORDS, TABLE,
+            SCALE(1), SELF, Child().prop, Child.make(), [w for w in WORDS if w in {"alpha", "beta"}])
+'''
+
+DIGEST = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from orchestrator.fingerprint import Fingerprinter
+import edge.m
+fp = Fingerprinter(Path(sys.argv[1])).stage(edge.m.stage_fn)
+print(json.dumps([fp.digest, fp.parts]))
+"""
+
+
+def test_fingerprints_are_the_same_in_every_process(tmp_path):
+    """Sets, enums, dataclasses, patterns, partials, arrays, cycles: no key moves between processes."""
+    import json
+    import os
+    import subprocess
+
+    (tmp_path / "edge").mkdir()
+    (tmp_path / "edge" / "__init__.py").write_text("")
+    (tmp_path / "edge" / "m.py").write_text(EDGE_MODULE)
+    found = []
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONDONTWRITEBYTECODE": "1"}
+        proc = subprocess.run([sys.executable, "-c", DIGEST, str(tmp_path)], env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        found.append(json.loads(proc.stdout))
+    digest, parts = found[0]
+    assert not [label for label in parts if "whole module" in label], parts  # every value encoded
+    assert {"edge.m:WORDS", "edge.m:PATTERN", "edge.m:CFG", "edge.m:SCALE", "edge.m:Child"} <= set(parts)
+    assert all(f == found[0] for f in found[1:])
