@@ -200,12 +200,12 @@ def outcome(tmp_path_factory):
         values = dict(json.loads(line) for line in results.read_text().splitlines()) if results.exists() else {}
     finally:
         os.environ.pop("RESULTS", None)
-    return first, values, {stage: status for (stage, _), status in statuses(second).items()}, plan
+    return first, values, {stage: status for (stage, _), status in statuses(second).items()}, plan, proj
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_an_edit_reruns_exactly_what_it_changes(outcome, case):
-    first, second, status, _ = outcome
+    first, second, status, _, _ = outcome
     assert first[case.name] == case.before
     if case.after is None:
         assert status[case.name] == "cached", f"{case.name} reran for an edit that cannot change it"
@@ -214,9 +214,13 @@ def test_an_edit_reruns_exactly_what_it_changes(outcome, case):
         assert second[case.name] == case.after
 
 
-def test_the_plan_says_where_a_whole_module_stands_in_for_a_value(outcome):
+def test_plan_and_explain_say_where_a_whole_module_stands_in_for_a_value(outcome):
     plan = " ".join(outcome[3].split())
     assert "stages.c22 (whole module: LOCK could not be hashed" in plan
+    assert "note: unhashable_value: code: stages.c22 (whole module" in plan
+    assert "note: two_lambdas" not in plan  # only where it happened
+    explained = " ".join(outcome[4].experiment("explain", "unhashable_value").stdout.split())
+    assert "key is conservative: code: stages.c22 (whole module: LOCK could not be hashed" in explained
 
 
 def test_the_library_beside_the_stages_is_not_project_code(tmp_path):

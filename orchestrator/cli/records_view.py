@@ -149,6 +149,8 @@ def explanations(items: Sequence[Explanation]) -> None:
             out.print(Text(f"    - {change}"))
         if item.recorded_reasons and list(item.recorded_reasons) != list(item.changes):
             out.print(Text(f"  at run time: {'; '.join(item.recorded_reasons)}", style="dim"))
+        for label in item.conservative:
+            out.print(Text(f"  key is conservative: code: {label}; any edit of that module reruns it", style="yellow"))
 
 
 def _lineage_label(node: Lineage, label: str = "") -> Text:

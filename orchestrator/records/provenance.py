@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import RecordNotFound, did_you_mean
+from ..fingerprint import WHOLE_MODULE
 from ..keys import KeyParts, changes
 from .history import History
 from .values import ExecutionRecord, RunRecord, final_metrics
@@ -37,6 +38,8 @@ class Explanation:
     previous_run: str | None = None
     previous_set: str | None = None
     stored_by: str | None = None
+    #: code parts where a whole module stood in for a value the fingerprint could not hash
+    conservative: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -63,8 +66,9 @@ def _explain_one(history: History, run: RunRecord, e: ExecutionRecord) -> Explan
     against = ""
     if previous is not None:
         against = f" (compared with run {previous.run_id}" + (f", param set {compared_set}" if compared_set else "") + ")"
+    conservative = tuple(label for label in (e.parts or {}).get("code", {}) if WHOLE_MODULE in label)
     base = dict(stage=e.stage, param_set=e.param_set, run_id=run.id, status=e.status, key=e.key,
-                changes=tuple(diff), recorded_reasons=e.reasons,
+                changes=tuple(diff), recorded_reasons=e.reasons, conservative=conservative,
                 previous_run=previous.run_id if previous else None, previous_set=compared_set)
     if e.status == "cached":
         origin = history.first_ran(e.key) if e.key else None
