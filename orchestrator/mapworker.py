@@ -57,11 +57,13 @@ class MapWorker:
 
     def __init__(self, spec: WorkerSpec, device: Any) -> None:
         from .context import StageContext
-        from .worker import load_input, resolve_stage
+        from .worker import code_mismatch, load_input, resolve_stage
 
         task = spec.task
         self.spec = spec
-        self.stage = resolve_stage(task.module, task.stage, task.project_root)
+        self.stage = resolve_stage(task.module, task.stage, task.code_root or task.project_root)
+        # a pool process imports the stage afresh: an edit since the run planned it must not run
+        self.mismatch = code_mismatch(task, self.stage)
         self.store = open_store(task.store)
         self.segments = SegmentStore(self.store, task.map_key)
         self.ctx = StageContext(stage=task.stage, param_set=task.param_set, params=task.set_values,
@@ -91,6 +93,8 @@ class MapWorker:
         failures: list[ItemFailure] = []
         step = self.spec.batch_size or 1
         self.call_seconds = timed = []
+        if self.mismatch:
+            return ChunkResult(None, tuple(ItemFailure(p, "CodeChanged", self.mismatch, "") for p in chunk.positions))
         for start in range(0, len(chunk.values), step):
             values = chunk.values[start:start + step]
             positions = chunk.positions[start:start + step]

@@ -177,7 +177,7 @@ class _Driver:
             options=self.options,
             map_key=map_key(decision.parts, node.stage.map_over) if node.stage.map_over and decision.parts else "",
             resources=dict(node.stage.resources),
-            code="" if self.executor.shares_process else self.fingerprints[node.stage.name].digest,
+            code=self.fingerprints[node.stage.name].digest,
         )
 
     def _finish(self, nid: str, decision: Decision, future: Future[TaskResult]) -> None:

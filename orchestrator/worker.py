@@ -34,7 +34,7 @@ from .task import InputSpec, Task, TaskError, TaskResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["execute", "load_input", "resolve_stage"]
+__all__ = ["code_mismatch", "execute", "load_input", "resolve_stage"]
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
@@ -69,18 +69,20 @@ def load_input(store: Store, record: ArtifactRecord, *, as_path: bool, stage: st
 
 
 def execute(task: Task, progress: Callable[[str, Any], None] | None = None,
-            handoff: Handoff | None = None) -> TaskResult:
+            handoff: Handoff | None = None, *, in_process: bool = False) -> TaskResult:
     """Execute ``task``; failures come back as ``TaskResult.error``.
 
     ``progress`` receives map-stage progress (``(node_id, MapProgress)``) when given.
     ``handoff`` (in-process executors) passes the previous task's outputs to this one and
     this one's to the next, so a consumer running right after its producer skips the reload.
+    ``in_process``: the task runs in the driver's process, on the very code objects that were
+    fingerprinted, so the check that the imported code matches ``task.code`` is skipped.
     """
     # the previous task's outputs this one reads; the others are dropped before it starts
     held = handoff.take({s.record.hash for s in task.inputs if not s.as_path}) if handoff is not None else {}
     reset_peak_rss()  # this stage's peak, not the process's whole life (earlier stages, imports)
     with capture(task.log_path):
-        result = _execute(task, progress, held, handoff)
+        result = _execute(task, progress, held, handoff, in_process)
         if result.error is not None:  # a failed stage always leaves a log, ending with why it failed
             error = result.error
             log_only()(f"\n{task.stage} [{task.param_set}] failed: {error.message}\n{error.traceback or ''}")
@@ -88,13 +90,13 @@ def execute(task: Task, progress: Callable[[str, Any], None] | None = None,
 
 
 def _execute(task: Task, progress: Callable[[str, Any], None] | None, held: dict[str, Any],
-             handoff: Handoff | None) -> TaskResult:
+             handoff: Handoff | None, in_process: bool) -> TaskResult:
     started = time.perf_counter()
     store = open_store(task.store)
     ctx: StageContext | None = None
     try:
         stage = resolve_stage(task.module, task.stage, task.code_root or task.project_root)
-        if task.code:
+        if task.code and not in_process:
             _check_code(task, stage)
         kwargs = _load_inputs(task, store, held)
         ctx = StageContext(
@@ -137,18 +139,22 @@ def _execute(task: Task, progress: Callable[[str, Any], None] | None, held: dict
 
 def _check_code(task: Task, stage: Stage) -> None:
     """The code this process imported is the code the key was computed for, or the node fails."""
+    message = code_mismatch(task, stage)
+    if message:
+        raise _Failure(TaskError("code", message, "CodeChanged"))
+
+
+def code_mismatch(task: Task, stage: Stage) -> str:
+    """Why the code this process imported for ``stage`` is not what ``task``'s key was computed for ("" if it is)."""
     from .fingerprint import fingerprint_of
 
-    if fingerprint_of(stage, task.code_root or task.project_root).digest != task.code:
-        raise _Failure(TaskError(
-            "code",
-            f"the code of stage {task.stage!r} (or of something it uses) changed after the run planned it: "
+    if not task.code or fingerprint_of(stage, task.code_root or task.project_root).digest == task.code:
+        return ""
+    return (f"the code of stage {task.stage!r} (or of something it uses) changed after the run planned it: "
             f"this worker imported code that does not match the key {task.key[:12]}, so nothing was "
             "stored under it. Fix: run the experiment again (the plan will see the edit); for jobs that "
             "wait in a queue, keep editing out of the stages until they start, or set snapshot = true "
-            "under [tool.orchestrator.executor.slurm].",
-            "CodeChanged",
-        ))
+            "under [tool.orchestrator.executor.slurm].")
 
 
 def _call(stage: Stage, kwargs: dict[str, Any]) -> Any:

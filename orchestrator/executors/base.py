@@ -30,8 +30,6 @@ class Executor(ABC):
 
     name: ClassVar[str]
     capacity: int = 1
-    #: tasks run in the driver's own process, on the very code objects that were fingerprinted
-    shares_process: ClassVar[bool] = False
     #: set by the driver: called with (node_id, MapProgress) while a map stage runs
     progress: Callable[[str, Any], None] | None = None
 

@@ -18,14 +18,13 @@ class LocalExecutor(Executor):
 
     name = "local"
     capacity = 1
-    shares_process = True
 
     def __init__(self, **_: Any) -> None:
         self._handoff = Handoff()  # a consumer run right after its producer gets its output without a reload
 
     def submit(self, task: Task) -> Future[TaskResult]:
         future: Future[TaskResult] = Future()
-        future.set_result(execute(task, progress=self.progress, handoff=self._handoff))
+        future.set_result(execute(task, progress=self.progress, handoff=self._handoff, in_process=True))
         return future
 
     def idle(self) -> None:
