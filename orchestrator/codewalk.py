@@ -36,6 +36,8 @@ __all__ = ["Walk"]
 
 #: class attributes that are bookkeeping of the type system, not the class's data
 _CLASS_INTERNALS = frozenset({"_abc_impl"})
+#: builtins that read a module's globals by a computed name: the whole module is reachable
+_DYNAMIC = frozenset({"globals", "eval", "exec"})
 
 
 class Walk:
@@ -127,7 +129,11 @@ class Walk:
 
     def _follow_refs(self, refs: CodeRefs, namespace: dict[str, Any], module: str) -> None:
         for name in refs.globals:
+            if name.startswith("__") and name.endswith("__"):
+                continue  # __name__, __file__: where the module is, not what it computes
             if name not in namespace:
+                if name in _DYNAMIC and self.fp.is_local_module(sys.modules.get(module) or types.ModuleType("?")):
+                    self.whole_module(module, f"code reads its globals by name ({name}())")
                 continue  # a builtin, or a name the code defines later
             value = namespace[name]
             if isinstance(value, types.ModuleType):
@@ -136,12 +142,21 @@ class Walk:
                 self.reach(value, f"{module}:{name}")
         for imp in refs.imports:
             self._imported(imp, namespace, refs)
+        for text in refs.strings:  # importlib.import_module("stages.config"), a registry by module path
+            named = self.fp.module_named(text)
+            if named is not None:
+                self.whole_module(named.__name__, "named in a string")
         for imp in refs.bare_imports:
             target = self._import_target(imp, namespace)
             if isinstance(target, types.ModuleType):
                 self.module(target, refs, bare=True)
 
     def _follow_class(self, cls: type, label: str) -> None:
+        body = self.fp.class_body(cls)
+        module = sys.modules.get(cls.__module__)
+        if body is not None and module is not None:  # what the class statement reads: decorators, fields
+            refs = scan(body)
+            self._follow_refs(refs, vars(module), cls.__module__)
         for base in (*cls.__bases__, type(cls)):
             self.reach(base, f"{label}.<base>")
         for name, attr in list(vars(cls).items()):

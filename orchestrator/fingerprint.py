@@ -83,6 +83,8 @@ class Fingerprinter:
         self._module_trees: dict[str, tuple[Any, ast.Module | None]] = {}
         self._sources: dict[str, tuple[Any, str, types.CodeType | None]] = {}
         self._index: dict[str, tuple[Any, dict[str, list[ast.AST]]]] = {}
+        self._bodies: dict[tuple[str, int], tuple[Any, types.CodeType | None]] = {}
+        self._named: dict[str, types.ModuleType | None] = {}
 
     # -- public ------------------------------------------------------------------------
     def stage(
@@ -142,6 +144,18 @@ class Fingerprinter:
             return True
         return any(self._is_local_file(str(Path(p) / "__init__.py")) for p in spec.submodule_search_locations or ())
 
+    def module_named(self, text: str) -> types.ModuleType | None:
+        """The project module a string constant names (``"stages.config"``), if it names one."""
+        if "." not in text or not all(part.isidentifier() for part in text.split(".")):
+            return None
+        if text not in self._named:
+            found = None
+            if self.is_project_module_name(text):
+                module = self.load_module(text)
+                found = module if module is not None and self.is_local_module(module) else None
+            self._named[text] = found
+        return self._named[text]
+
     def load_module(self, name: str) -> types.ModuleType | None:
         """A project module by name, imported if the code imports it only when it runs."""
         module = sys.modules.get(name)
@@ -193,6 +207,28 @@ class Fingerprinter:
             digest, scripts = hash_struct(["Bytecode", code_struct(obj.__code__, _no_refs, "")]), ()
         self._content[id(obj)] = (obj, digest, scripts)
         return digest, scripts
+
+    def class_body(self, cls: type) -> types.CodeType | None:
+        """A class statement compiled from its source: what its body, bases and decorators read.
+
+        A class keeps no code object of its body, yet ``field(default_factory=make)``, a class
+        decorator's arguments and attribute expressions read globals; compiling the definition
+        again exposes those names to :func:`orchestrator.coderefs.scan`.
+        """
+        key = ("body", id(cls))
+        cached = self._bodies.get(key)
+        if cached is not None and cached[0] is cls:
+            return cached[1]
+        tree = self._definition(cls)
+        code = None
+        if tree is not None:
+            try:
+                filename = getattr(sys.modules.get(cls.__module__), "__file__", None) or "<class>"
+                code = compile(ast.fix_missing_locations(tree), filename, "exec")  # type: ignore[call-overload]
+            except (SyntaxError, ValueError, TypeError):
+                code = None
+        self._bodies[key] = (cls, code)
+        return code
 
     def _definition(self, obj: Any) -> ast.AST | None:
         """The docstring-free def/class of ``obj``, cut from its module's memoized tree."""

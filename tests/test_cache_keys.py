@@ -154,6 +154,23 @@ CASES = [
         "c22.py": stage_module("unhashable_value", "with LOCK:\n    value = OFFSET", "import threading\n\n"
                                "LOCK = threading.Lock()\nOFFSET = 1\n\n\ndef unrelated():\n    return 0"),
     }, (("c22.py", "return 0", "return 1"),), 1, 1),
+    # what a class statement reads: a dataclass field's default factory, a class decorator's argument
+    Case("dataclass_default_factory", {
+        "c24.py": stage_module("dataclass_default_factory", "value = Settings().sizes",
+                               "import dataclasses\n\n\ndef default_sizes():\n    return [1, 2]\n\n\n"
+                               "@dataclasses.dataclass\nclass Settings:\n"
+                               "    sizes: list = dataclasses.field(default_factory=default_sizes)"),
+    }, (("c24.py", "return [1, 2]", "return [1, 3]"),), [1, 2], [1, 3]),
+    # globals read by a computed name, a module named in a string
+    Case("globals_by_name", {
+        "c25.py": stage_module("globals_by_name", 'value = globals()["LIMIT_" + "A"]', "LIMIT_A = 1"),
+    }, (("c25.py", "LIMIT_A = 1", "LIMIT_A = 2"),), 1, 2),
+    Case("module_named_in_a_string", {
+        "c26_consts.py": "SIZE = 3\n",
+        "c26.py": stage_module("module_named_in_a_string",
+                               'value = importlib.import_module("stages.c26_consts").SIZE',
+                               "import importlib"),
+    }, (("c26_consts.py", "SIZE = 3", "SIZE = 4"),), 3, 4),
     Case("partial_and_fraction", {
         "c23.py": stage_module("partial_and_fraction", "value = str(SCALE(Fraction(1, 2)))",
                                "import functools\nimport operator\nfrom fractions import Fraction\n\n"
