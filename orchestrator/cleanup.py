@@ -93,7 +93,7 @@ def collect_garbage(store: Store, *, keep_last: int | None = None, older_than: f
     if max_size is not None:
         while kept and _reachable_size(kept, sizes) > max_size and now - kept[0].created > grace:
             drop.append(kept.pop(0))
-    segments = _segments(store, None if cutoff is None else cutoff)
+    segments = _segments(store, None if cutoff is None else cutoff, leased_keys(store))
     reachable = snapshot | {a.object for r in kept for a in r.outputs.values() if a.data is None}  # (inline: below)
     reachable |= {obj for rel, obj, fresh in segments if fresh}
     garbage = [(h, size) for h, (size, mtime) in sizes.items() if h not in reachable and now - mtime > grace]
@@ -149,12 +149,17 @@ def _runs(store: Store) -> list[Any]:
     return history.runs() if history is not None else []
 
 
-def _segments(store: Store, cutoff: float | None) -> list[tuple[str, str, bool]]:
-    """Every map segment record as (relative path, object, kept?)."""
+def _segments(store: Store, cutoff: float | None, leased: set[str]) -> list[tuple[str, str, bool]]:
+    """Every map segment record as (relative path, object, kept?).
+
+    The segments of a map key that a live run holds (a map running or resuming now) are kept
+    whatever their age: its driver reads them to skip finished items.
+    """
     found = []
     for prefix in store.list_names("maps"):
         for map_key in store.list_names(f"maps/{prefix}"):
             folder = f"maps/{prefix}/{map_key}"
+            held = map_key in leased
             for name in store.list_names(folder):
                 text = store.read_text(f"{folder}/{name}")
                 try:
@@ -162,5 +167,6 @@ def _segments(store: Store, cutoff: float | None) -> list[tuple[str, str, bool]]
                 except ValueError:
                     continue
                 created = float(data.get("created", 0))
-                found.append((f"{folder}/{name}", str(data.get("object", "")), cutoff is None or created >= cutoff))
+                found.append((f"{folder}/{name}", str(data.get("object", "")),
+                              held or cutoff is None or created >= cutoff))
     return found

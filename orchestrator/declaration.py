@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .declaration_rules import check_function, claim_name, user_site
 from .errors import DefinitionError, did_you_mean
 
 __all__ = ["Param", "Stage", "aggregate", "stage", "ARTIFACT_NAME"]
@@ -233,7 +234,17 @@ def _names(value: Sequence[str] | str, what: str, where: str) -> tuple[str, ...]
     return names
 
 
-def _build(
+def _build(fn: Callable[..., Any], **declared: Any) -> Stage:
+    """Build the stage; a mistake is reported at the user's decorator line."""
+    try:
+        built = _build_stage(fn, **declared)
+        claim_name(built.fn, built.name)
+        return built
+    except DefinitionError as exc:
+        raise DefinitionError(f"{user_site()}: {exc}") from None
+
+
+def _build_stage(
     fn: Callable[..., Any],
     *,
     outputs: Sequence[str] | str,
@@ -254,6 +265,18 @@ def _build(
     if not callable(fn):
         raise DefinitionError(f"@stage must decorate a function, got {fn!r}.")
     stage_name = name or fn.__name__
+    if not isinstance(stage_name, str) or not ARTIFACT_NAME.match(stage_name) or ".." in stage_name:
+        raise DefinitionError(
+            f"{stage_name!r} is not a valid stage name (it names folders and log files in the store). "
+            "Fix: use letters, digits, '_', '-' or '.', starting with a letter (no path separators)."
+        )
+    check_function(fn, stage_name)
+    if cachers is not None and (not isinstance(cachers, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in cachers.items())):
+        raise DefinitionError(
+            f"stage {stage_name!r}: cachers={cachers!r} must map output names to cacher names. "
+            "Fix: cachers={'model': 'torch'}."
+        )
     outs = _names(outputs, "output", stage_name)
     ins = _names(inputs, "input", stage_name)
     if not outs:

@@ -106,11 +106,14 @@ class MapWorker:
                         raise ValueError(f"a batch of {len(values)} items returned {len(out)} results")
                 else:
                     out = [self.stage.fn(**{self.spec.mapped: values[0]}, **self.kwargs)]
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # an item that calls sys.exit() fails, the others go on
                 from .worker import user_traceback
 
                 text = user_traceback(exc)
-                failures += [ItemFailure(p, type(exc).__name__, str(exc), text) for p in positions]
+                message = str(exc) if isinstance(exc, Exception) else repr(exc)
+                failures += [ItemFailure(p, type(exc).__name__, message, text) for p in positions]
                 continue
             timed.append(time.perf_counter() - called)
             results += out

@@ -167,7 +167,23 @@ def _loader() -> Any:
     import yaml
 
     class Loader(yaml.SafeLoader):
-        pass
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark)
+                except TypeError:  # an unhashable key: the base class says so
+                    break
+                if first is not key_node.start_mark:
+                    raise yaml.constructor.ConstructorError(
+                        f"in the mapping at line {node.start_mark.line + 1}",
+                        node.start_mark,
+                        f"key {key!r} appears twice (lines {first.line + 1} and {key_node.start_mark.line + 1}); "
+                        "YAML would keep the last silently. Fix: keep one of them",
+                        key_node.start_mark,
+                    )
+            return super().construct_mapping(node, deep=deep)
 
     Loader.add_implicit_resolver(
         "tag:yaml.org,2002:float",
@@ -186,11 +202,22 @@ def _yaml(text: str) -> Any:
 def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
+    data = path.read_bytes()
     try:
-        doc = _yaml(path.read_text())
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ParamsError(
+            f"{path}: not UTF-8 text: byte {exc.start} (line {line}) is {data[exc.start:exc.start + 1]!r}. "
+            "Param files must be UTF-8. Fix: save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
+        ) from None
+    try:
+        doc = _yaml(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        if "appears twice" in str(exc.problem):
+            raise ParamsError(f"{where}: {exc.problem}.") from None
         raise ParamsError(f"{where}: malformed YAML: {exc.problem}. Fix the file at that line.") from exc
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: malformed YAML: {exc}") from exc

@@ -27,6 +27,7 @@ from .declaration import Stage
 __all__ = ["Project", "find_project", "collect_stages"]
 
 CACHE_ENV = "ORCHESTRATOR_CACHE_DIR"
+_LIBRARY = str(Path(__file__).resolve().parent) + os.sep
 
 
 @dataclass(frozen=True)
@@ -246,8 +247,12 @@ def _import(name: str) -> Any:
             f"stage module {name!r} imports {exc.name!r}, which is not installed. "
             f"Fix: pip install {exc.name} (or remove the import)."
         ) from exc
+    except DefinitionError:
+        raise  # it names the user's line and the fix already
     except Exception as exc:
-        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        frames = traceback.extract_tb(exc.__traceback__)
+        user = [f for f in frames if not f.filename.startswith((_LIBRARY, "<frozen"))] or frames
+        frame = user[-1]
         raise ProjectError(
             f"importing stage module {name!r} raised {type(exc).__name__}: {exc} "
             f"({frame.filename}:{frame.lineno}). Fix that line."

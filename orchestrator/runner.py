@@ -115,7 +115,8 @@ class _Driver:
             node, self.fingerprints[node.stage.name], hashes, self.store, forced=node.stage.name in self.forced
         )
         if decision.action is Action.RUN and decision.key is not None:
-            if not self.leases.acquire(decision.key):
+            shared = _map_key(node, decision)  # a map's items: one computation at a time, and gc keeps them
+            if not self.leases.acquire(decision.key) or (shared and not self._lease_map(shared, decision.key)):
                 if nid not in self.blocked:
                     logger.info("%s [%s]: another run is computing it; waiting to reuse its result",
                                 node.stage.name, node.param_set)
@@ -124,7 +125,7 @@ class _Driver:
             # another run may have stored it since we decided (or while we waited)
             again = recheck(decision, self.store) if node.stage.name not in self.forced else decision
             if again.action is Action.CACHED:
-                self.leases.release(decision.key)
+                self._release(node, decision)
                 decision = again
         self.blocked.pop(nid, None)
         if decision.action is Action.CACHED and decision.record is not None:
@@ -137,6 +138,20 @@ class _Driver:
                                    0.0, (), record.outputs, extras=record.extras))
             return
         self._submit(node, decision)
+
+    def _lease_map(self, shared: str, key: str) -> bool:
+        """Hold the map key too (released with the node's key); on failure, let go of the node's."""
+        if self.leases.acquire(shared):
+            return True
+        self.leases.release(key)
+        return False
+
+    def _release(self, node: Node, decision: Decision) -> None:
+        shared = _map_key(node, decision)
+        if shared:
+            self.leases.release(shared)
+        if decision.key is not None:
+            self.leases.release(decision.key)
 
     def _submit(self, node: Node, decision: Decision) -> None:
         nid = node.id
@@ -175,7 +190,7 @@ class _Driver:
             project_root=self.project_root,
             log_path=str(self.store.log_path(self.run_id, node.id)),
             options=self.options,
-            map_key=map_key(decision.parts, node.stage.map_over) if node.stage.map_over and decision.parts else "",
+            map_key=_map_key(node, decision),
             resources=dict(node.stage.resources),
             code=self.fingerprints[node.stage.name].digest,
         )
@@ -197,7 +212,7 @@ class _Driver:
         if result.error is None:
             result = self._record(node, decision, result)
         if decision.key is not None:  # only now: a run waiting on this key finds the record
-            self.leases.release(decision.key)
+            self._release(node, decision)
         if result.error is not None and result.error.kind == "corrupt" and self._recover(nid, result.error):
             return
         if result.error is not None and result.error.kind == "sharded":
@@ -347,3 +362,8 @@ def execute_dag(
     result = RunResult(run_id, status, tuple(ordered), time.perf_counter() - started, store.url)
     observer.run_finished(result)
     return result
+
+
+def _map_key(node: Node, decision: Decision) -> str:
+    """The key a map node's items are stored under ("" for other nodes)."""
+    return map_key(decision.parts, node.stage.map_over) if node.stage.map_over and decision.parts else ""

@@ -3,7 +3,8 @@
 :func:`execute` is what every executor runs, in-process or in a remote worker. It never
 raises for a failure of the stage or its cachers: it returns a :class:`TaskResult`
 carrying a :class:`TaskError`, so a failing stage can never corrupt the driver's
-bookkeeping. (KeyboardInterrupt still propagates.)
+bookkeeping. A stage that calls ``sys.exit()`` (or raises any other ``BaseException`` but
+Ctrl-C's ``KeyboardInterrupt``, which still propagates) fails like any stage.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from .task import InputSpec, Task, TaskError, TaskResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["code_mismatch", "execute", "load_input", "resolve_stage"]
+__all__ = ["code_mismatch", "describe_exception", "execute", "load_input", "resolve_stage"]
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
@@ -129,8 +130,10 @@ def _execute(task: Task, progress: Callable[[str, Any], None] | None, held: dict
     except _Failure as failure:
         extras = ctx.extras() if ctx is not None else {}
         return TaskResult(task.node, seconds=time.perf_counter() - started, extras=extras, error=failure.error)
-    except Exception as exc:  # a bug in loading or resolving: still never raise
-        error = TaskError("stage", f"{type(exc).__name__}: {exc}", type(exc).__name__, traceback.format_exc())
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # a bug in loading or resolving, a sys.exit() on import: still never raise
+        error = TaskError("stage", describe_exception(exc), type(exc).__name__, traceback.format_exc())
         return TaskResult(task.node, seconds=time.perf_counter() - started, error=error)
     finally:
         if ctx is not None:
@@ -160,10 +163,22 @@ def code_mismatch(task: Task, stage: Stage) -> str:
 def _call(stage: Stage, kwargs: dict[str, Any]) -> Any:
     try:
         return stage.fn(**kwargs)
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # SystemExit too: a stage that exits fails, the run goes on
         raise _Failure(
-            TaskError("stage", f"{type(exc).__name__}: {exc}", type(exc).__name__, user_traceback(exc))
+            TaskError("stage", describe_exception(exc), type(exc).__name__, user_traceback(exc))
         ) from exc
+
+
+def describe_exception(exc: BaseException) -> str:
+    """How a stage's exception reads in FAILED lines: ``ValueError: bad``, ``SystemExit(3): ...``."""
+    if isinstance(exc, SystemExit):
+        return (f"SystemExit({exc.code!r}): the stage called sys.exit(). Fix: return the stage's outputs, "
+                "or raise an exception to fail it (a stage cannot end the run).")
+    if isinstance(exc, Exception):
+        return f"{type(exc).__name__}: {exc}"
+    return repr(exc)
 
 
 def _run_map(task: Task, stage: Stage, kwargs: dict[str, Any], store: Store, ctx: StageContext,

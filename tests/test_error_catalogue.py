@@ -89,6 +89,26 @@ CASES = [
         "from orchestrator import stage\n\ndef make():\n    @stage(inputs=['numbers'], outputs=['m'], map_over='numbers')\n"
         "    def inner(numbers):\n        return numbers\n    return inner\n\nmapped = make()\n")},
      ["run", "base", "--target", "m"], 1, ["map stage 'inner' is defined inside a function", "define it at module level"]),
+    ("duplicate-yaml-key", {"params/dk.yaml": "params:\n  n: 5\n  scale: 1\n  n: 6\n"}, ["run", "dk"], 2,
+     ["dk.yaml:4", "key 'n' appears twice (lines 2 and 4)", "Fix: keep one"]),
+    ("bad-stage-name", {"stages/extra.py": "from orchestrator import stage\n\n\n@stage(outputs=['e'], name='../../escaped')\ndef e():\n    return 1\n"},
+     ["run", "base"], 2, ["stages/extra.py:4", "'../../escaped' is not a valid stage name"]),
+    ("bad-artifact-name-site", {"stages/extra.py": "from orchestrator import stage\n\n\n@stage(outputs=['a b'])\ndef e():\n    return 1\n"},
+     ["run", "base"], 2, ["stages/extra.py:4", "'a b' is not a valid artifact name"]),
+    ("star-args", {"stages/extra.py": "from orchestrator import stage\n\n\n@stage(outputs=['e'])\ndef e(*args):\n    return 1\n"},
+     ["run", "base"], 2, ["stages/extra.py:4", "*args/**kwargs are not supported"]),
+    ("decorated-twice", {"stages/extra.py": "from orchestrator import stage\n\n\n@stage(outputs=['f'])\n@stage(outputs=['e'])\ndef e():\n    return 1\n"},
+     ["run", "base"], 2, ["stages/extra.py:4", "decorated twice"]),
+    ("bad-cachers", {"stages/extra.py": "from orchestrator import stage\n\n\n@stage(outputs=['e'], cachers='pickle')\ndef e():\n    return 1\n"},
+     ["run", "base"], 2, ["stages/extra.py:4", "must map output names to cacher names"]),
+    ("generator-stage", {"stages/extra.py": "from orchestrator import stage\n\n\n@stage(outputs=['e'])\ndef e():\n    yield 1\n"},
+     ["run", "base"], 2, ["stages/extra.py:4", "generator function", "Fix: return a list"]),
+    ("async-stage", {"stages/extra.py": "from orchestrator import stage\n\n\n@stage(outputs=['e'])\nasync def e():\n    return 1\n"},
+     ["run", "base"], 2, ["stages/extra.py:4", "async def", "asyncio.run"]),
+    ("method-stage", {"stages/extra.py": "from orchestrator import stage\n\n\nclass Pipeline:\n    @stage(outputs=['e'])\n    def e(self):\n        return 1\n"},
+     ["run", "base"], 2, ["stages/extra.py:5", "method of 'Pipeline'", "module level"]),
+    ("same-name-twice", {"stages/extra.py": "from orchestrator import stage\n\n\n@stage(outputs=['e'])\ndef e():\n    return 1\n\n\n@stage(outputs=['f'])\ndef e():\n    return 2\n"},
+     ["run", "base"], 2, ["two stages are named 'e' in stages.extra (lines 4 and 9)"]),
     ("missing-path-output", {"stages/extra.py": "from pathlib import Path\nfrom orchestrator import stage\n\n@stage(outputs=['p'])\ndef p():\n    return Path('/nonexistent/file.txt')\n"},
      ["run", "base", "--target", "p"], 1, ["output 'p' is the path /nonexistent/file.txt, which does not exist"]),
 ]
@@ -148,3 +168,10 @@ def test_any_set_text_parses_or_gives_a_params_error(text):
     except ParamsError:
         return
     assert key and all(key.split("."))
+
+
+def test_a_param_file_that_is_not_utf8_names_the_file_and_the_byte(project):
+    (project.root / "params" / "latin.yaml").write_bytes("params:\n  n: 5\n  who: Zo\xeb\n".encode("latin-1"))
+    proc = project.experiment("run", "latin", check=2)
+    assert "latin.yaml: not UTF-8 text: byte 24 (line 3)" in proc.stderr
+    assert "Param files must be UTF-8" in proc.stderr and "Traceback" not in proc.stderr

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from ..console import resume_gc
+from .streams import stdout_to_stderr
 
 CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 SESSION_COMMANDS = ("run", "plan", "dag")  # they resume the GC themselves, after the library's imports
@@ -144,7 +145,8 @@ def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
     from . import plain
 
     resume_gc()  # before the user's modules are imported
-    session = open_session(names, overrides=overrides, targets=targets or None, cache_dir=cache_dir)
+    with stdout_to_stderr(as_json):  # with --json, stdout carries the JSON document only
+        session = open_session(names, overrides=overrides, targets=targets or None, cache_dir=cache_dir)
     if dry_run:
         from . import render
 
@@ -162,7 +164,7 @@ def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
         executor = "process"
     engine_options = dict(session.project.config.get("executor", {}).get(executor, {}))
     engine_options.update({k: v for k, v in (("jobs", jobs), ("address", address)) if v is not None})
-    with observer:
+    with observer, stdout_to_stderr(as_json):
         result = session.run(force=force, executor=executor, keep_going=keep_going,
                              observer=None if as_json else observer, executor_options=engine_options,
                              options=_run_options(workers, shard, max_item_failures, devices), desc=desc)
@@ -202,7 +204,8 @@ def plan(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str,
     from . import render
 
     resume_gc()  # before the user's modules are imported
-    session = open_session(names, overrides=overrides, targets=targets or None, cache_dir=cache_dir)
+    with stdout_to_stderr(as_json):  # a module that prints when imported stays out of the JSON
+        session = open_session(names, overrides=overrides, targets=targets or None, cache_dir=cache_dir)
     render.plan(session, session.plan(force), as_json=as_json)
 
 

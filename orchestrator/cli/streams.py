@@ -1,0 +1,35 @@
+"""Keep a machine-readable stdout clean: what stages print goes to stderr while it is redirected."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+
+__all__ = ["stdout_to_stderr"]
+
+
+@contextlib.contextmanager
+def stdout_to_stderr(active: bool = True) -> Iterator[None]:
+    """Send file descriptor 1 (and ``sys.stdout``) to stderr for the block, children included.
+
+    ``run --json`` writes one JSON document to stdout; a stage's ``print``, a module that
+    prints when imported, a torchrun child or a pool worker would otherwise end up inside it.
+    The redirection is at the descriptor level, so processes started in the block inherit it;
+    stdout is restored (flushed first) before the block's caller prints the document.
+    """
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
