@@ -265,7 +265,7 @@ def _build_stage(
     if not callable(fn):
         raise DefinitionError(f"@stage must decorate a function, got {fn!r}.")
     stage_name = name or fn.__name__
-    if not isinstance(stage_name, str) or not ARTIFACT_NAME.match(stage_name) or ".." in stage_name:
+    if name is not None and (not isinstance(name, str) or not ARTIFACT_NAME.match(name) or ".." in name):
         raise DefinitionError(
             f"{stage_name!r} is not a valid stage name (it names folders and log files in the store). "
             "Fix: use letters, digits, '_', '-' or '.', starting with a letter (no path separators)."
