@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -17,27 +18,61 @@ __all__ = ["capture", "console_only", "log_only", "peak_rss", "reset_peak_rss"]
 _ACTIVE = threading.local()  # the log file of the capture running in this thread
 
 
+HEAD = 8 << 20  # characters of a stage's output kept from its start...
+TAIL = 2 << 20  # ...and from its end; what lies between is cut (the console still shows it all)
+
+
 class _LazyFile:
-    """A text file opened on first write, so stages that print nothing leave no file behind."""
+    """A text file opened on first write, so stages that print nothing leave no file behind.
+
+    A stage that prints without end (50 MB of progress lines) must not fill the run store:
+    the log keeps the first :data:`HEAD` and the last :data:`TAIL` characters, and says
+    how much it cut between them.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.handle: IO[str] | None = None
         self._lock = threading.Lock()  # the stage's thread and output readers (torchrun) both write
+        self._written = 0
+        self._tail: collections.deque[str] = collections.deque()
+        self._tail_size = 0
+        self._cut = 0
 
     def write(self, text: str) -> int:
         with self._lock:
             if self.handle is None:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
                 self.handle = open(self.path, "a", encoding="utf-8", errors="replace")
-            return self.handle.write(text)
+            room = HEAD - self._written
+            if room > 0:
+                self.handle.write(text[:room])
+                self._written += min(room, len(text))
+            if len(text) > room:
+                self._keep_tail(text[max(room, 0):])
+            return len(text)
+
+    def _keep_tail(self, text: str) -> None:
+        self._tail.append(text)
+        self._tail_size += len(text)
+        while self._tail_size - len(self._tail[0]) >= TAIL:
+            dropped = self._tail.popleft()
+            self._tail_size -= len(dropped)
+            self._cut += len(dropped)
 
     def flush(self) -> None:
         if self.handle is not None:
             self.handle.flush()
 
     def close(self) -> None:
-        if self.handle is not None:
+        if self.handle is None:
+            return
+        with self._lock:
+            if self._cut:
+                self.handle.write(f"\n[... {self._cut:,} characters of output cut here: the log keeps the first "
+                                  f"{HEAD:,} and the last {TAIL:,} ...]\n")
+            self.handle.writelines(self._tail)
+            self._tail.clear()
             self.handle.close()
 
 
