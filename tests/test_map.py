@@ -462,7 +462,7 @@ def quick(numbers):
     return os.getpid()
 
 
-@stage(inputs=["numbers"], outputs=["slow"], map_over="numbers")
+@stage(inputs=["numbers"], outputs=["slow"], map_over="numbers", resources={"cpus": 2})  # 2 on any machine
 def slow(numbers):
     time.sleep(0.03)  # 50 items: 1.5 s of work, worth a pool
     return os.getpid()
