@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "ArtifactNotCached": "errors",
     "Cacher": "cachers",
+    "Data": "datadeps",
     "DefinitionError": "errors",
     "Executor": "executors",
     "OrchestratorError": "errors",
@@ -59,6 +60,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .api import load, open_session, plan, run
     from .cachers import Cacher, register_cacher
     from .context import StageContext
+    from .datadeps import Data
     from .errors import (
         ArtifactNotCached,
         DefinitionError,

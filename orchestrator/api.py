@@ -20,6 +20,7 @@ from typing import Any
 from .dag import ALL, Dag, build_dag
 from .errors import ArtifactNotCached, CorruptObjectError, UsageError, did_you_mean
 from .executors import get_executor
+from .datadeps import Manifests
 from .filesets import source_digest
 from .fingerprint import CodeFingerprint, Fingerprinter
 from .params import Experiment, load_experiment
@@ -125,7 +126,10 @@ def open_session(
     store = open_store(project.cache_dir(cache_dir))
     sources = {name: source_digest(project.root, str(s.options["glob"]), store)
                for name, s in stages.items() if s.options.get("glob")}
-    dag = build_dag(stages, experiment.sets, fingerprints, list(targets or experiment.targets or ()) or None, sources)
+    manifests = Manifests(project.root, store)  # content of params annotated as data
+    dag = build_dag(stages, experiment.sets, fingerprints, list(targets or experiment.targets or ()) or None, sources,
+                    manifests.digest)
+    manifests.save()
     return Session(project, experiment, stages, fingerprints, dag, store)
 
 

@@ -62,6 +62,7 @@ class StageContext:
         self._scratch: Path | None = None
         self._metrics: list[dict[str, Any]] = []
         self._reports: list[dict[str, Any]] = []
+        self._notes: dict[str, Any] = {}  # what the library records about the execution (undeclared reads)
 
     def __repr__(self) -> str:
         return f"<StageContext {self.stage}[{self.param_set}]>"
@@ -150,7 +151,12 @@ class StageContext:
             extras["metrics"] = list(self._metrics)
         if self._reports:
             extras["reports"] = list(self._reports)
+        extras.update(self._notes)
         return extras
+
+    def note(self, name: str, value: Any) -> None:
+        """Record ``value`` with the execution (library use: ``undeclared_reads``)."""
+        self._notes[name] = value
 
     def close(self) -> None:
         """Remove the scratch folder."""

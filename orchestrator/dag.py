@@ -8,7 +8,7 @@ cacher.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,11 +80,14 @@ def build_dag(
     fingerprints: Mapping[str, CodeFingerprint],
     targets: Sequence[str] | None = None,
     sources: Mapping[str, str] | None = None,
+    data: Callable[[Any, str], str] | None = None,
 ) -> Dag:
     """Wire ``stages`` by artifact name and instantiate the ones ``targets`` need per set.
 
     ``sources`` maps stages that read files outside the store (``files()``) to the digest
-    of what they read; it becomes part of their key.
+    of what they read; it becomes part of their key. ``data(value, pattern)`` gives the
+    content digest of a param annotated as :class:`~orchestrator.datadeps.Data`
+    (``data:<param>`` in the key parts).
 
     Raises:
         WiringError: missing/duplicate producer, cycle, unknown target, aggregate misuse.
@@ -128,7 +131,8 @@ def build_dag(
             nid = node_id(name, param_set.name)
             if sources and name in sources:
                 params = {**params, "files": sources[name]}
-            nodes[nid] = _node(nid, stage, param_set.name, params, param_set.values, refs, fingerprints[name])
+            nodes[nid] = _node(nid, stage, param_set.name, params, param_set.values, refs, fingerprints[name],
+                               _data_keys(stage, params, data))
     for name in (s for s in order if s in needed and stages[s].aggregate):
         stage = stages[name]
         refs_list: list[InputRef] = []
@@ -141,7 +145,8 @@ def build_dag(
         params = _bind_aggregate(stage, sets)
         all_values = {s.name: s.values for s in sets}
         nid = node_id(name, ALL)
-        nodes[nid] = _node(nid, stage, ALL, params, all_values, tuple(refs_list), fingerprints[name])
+        nodes[nid] = _node(nid, stage, ALL, params, all_values, tuple(refs_list), fingerprints[name],
+                           _data_keys(stage, params, data))
     consumers: dict[str, list[str]] = {nid: [] for nid in nodes}
     for nid, node in nodes.items():
         for upstream in dict.fromkeys(ref.producer for ref in node.inputs):
@@ -157,10 +162,12 @@ def _node(
     set_values: Mapping[str, Any],
     refs: tuple[InputRef, ...],
     fingerprint: CodeFingerprint,
+    data_keys: Mapping[str, str],
 ) -> Node:
     # a default that is a function or class is code: its fingerprint covers it (the stage's defaults)
     key_params = {k: (["code", f"{getattr(v, '__module__', '')}:{getattr(v, '__qualname__', '')}"]
                       if callable(v) else v) for k, v in params.items()}
+    key_params.update(data_keys)
     base_seed = set_values.get("seed", 0) if param_set != ALL else 0
     if "params" in fingerprint.ctx_uses:
         key_params["ctx.params"] = set_values
@@ -168,6 +175,14 @@ def _node(
         key_params["ctx.seed"] = base_seed
     seed = int(hash_struct(["Seed", stage.name, base_seed])[:8], 16) & 0x7FFFFFFF
     return Node(nid, stage, param_set, params, key_params, set_values, seed, refs)
+
+
+def _data_keys(stage: Stage, params: Mapping[str, Any], data: Callable[[Any, str], str] | None) -> dict[str, str]:
+    """``data:<param>`` -> the content digest of each param annotated as data."""
+    if data is None:
+        return {}
+    return {f"data:{p.name}": data(params[p.name], p.data.pattern)
+            for p in stage.all_params if p.data is not None and params.get(p.name) is not None}
 
 
 def _producers(stages: Mapping[str, Stage]) -> dict[str, str]:

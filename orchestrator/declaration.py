@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .datadeps import data_params
 from .declaration_rules import check_function, claim_name, user_site
 from .errors import DefinitionError, did_you_mean
 
@@ -33,6 +34,7 @@ class Param:
     name: str
     default: Any = _NO_DEFAULT
     annotation: Any = _NO_DEFAULT
+    data: Any = None  # a :class:`~orchestrator.datadeps.Data` marker: the path's content is in the key
 
     @property
     def required(self) -> bool:
@@ -298,6 +300,7 @@ def _build_stage(
                 f"Fix: add a parameter named {artifact!r} or correct inputs=."
             )
     params: list[Param] = []
+    datas = data_params(fn)
     path_inputs: set[str] = set()
     takes_ctx = False
     for pname, parameter in declared.items():
@@ -313,7 +316,7 @@ def _build_stage(
             if parameter.annotation in (Path, "Path", "pathlib.Path") and pname != map_over:
                 path_inputs.add(pname)
         else:
-            params.append(Param(pname, parameter.default, parameter.annotation))
+            params.append(Param(pname, parameter.default, parameter.annotation, datas.get(pname)))
     cacher_map = dict(cachers or {})
     for output in cacher_map:
         if output not in outs:

@@ -8,7 +8,7 @@ plan can say in words what changed since the last execution.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,8 +95,13 @@ def code_label(node: Node) -> str:
     return f"{fn.__module__}:{fn.__qualname__}"
 
 
-def changes(old: Mapping[str, Any] | None, new: KeyParts, own_label: str = "") -> list[str]:
-    """Describe in words how ``new`` differs from the parts of the previous execution."""
+def changes(old: Mapping[str, Any] | None, new: KeyParts, own_label: str = "",
+            describe_data: Callable[[str, str], str] | None = None) -> list[str]:
+    """Describe in words how ``new`` differs from the parts of the previous execution.
+
+    ``describe_data(old_digest, new_digest)`` says how a param's data changed
+    (``5 files added, 1 changed``); without it, "changed".
+    """
     if old is None:
         return ["no cached result"]
     reasons: list[str] = []
@@ -119,6 +124,13 @@ def changes(old: Mapping[str, Any] | None, new: KeyParts, own_label: str = "") -
             reasons.append(f"code changed: {name}")
     old_params: Mapping[str, Any] = old.get("params", {})
     for name in sorted(set(old_params) | set(new.params)):
+        if name.startswith("data:"):
+            before, after = old_params.get(name), new.params.get(name)
+            if before is not None and after is not None and before != after:
+                param = name[len("data:"):]
+                what = describe_data(str(before), str(after)) if describe_data else "changed"
+                reasons.append(f"data {param} ({_short(new.params.get(param))}): {what}")
+            continue
         if name not in old_params:
             reasons.append(f"param {name} is new: {_short(new.params[name])}")
         elif name not in new.params:

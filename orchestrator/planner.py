@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from .dag import Dag, Node
+from .datadeps import describe_change
 from .fingerprint import CodeFingerprint
 from .keys import KeyParts, changes, code_label, input_label, key_parts
 from .store import KeyRecord
@@ -96,7 +97,7 @@ def decide(
         reasons: Iterable[str] = [f"cached object of {name} is missing" for name in missing]
     else:
         previous = store.get_ref(node.stage.name, node.param_set)
-        reasons = changes(previous, parts, code_label(node))
+        reasons = changes(previous, parts, code_label(node), lambda a, b: describe_change(store, a, b))
     return Decision(action=Action.RUN, reasons=tuple(reasons), **base)  # type: ignore[arg-type]
 
 

@@ -78,6 +78,7 @@ class _Driver:
         self.stopped = False
         self.submitting: tuple[str, Decision] | None = None
         self.leases = Leases(store)
+        self.warned_reads: set[str] = set()
         self.blocked: dict[str, float] = {}  # nodes whose key another run is computing -> since when
         self.refs: dict[tuple[str, str], Any] = {}  # key parts of what ran, for the next plan's reasons
         self.refs_written = time.monotonic()
@@ -138,6 +139,18 @@ class _Driver:
                                    0.0, (), record.outputs, extras=record.extras))
             return
         self._submit(node, decision)
+
+    def _warn_reads(self, node: Node, result: TaskResult) -> None:
+        """Once per stage and run: the files it read that its key does not cover."""
+        reads = list(result.extras.get("undeclared_reads", ()))
+        if not reads or node.stage.name in self.warned_reads or (result.error and result.error.kind == "data"):
+            return
+        self.warned_reads.add(node.stage.name)
+        shown = ", ".join(reads[:5]) + (f" and {len(reads) - 5} more" if len(reads) > 5 else "")
+        logger.warning(
+            "%s read %s, which %s not part of its key: an edit there will not rerun it. Declare it: a param "
+            "annotated Annotated[Path, Data()] that names it, or an input made with files('...', name=...) "
+            "(run --strict-data makes this an error).", node.stage.name, shown, "is" if len(reads) == 1 else "are")
 
     def _lease_map(self, shared: str, key: str) -> bool:
         """Hold the map key too (released with the node's key); on failure, let go of the node's."""
@@ -201,6 +214,7 @@ class _Driver:
             result = future.result()
         except Exception as exc:  # an executor that lost its worker
             result = TaskResult(nid, error=TaskError("worker", f"the worker running it died: {exc}", type(exc).__name__))
+        self._warn_reads(node, result)
         if result.error is not None and result.error.kind not in ("sharded", "corrupt"):
             attempt = self.attempts.get(nid, 0)
             if attempt < node.stage.retries:

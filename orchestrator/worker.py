@@ -31,6 +31,7 @@ from .declaration import Stage
 from .hashing import hash_bytes
 from .inline import Spool, encode, verified_bytes
 from .store import ArtifactRecord, Store, artifact_hash, describe, open_store
+from .readwatch import watching
 from .task import InputSpec, Task, TaskError, TaskResult
 
 logger = logging.getLogger(__name__)
@@ -109,13 +110,16 @@ def _execute(task: Task, progress: Callable[[str, Any], None] | None, held: dict
             store=store,
             project_root=Path(task.project_root),
         )
-        if stage.map_over:
-            value = _run_map(task, stage, kwargs, store, ctx, progress)
-        else:
-            kwargs.update({p.name: task.params[p.name] for p in stage.params})
-            if stage.takes_ctx:
-                kwargs["ctx"] = ctx
-            value = _call(stage, kwargs)
+        declared = _declared_files(task, stage, kwargs, store)
+        with watching() as watch:
+            if stage.map_over:
+                value = _run_map(task, stage, kwargs, store, ctx, progress)
+            else:
+                kwargs.update({p.name: task.params[p.name] for p in stage.params})
+                if stage.takes_ctx:
+                    kwargs["ctx"] = ctx
+                value = _call(stage, kwargs)
+        _check_reads(task, ctx, watch.undeclared(declared, Path(task.project_root or ".")))
         values = _split_outputs(stage, value)
         staged = {name: _stage_output(store, task, name, obj) for name, obj in values.items()}
         del value, kwargs
@@ -138,6 +142,37 @@ def _execute(task: Task, progress: Callable[[str, Any], None] | None, held: dict
     finally:
         if ctx is not None:
             ctx.close()
+
+
+def _declared_files(task: Task, stage: Stage, kwargs: Mapping[str, Any], store: Store) -> list[Any]:
+    """What a stage may read without it being an undeclared dependency: the store, data params, input files."""
+    root = Path(task.project_root or ".")
+    found: list[Any] = [p for p in (getattr(store, "root", None), getattr(store, "cache", None)) if p is not None]
+    for param in stage.all_params:
+        value = task.params.get(param.name)
+        if param.data is not None and isinstance(value, (str, Path)):
+            text = str(value).split("*")[0].split("?")[0]
+            found.append(root / text if not Path(text).is_absolute() else Path(text))
+    for value in kwargs.values():  # files() inputs: lists of paths into the project
+        if isinstance(value, list) and value and isinstance(value[0], Path):
+            found += value
+    return found
+
+
+def _check_reads(task: Task, ctx: StageContext, undeclared: list[str]) -> None:
+    """Note files the stage read that its key does not cover (``--strict-data``: fail it)."""
+    if not undeclared:
+        return
+    ctx.note("undeclared_reads", undeclared)
+    if task.options.get("strict_data"):
+        shown = ", ".join(undeclared[:5]) + (f" and {len(undeclared) - 5} more" if len(undeclared) > 5 else "")
+        raise _Failure(TaskError(
+            "data",
+            f"{task.stage} read {shown}, which {'is' if len(undeclared) == 1 else 'are'} not part of its key "
+            "(--strict-data). Fix: name the path in a param annotated Annotated[Path, Data()], or make it an "
+            "input with files('...', name=...).",
+            "UndeclaredRead",
+        ))
 
 
 def _check_code(task: Task, stage: Stage) -> None:

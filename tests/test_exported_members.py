@@ -7,6 +7,7 @@ def test_public_api_is_pinned():
     assert orchestrator.__all__ == [
         "ArtifactNotCached",
         "Cacher",
+        "Data",
         "DefinitionError",
         "Executor",
         "OrchestratorError",

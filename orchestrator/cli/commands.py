@@ -135,11 +135,13 @@ def _run_options(workers: int | None, shard: tuple[int, int] | None, max_item_fa
 @click.option("--address", default=None, help="Cluster address for --executor dask/ray.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary instead.")
 @click.option("--desc", default="", metavar="TEXT", help="Describe the run (the title of its record and report).")
+@click.option("--strict-data", is_flag=True,
+              help="Fail a stage that reads a file its key does not cover (default: warn).")
 @_handle_errors
 def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, ...], cache_dir: str | None,
         force: tuple[str, ...], workers: int | None, shard: tuple[int, int] | None, max_item_failures: int | None,
         devices: str | None, dry_run: bool, keep_going: bool, executor: str, jobs: int | None,
-        address: str | None, as_json: bool, desc: str) -> None:
+        address: str | None, as_json: bool, desc: str, strict_data: bool) -> None:
     """Run the experiment PARAMS_SET... (files in params/): only what is missing or stale."""
     from ..api import open_session
     from . import plain
@@ -167,7 +169,8 @@ def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
     with observer, stdout_to_stderr(as_json):
         result = session.run(force=force, executor=executor, keep_going=keep_going,
                              observer=None if as_json else observer, executor_options=engine_options,
-                             options=_run_options(workers, shard, max_item_failures, devices), desc=desc)
+                             options={**_run_options(workers, shard, max_item_failures, devices),
+                                      **({"strict_data": True} if strict_data else {})}, desc=desc)
     from ..records import report_path
 
     report = report_path(session.store.root, result.run_id)

@@ -149,6 +149,8 @@ def explanations(items: Sequence[Explanation]) -> None:
             out.print(Text(f"    - {change}"))
         if item.recorded_reasons and list(item.recorded_reasons) != list(item.changes):
             out.print(Text(f"  at run time: {'; '.join(item.recorded_reasons)}", style="dim"))
+        if item.undeclared_reads:
+            out.print(Text(f"  read files its key does not cover: {', '.join(item.undeclared_reads)}", style="yellow"))
         for label in item.conservative:
             out.print(Text(f"  key is conservative: code: {label}; any edit of that module reruns it", style="yellow"))
 

@@ -40,6 +40,8 @@ class Explanation:
     stored_by: str | None = None
     #: code parts where a whole module stood in for a value the fingerprint could not hash
     conservative: tuple[str, ...] = ()
+    #: files the stage read that its key does not cover
+    undeclared_reads: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -69,6 +71,7 @@ def _explain_one(history: History, run: RunRecord, e: ExecutionRecord) -> Explan
     conservative = tuple(label for label in (e.parts or {}).get("code", {}) if WHOLE_MODULE in label)
     base = dict(stage=e.stage, param_set=e.param_set, run_id=run.id, status=e.status, key=e.key,
                 changes=tuple(diff), recorded_reasons=e.reasons, conservative=conservative,
+                undeclared_reads=tuple((e.extras or {}).get("undeclared_reads", ())),
                 previous_run=previous.run_id if previous else None, previous_set=compared_set)
     if e.status == "cached":
         origin = history.first_ran(e.key) if e.key else None
