@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -79,12 +81,50 @@ class StageContext:
         """A folder kept across failed attempts of this (stage, key); removed after success."""
         return self._store.attempt_dir(self.stage, self.key)  # type: ignore[no-any-return]
 
-    def metric(self, name: str, value: float, step: int | None = None) -> None:
-        """Record a scalar metric (optionally at a step) for the run records and reports."""
+    def metric(self, name: str, value: float, step: int | None = None, *, show: bool = True) -> None:
+        """Record a scalar metric (optionally at a step) for the run records and reports.
+
+        It is also shown on the console (and in the stage's log) as the stage runs, so a
+        training loop's per-epoch numbers are seen live; ``show=False`` only records it.
+        """
         number = float(value)
         if not math.isfinite(number):
             self.logger.warning("metric %s is %s", name, number)
         self._metrics.append({"name": str(name), "value": number, "step": step, "time": time.time()})
+        if show:
+            at = f" (step {step})" if step is not None else ""
+            sys.stderr.write(f"  {self.stage} [{self.param_set}] {name} = {number:.6g}{at}\n")
+
+    def checkpoint(self, state: Any, name: str = "state") -> Path:
+        """Save resumable state (epoch, weights, optimizer...) atomically in the attempt folder.
+
+        The attempt folder belongs to this (stage, key): a rerun after a crash or a Ctrl-C,
+        with the same code and params, gets the last saved state back from :meth:`resume`.
+        It is removed once the stage succeeds. Anything picklable works (torch tensors and
+        state dicts too).
+        """
+        import cloudpickle
+
+        folder = self.attempt_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{name}.ctx-checkpoint"
+        staged = folder / f".{name}.{os.getpid()}.tmp"
+        with open(staged, "wb") as handle:
+            cloudpickle.dump(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(staged, target)
+        return target
+
+    def resume(self, name: str = "state", default: Any = None) -> Any:
+        """The state the last :meth:`checkpoint` of an earlier attempt saved, else ``default``."""
+        import pickle
+
+        target = self.attempt_dir / f"{name}.ctx-checkpoint"
+        if not target.is_file():
+            return default
+        with open(target, "rb") as handle:
+            return pickle.load(handle)
 
     def report(self, name: str, obj: Any) -> None:
         """Attach a reportable: text/markdown, a dict of metrics, a DataFrame or a matplotlib figure."""
@@ -106,12 +146,18 @@ class StageContext:
         rdzv_endpoint: str | None = None,
         all_ranks: bool = False,
         on_output: Callable[[str], None] | None = None,
+        *,
+        arg_names: str = "as_written",
+        output_dir_arg: str | None = "--output-dir",
+        resume_arg: str | None = "--resume-from",
+        checkpoints: str = "checkpoints",
     ) -> ScriptOutputs:
         """Run an external script under torchrun and return its declared outputs as paths.
 
         The script runs in this (stage, key)'s attempt folder, which is also passed as
-        ``--output-dir``; ``args`` are passed as ``--name value``; a checkpoint left in
-        ``checkpoints/`` by an earlier failed attempt is passed as ``--resume-from``. The
+        ``--output-dir``; ``args`` are passed as ``--name value`` (names as written); a
+        checkpoint left in ``checkpoints/`` by an earlier failed attempt is passed as
+        ``--resume-from`` (``""`` on a first launch). Each is configurable below. The
         script's file (and the project modules it imports) is part of the stage's key when
         ``script`` is a string literal here (else list it in ``@stage(scripts=[...])``).
 
@@ -128,6 +174,13 @@ class StageContext:
             rdzv_endpoint: ``host:port`` of the rendezvous (several nodes).
             all_ranks: Stream every rank's output, not only rank 0's.
             on_output: Called with each streamed line (default: written to ``sys.stderr``).
+            arg_names: ``"as_written"`` (``--train_set``) or ``"dashes"`` (``--train-set``).
+            output_dir_arg: The argument naming the output folder, or None (``ORCHESTRATOR_OUTPUT_DIR``
+                is always set; the script runs in that folder).
+            resume_arg: The argument naming the checkpoint to resume from, or None; given from the first
+                launch (``""`` while there is none). ``ORCHESTRATOR_RESUME_FROM`` is always set.
+            checkpoints: Where the script leaves checkpoints, under the output folder: a folder or a
+                glob (``"model_checkpoints/*.ckpt"``).
 
         Returns:
             ``{output_name: Path}``, ready to return from the stage.
@@ -136,12 +189,14 @@ class StageContext:
             ExternalScriptFailed: a missing script, a non-zero exit, a timeout, a signal, or a
                 declared output that was not written.
         """
-        from .script_stage import run_torchrun
+        from .script_stage import ScriptInterface, run_torchrun
 
+        if arg_names not in ("as_written", "dashes"):
+            raise ValueError(f"arg_names={arg_names!r}: use 'as_written' or 'dashes'")
         return run_torchrun(
             self, script, args=args, outputs=outputs, nproc_per_node=nproc_per_node, timeout=timeout, env=env,
             gpus=gpus, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint, all_ranks=all_ranks,
-            on_output=on_output,
+            on_output=on_output, interface=ScriptInterface(arg_names, output_dir_arg, resume_arg, checkpoints),
         )
 
     def extras(self) -> dict[str, Any]:

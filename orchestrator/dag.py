@@ -9,7 +9,7 @@ cacher.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .cachers import get_cacher
@@ -50,6 +50,7 @@ class Node:
     set_values: Mapping[str, Any]
     seed: int
     inputs: tuple[InputRef, ...]
+    parent: str = ""  # the param set its file extends (see ParamSet.parent)
 
 
 @dataclass(frozen=True)
@@ -131,8 +132,8 @@ def build_dag(
             nid = node_id(name, param_set.name)
             if sources and name in sources:
                 params = {**params, "files": sources[name]}
-            nodes[nid] = _node(nid, stage, param_set.name, params, param_set.values, refs, fingerprints[name],
-                               _data_keys(stage, params, data))
+            nodes[nid] = replace(_node(nid, stage, param_set.name, params, param_set.values, refs, fingerprints[name],
+                                       _data_keys(stage, params, data)), parent=param_set.parent)
     for name in (s for s in order if s in needed and stages[s].aggregate):
         stage = stages[name]
         refs_list: list[InputRef] = []
@@ -166,7 +167,7 @@ def _node(
 ) -> Node:
     # a default that is a function or class is code: its fingerprint covers it (the stage's defaults)
     key_params = {k: (["code", f"{getattr(v, '__module__', '')}:{getattr(v, '__qualname__', '')}"]
-                      if callable(v) else v) for k, v in params.items()}
+                      if callable(v) else _as_lists(v)) for k, v in params.items()}
     key_params.update(data_keys)
     base_seed = set_values.get("seed", 0) if param_set != ALL else 0
     if "params" in fingerprint.ctx_uses:
@@ -175,6 +176,15 @@ def _node(
         key_params["ctx.seed"] = base_seed
     seed = int(hash_struct(["Seed", stage.name, base_seed])[:8], 16) & 0x7FFFFFFF
     return Node(nid, stage, param_set, params, key_params, set_values, seed, refs)
+
+
+def _as_lists(value: Any) -> Any:
+    """A tuple default and the same list from YAML are one param value (and one key)."""
+    if isinstance(value, (list, tuple)):
+        return [_as_lists(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_lists(v) for k, v in value.items()}
+    return value
 
 
 def _data_keys(stage: Stage, params: Mapping[str, Any], data: Callable[[Any, str], str] | None) -> dict[str, str]:
@@ -272,7 +282,38 @@ def _label(annotation: Any) -> str:
     return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
 
 
+def _element_type(annotation: Any) -> tuple[str, str] | None:
+    """``("list", "int")`` for ``list[int]``, ``tuple[int, ...]`` or their string forms; else None."""
+    import re
+    import typing
+
+    if isinstance(annotation, str):
+        match = re.fullmatch(r"\s*(list|tuple|List|Tuple)\[\s*(\w+)\s*(,\s*\.\.\.\s*)?\]\s*", annotation)
+        return (match.group(1).lower(), match.group(2)) if match else None
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (list, tuple) and args and (origin is list or (len(args) == 2 and args[1] is Ellipsis)):
+        return origin.__name__, getattr(args[0], "__name__", "")
+    return None
+
+
+def _check_elements(stage: Stage, param: Param, value: Any, param_set: str) -> None:
+    """A wrong element names the element (``sizes[1]``), not the whole list."""
+    found = _element_type(param.annotation)
+    if found is None or not isinstance(value, (list, tuple)):
+        return
+    expected = _TYPES.get(found[1])
+    if expected is None:
+        return
+    for index, item in enumerate(value):
+        if isinstance(item, bool) and bool not in expected or not isinstance(item, expected):
+            raise ParamsError(
+                f"param {param.name}[{index}] of stage {stage.name!r} must be {found[1]}, but param set "
+                f"{param_set!r} gives {item!r} ({type(item).__name__}). Fix: correct that element in the param file."
+            )
+
+
 def _check_type(stage: Stage, param: Param, value: Any, param_set: str) -> None:
+    _check_elements(stage, param, value, param_set)
     label = _label(param.annotation)
     expected = _TYPES.get(label)
     if expected is None or (value is None and param.default is None):

@@ -136,9 +136,10 @@ def parse_args(argv: Sequence[str] | None = None, /, **spec: Any) -> argparse.Na
             kind = type(value) if value is not None else str
             parser.add_argument(*flags, dest=name, type=_converter(kind), default=value)
     parser.add_argument("--output-dir", "--output_dir", dest="output_dir", type=Path, default=Path.cwd())
-    parser.add_argument("--resume-from", "--resume_from", dest="resume_from", type=Path, default=None)
+    parser.add_argument("--resume-from", "--resume_from", dest="resume_from", default=None)
     args = parser.parse_args(argv)
     args.output_dir = args.output_dir.resolve()
+    args.resume_from = Path(args.resume_from) if args.resume_from else None  # "" on a first launch
     return args
 
 

@@ -135,8 +135,8 @@ def changes(old: Mapping[str, Any] | None, new: KeyParts, own_label: str = "",
             reasons.append(f"param {name} is new: {_short(new.params[name])}")
         elif name not in new.params:
             reasons.append(f"param {name} no longer used")
-        elif old_params[name] != new.params[name]:
-            reasons.append(f"param {name} {_short(old_params[name])} -> {_short(new.params[name])}")
+        else:
+            reasons += _param_changes(name, old_params[name], new.params[name])
     old_inputs: Mapping[str, str] = old.get("inputs", {})
     for name in sorted(set(old_inputs) | set(new.inputs)):
         if old_inputs.get(name) != new.inputs.get(name):
@@ -144,6 +144,33 @@ def changes(old: Mapping[str, Any] | None, new: KeyParts, own_label: str = "",
     if dict(old.get("cachers", {})) != dict(new.cachers):
         reasons.append("cachers changed")
     return reasons or ["no cached result"]
+
+
+def _param_changes(path: str, old: Any, new: Any) -> list[str]:
+    """How a param changed, down to the dotted path inside nested mappings (``model.dropout 0.1 -> 0.2``)."""
+    if _canonical(old) == _canonical(new):
+        return []
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        found: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            inner = f"{path}.{key}"
+            if key not in old:
+                found.append(f"param {inner} is new: {_short(new[key])}")
+            elif key not in new:
+                found.append(f"param {inner} removed")
+            else:
+                found += _param_changes(inner, old[key], new[key])
+        return found
+    return [f"param {path} {_short(old)} -> {_short(new)}"]
+
+
+def _canonical(value: Any) -> Any:
+    """Params as the key sees them: a tuple is the list YAML gives, a stored JSON copy equals the value."""
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    return value
 
 
 def _short(value: Any, limit: int = 40) -> str:

@@ -1,15 +1,100 @@
-"""Filesystem helpers for stored objects: tree hashing, read-only files, robust removal."""
+"""Filesystem helpers for stored objects: tree hashing, read-only files, robust removal, what is where.
+
+Nothing here opens a path before its type is known: a named pipe (FIFO) where a stored file
+should be would block the reader forever, so :func:`entry_kind` (one ``stat``) comes first.
+"""
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
+from .errors import StoreError
 from .hashing import hash_file, hash_struct
 
-__all__ = ["hash_tree", "make_read_only", "remove", "write_atomic"]
+__all__ = ["describe_entry", "entry_kind", "first_non_folder", "hash_tree", "make_read_only", "not_a_folder",
+           "remove", "write_atomic"]
+
+_KINDS = ((stat.S_ISREG, "file"), (stat.S_ISDIR, "dir"), (stat.S_ISFIFO, "fifo"), (stat.S_ISSOCK, "socket"),
+          (stat.S_ISCHR, "device"), (stat.S_ISBLK, "device"))
+_WORDS = {"file": "a file", "dir": "a folder", "fifo": "a named pipe (FIFO)", "socket": "a socket",
+          "device": "a device file", "missing": "nothing"}
+
+
+def entry_kind(path: str | os.PathLike[str]) -> str:
+    """What ``path`` is, symbolic links followed: ``file``, ``dir``, ``fifo``, ``socket``, ``device`` or ``missing``.
+
+    One ``stat``; the path is never opened (so a FIFO cannot block the caller).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "missing"
+    return next((kind for test, kind in _KINDS if test(mode)), "other")
+
+
+def describe_entry(path: str | os.PathLike[str]) -> str:
+    """``path``'s type in words for a message: "a file", "a named pipe (FIFO)", "a broken symbolic link"..."""
+    kind = entry_kind(path)
+    if not os.path.islink(path):
+        return _WORDS.get(kind, "a special file")
+    if kind == "missing":
+        return "a broken symbolic link"
+    return f"a symbolic link to {_WORDS.get(kind, 'a special file')}"
+
+
+def first_non_folder(root: Path, path: Path) -> Path | None:
+    """The first of ``root`` and the folders below it on the way to ``path`` (included) that exists, not as a folder.
+
+    None when every existing one is a folder (or a link to one), or ``path`` is not under ``root``.
+    """
+    try:
+        parts = Path(path).relative_to(root).parts
+    except ValueError:
+        return None
+    chain = [Path(root)]
+    for part in parts:
+        chain.append(chain[-1] / part)
+    for current in chain:
+        kind = entry_kind(current)
+        if kind == "missing" and not os.path.islink(current):
+            return None
+        if kind != "dir":
+            return current
+    return None
+
+
+# the folders of a store: what each holds, and whether a stray file in its place can simply go
+_FOLDERS: dict[str, tuple[str, bool]] = {
+    "tmp": ("the staging files of running stages", True),
+    "attempts": ("the working folders of failed attempts", True),
+    "leases": ("the leases of running stages", True),
+    "keys": ("the records of cached results", False),
+    "objects": ("the stored objects", False),
+    "maps": ("the per-item results of map stages", False),
+}
+
+
+def not_a_folder(path: Path, root: Path) -> StoreError:
+    """The error for ``path`` (``root`` or below it) being something else than the folder the store keeps there."""
+    quoted = shlex.quote(str(path))
+    found = f"{path} is {describe_entry(path)}, not a folder"
+    if Path(path) == Path(root):
+        return StoreError(f"{found}: it is the artifact store. Fix: move it aside (mv {quoted} {quoted}.moved), "
+                          "or pass --cache-dir DIR (or set ORCHESTRATOR_CACHE_DIR) to a folder.")
+    parts = Path(path).relative_to(root).parts
+    role, disposable = _FOLDERS.get(parts[0], ("its files", False))
+    where = role if len(parts) == 1 else f"a share of {role}"
+    if disposable:
+        fix = f"remove it (rm {quoted}); it holds nothing the store needs."
+    else:
+        fix = (f"experiment cache verify --repair (it moves it aside, to {Path(root) / 'damaged'}; the next run "
+               "recomputes what the folder should hold)")
+    return StoreError(f"{found}: the artifact store keeps {where} there. Fix: {fix}")
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -47,10 +132,10 @@ def make_read_only(path: Path) -> None:
 
 
 def remove(path: Path) -> None:
-    """Remove a file or folder, read-only or not."""
+    """Remove a file or folder, read-only or not (a symbolic link is removed, never what it points to)."""
     if path.is_dir() and not path.is_symlink():
-        for item in path.rglob("*"):
-            if item.is_dir():
+        for item in (path, *path.rglob("*")):
+            if item.is_dir() and not item.is_symlink():
                 os.chmod(item, 0o755)
         shutil.rmtree(path, ignore_errors=True)
     else:

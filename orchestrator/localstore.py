@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .errors import StoreError
 from .hashing import hash_file
-from .localfs import hash_tree, remove
+from .localfs import entry_kind, first_non_folder, hash_tree, not_a_folder, remove
 from .store import Store
 
 logger = logging.getLogger(__name__)
@@ -30,10 +30,32 @@ class LocalStore(Store):
         self._fresh: dict[str, tuple[int, int, int]] = {}  # objects this process stored: (inode, size, mtime)
         _check_owner(self.root)
 
+    def folders(self) -> tuple[Path, ...]:
+        return (*super().folders(), self.objects, self.root / "keys", self.root / "leases", self.root / "maps")
+
+    def layout_problems(self, deep: bool = False) -> list[Path]:
+        """As :meth:`Store.layout_problems`; ``deep`` also looks at the prefix folders (``keys/ab``)."""
+        found = set(super().layout_problems())
+        for top in ("objects", "keys", "maps") if deep else ():
+            found.update(self.root / top / name for name in self.list_names(top)
+                         if entry_kind(self.root / top / name) != "dir")
+        return sorted(found)
+
+    def _failure(self, path: str | Path, exc: OSError, doing: str) -> StoreError:
+        """The error for a failed read, write or folder creation at ``path``: names what is in the way, if any."""
+        blocker = first_non_folder(self.root, Path(path) if doing == "create" else Path(path).parent)
+        if blocker is not None:
+            return not_a_folder(blocker, self.root)
+        full = " Is the disk full?" if doing == "write" else ""
+        return StoreError(f"cannot {doing} {path}: {exc.strerror or exc}.{full}")
+
     def _folder(self, path: Path | str) -> None:
         folder = str(path)
         if folder not in self._folders:
-            os.makedirs(folder, exist_ok=True)
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as exc:
+                raise self._failure(folder, exc, "create") from exc
             self._folders.add(folder)
 
     # records and leases are small and many (one per stage run): read and written with plain os calls on
@@ -45,28 +67,28 @@ class LocalStore(Store):
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
+            raise self._failure(path, exc, "read") from exc
         try:
             with open(fd, "rb") as handle:
                 data = handle.read()
         except OSError as exc:
-            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
+            raise self._failure(path, exc, "read") from exc
         return data.decode()  # (not UTF-8: a ValueError, which readers take for a damaged record)
 
     def write_text(self, rel: str, text: str) -> None:
         self.prepare()
         path = f"{self.url}/{rel}"
         staged = f"{self.url}/tmp/{os.urandom(16).hex()}.json"
+        self._folder(path.rpartition("/")[0])
         try:
             fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             with open(fd, "wb") as handle:
                 handle.write(text.encode())
-            self._folder(path.rpartition("/")[0])
             os.replace(staged, path)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(staged)
-            raise StoreError(f"cannot write {path}: {exc.strerror or exc}. Is the disk full?") from exc
+            raise self._failure(path, exc, "write") from exc
 
     def create_exclusive(self, rel: str, text: str) -> bool:
         path = self.root / rel
@@ -119,7 +141,10 @@ class LocalStore(Store):
 
     def _existing_is_intact(self, object_hash: str, kind: str) -> bool:
         path = self.object_path(object_hash)
-        actual = hash_tree(path)[0] if kind == "dir" else hash_file(path)
+        if entry_kind(path) != kind:  # a folder or a FIFO where a file belongs (never opened)
+            actual = ""
+        else:
+            actual = hash_tree(path)[0] if kind == "dir" else hash_file(path)
         if actual != object_hash:
             logger.warning("stored object %s was corrupt; replacing it with the fresh copy", object_hash[:12])
             self.discard_object(object_hash)
@@ -132,10 +157,13 @@ class LocalStore(Store):
         try:
             os.rename(staged, target)
         except OSError:
-            if not target.exists():  # a concurrent writer published the same content: fine
+            if entry_kind(target) == entry_kind(staged):  # a concurrent writer published the same content: fine
+                remove(staged)
+                return
+            if not os.path.lexists(target):
                 raise
-            remove(staged)
-            return
+            self.discard_object(object_hash)  # a folder where a file belongs, or the reverse: replaced
+            os.rename(staged, target)
         self._remember_intact(object_hash, target)
 
     def _known_intact(self, object_hash: str, path: Path) -> bool:
@@ -152,15 +180,16 @@ class LocalStore(Store):
 
     def object_entries(self) -> Iterator[tuple[str, int, float]]:
         for prefix in self.list_names("objects"):
-            for entry in os.scandir(self.objects / prefix):
-                stat = entry.stat(follow_symlinks=False)
-                size = stat.st_size if entry.is_file() else sum(
-                    p.stat().st_size for p in Path(entry.path).rglob("*") if p.is_file())
-                yield entry.name, size, stat.st_mtime
+            for name in self.list_names(f"objects/{prefix}"):
+                path = self.objects / prefix / name
+                info = path.lstat()
+                folder = stat.S_ISDIR(info.st_mode)  # (a FIFO or a link where an object belongs: its own size)
+                size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if folder else info.st_size
+                yield name, size, info.st_mtime
 
     def discard_object(self, object_hash: str) -> None:
         path = self.object_path(object_hash)
-        if path.exists():
+        if os.path.lexists(path):
             quarantine = self.staging_path(".discard")
             os.rename(path, quarantine)
             remove(quarantine)

@@ -1,4 +1,4 @@
-"""Param files: ``params/NAME.yaml`` or ``params/NAME.py`` resolved into named param sets.
+"""Param files: ``params/NAME.yaml``, ``.toml`` or ``.py`` resolved into named param sets.
 
 YAML layout::
 
@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ParamsError, did_you_mean
+from .paramfiles import SUFFIXES, TOP_LEVEL, UNSET, python_sets, read_document, yaml_value
 
 __all__ = ["Experiment", "ParamSet", "load_experiment", "parse_override", "apply_override"]
 
-TOP_LEVEL = ("extends", "description", "stages", "targets", "params", "sets", "grid")
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class ParamSet:
     values: Mapping[str, Any]
     source: str = ""
     overridden: frozenset[str] = frozenset()  # top-level keys set by --set / overrides
+    parent: str = ""  # the param file its file extends: a set with no result yet is explained against it
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Experiment:
     description: str
     files: tuple[Path, ...]
     overrides: tuple[str, ...] = ()
+    read_files: tuple[Path, ...] = ()  # files a Python param file read (its configs)
 
     def set_named(self, name: str) -> ParamSet:
         """Return the param set called ``name`` or raise a ParamsError with suggestions."""
@@ -71,7 +73,7 @@ def available(params_dir: Path) -> list[str]:
     """Names of the param files in ``params_dir``."""
     if not params_dir.is_dir():
         return []
-    return sorted({p.stem for p in params_dir.iterdir() if p.suffix in (".yaml", ".yml", ".py")})
+    return sorted({p.stem for p in params_dir.iterdir() if p.suffix in SUFFIXES})
 
 
 def load_experiment(
@@ -99,14 +101,19 @@ def load_experiment(
     targets: list[str] = []
     descriptions: list[str] = []
     files: list[Path] = []
+    read_files: list[Path] = []
     saw_modules = saw_targets = False
     for name in names:
         path = _find(params_dir, name)
         files.append(path)
+        parent: Any = None
         if path.suffix == ".py":
-            doc: dict[str, Any] = {"sets": _python_sets(path)}
+            built, read = python_sets(path)
+            doc: dict[str, Any] = {"sets": built}
+            read_files += [f for f in read if f not in read_files]  # configs it loads: in the source snapshot
         else:
-            doc = _resolve_yaml(params_dir, name, chain=())
+            parent = read_document(path).get("extends")
+            doc = _without_unset(_resolve_yaml(params_dir, name, chain=()))
         if doc.get("stages") is not None:
             saw_modules = True
             modules += [m for m in _str_list(doc["stages"], "stages", path) if m not in modules]
@@ -126,7 +133,8 @@ def load_experiment(
         for set_name, values in _expand(name, doc, path):
             for key, value in parsed:
                 values = apply_override(values, key, value, where=f"param set {set_name!r}")
-            sets.append(ParamSet(set_name, values, source=str(path), overridden=overridden))
+            sets.append(ParamSet(set_name, values, source=str(path), overridden=overridden,
+                                 parent=parent if isinstance(parent, str) else ""))
     seen: dict[str, str] = {}
     for param_set in sets:
         if param_set.name in seen:
@@ -143,13 +151,14 @@ def load_experiment(
         description="; ".join(descriptions),
         files=tuple(files),
         overrides=override_texts,
+        read_files=tuple(read_files),
     )
 
 
 def _find(params_dir: Path, name: str) -> Path:
     if "/" in name or "\\" in name or name.startswith("."):
         raise ParamsError(f"param set name {name!r} must be a file name in {params_dir}, not a path.")
-    for suffix in (".yaml", ".yml", ".py"):
+    for suffix in SUFFIXES:
         path = params_dir / f"{name}{suffix}"
         if path.is_file():
             return path
@@ -160,83 +169,6 @@ def _find(params_dir: Path, name: str) -> Path:
     )
 
 
-def _loader() -> Any:
-    """A safe YAML loader that also reads ``1e-3`` and ``2E5`` as floats (YAML 1.1 says strings)."""
-    import re
-
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-            seen: dict[Any, Any] = {}
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    first = seen.setdefault(key, key_node.start_mark)
-                except TypeError:  # an unhashable key: the base class says so
-                    break
-                if first is not key_node.start_mark:
-                    raise yaml.constructor.ConstructorError(
-                        f"in the mapping at line {node.start_mark.line + 1}",
-                        node.start_mark,
-                        f"key {key!r} appears twice (lines {first.line + 1} and {key_node.start_mark.line + 1}); "
-                        "YAML would keep the last silently. Fix: keep one of them",
-                        key_node.start_mark,
-                    )
-            return super().construct_mapping(node, deep=deep)
-
-    Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-        list("-+0123456789"),
-    )
-    return Loader
-
-
-def _yaml(text: str) -> Any:
-    import yaml
-
-    return yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ParamsError(
-            f"{path}: not UTF-8 text: byte {exc.start} (line {line}) is {data[exc.start:exc.start + 1]!r}. "
-            "Param files must be UTF-8. Fix: save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
-        ) from None
-    try:
-        doc = _yaml(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        if "appears twice" in str(exc.problem):
-            raise ParamsError(f"{where}: {exc.problem}.") from None
-        raise ParamsError(f"{where}: malformed YAML: {exc.problem}. Fix the file at that line.") from exc
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: malformed YAML: {exc}") from exc
-    if doc is None:
-        return {}
-    if not isinstance(doc, dict):
-        raise ParamsError(f"{path}: a param file must be a mapping of {', '.join(TOP_LEVEL)}; got {type(doc).__name__}.")
-    for key in doc:
-        if key not in TOP_LEVEL:
-            raise ParamsError(
-                f"{path}: unknown top-level key {key!r}.{did_you_mean(str(key), TOP_LEVEL)} "
-                f"Allowed: {', '.join(TOP_LEVEL)}; param values go under params:."
-            )
-    for key in ("params", "grid"):
-        if doc.get(key) is not None and not isinstance(doc[key], dict):
-            raise ParamsError(f"{path}: {key}: must be a mapping of name: value, got {type(doc[key]).__name__}.")
-    return doc
-
-
 def _resolve_yaml(params_dir: Path, name: str, chain: tuple[str, ...]) -> dict[str, Any]:
     if name in chain:
         raise ParamsError(
@@ -244,8 +176,8 @@ def _resolve_yaml(params_dir: Path, name: str, chain: tuple[str, ...]) -> dict[s
         )
     path = _find(params_dir, name)
     if path.suffix == ".py":
-        raise ParamsError(f"{name!r} is a Python param file; extends: works between YAML files only.")
-    doc = _read_yaml(path)
+        raise ParamsError(f"{name!r} is a Python param file; extends: works between YAML and TOML files only.")
+    doc = read_document(path)
     parent = doc.pop("extends", None)
     if parent is None:
         return doc
@@ -254,11 +186,20 @@ def _resolve_yaml(params_dir: Path, name: str, chain: tuple[str, ...]) -> dict[s
     return deep_merge(_resolve_yaml(params_dir, parent, (*chain, name)), doc)
 
 
+def _without_unset(value: Any) -> Any:
+    """Drop the ``!unset`` markers left where nothing was inherited to remove."""
+    if isinstance(value, dict):
+        return {k: _without_unset(v) for k, v in value.items() if v is not UNSET}
+    return value
+
+
 def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     """Merge ``top`` over ``base``: nested mappings merge, everything else is replaced."""
     merged = copy.deepcopy(dict(base))
     for key, value in top.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+        if value is UNSET:  # `key: !unset` removes what the parent set
+            merged.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
             merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
@@ -314,24 +255,6 @@ def _variants(sets: Any, path: Path) -> list[tuple[str, dict[str, Any]]]:
     return items
 
 
-def _python_sets(path: Path) -> list[dict[str, Any]]:
-    spec = importlib.util.spec_from_file_location(f"_orchestrator_params_{path.stem}", path)
-    if spec is None or spec.loader is None:
-        raise ParamsError(f"{path}: cannot be imported.")
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        raise ParamsError(f"{path}: importing it raised {type(exc).__name__}: {exc}") from exc
-    get_params = getattr(module, "get_params", None)
-    if not callable(get_params):
-        raise ParamsError(f"{path}: defines no get_params(). Fix: def get_params() -> list[dict]: ...")
-    sets = get_params()
-    if not isinstance(sets, list) or not all(isinstance(s, dict) for s in sets):
-        raise ParamsError(f"{path}: get_params() must return a list of dicts, got {type(sets).__name__}.")
-    return [{**entry, "name": str(entry.get("name", f"{path.stem}[{index}]"))} for index, entry in enumerate(sets)]
-
-
 def _str_list(value: Any, key: str, path: Path) -> list[str]:
     if isinstance(value, str):
         return [value]
@@ -364,7 +287,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ParamsError(f"--set {text!r}: expected KEY=VALUE with a dotted KEY, e.g. --set lr=0.01.")
     try:
-        value = _yaml(raw) if raw.strip() else ""
+        value = yaml_value(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ParamsError(f"--set {text!r}: the value is not valid YAML ({exc}). Quote it: --set {key}='{raw}'") from exc
     return key, value

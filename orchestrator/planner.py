@@ -97,7 +97,13 @@ def decide(
         reasons: Iterable[str] = [f"cached object of {name} is missing" for name in missing]
     else:
         previous = store.get_ref(node.stage.name, node.param_set)
-        reasons = changes(previous, parts, code_label(node), lambda a, b: describe_change(store, a, b))
+        describe = (lambda a, b: describe_change(store, a, b))
+        reasons = changes(previous, parts, code_label(node), describe)
+        if previous is None and node.parent and node.parent != node.param_set:
+            inherited = store.get_ref(node.stage.name, node.parent)  # a new set: what differs from its parent's
+            relative = changes(inherited, parts, code_label(node), describe) if inherited is not None else []
+            if relative and relative != ["no cached result"]:
+                reasons = [f"no cached result; vs {node.parent}: {r}" for r in relative]
     return Decision(action=Action.RUN, reasons=tuple(reasons), **base)  # type: ignore[arg-type]
 
 

@@ -2,7 +2,8 @@
 
 The script runs in the stage's attempt folder (kept across failed attempts of one
 (stage, key), removed after success), which is also its ``--output-dir``. A checkpoint
-left in ``checkpoints/`` there by an earlier attempt is passed as ``--resume-from``.
+left in ``checkpoints/`` there by an earlier attempt is passed as ``--resume-from``; each of
+these is configurable (:class:`ScriptInterface`) so a script runs as it is.
 Declared outputs are checked after a clean exit and returned as paths for the stage to
 return; the worker publishes them to the store only then.
 """
@@ -14,6 +15,7 @@ import logging
 import shutil
 import signal
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +26,42 @@ from .torchrun import LaunchResult, TorchrunSpec, launch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LOG_NAME", "format_args", "run_torchrun"]
+__all__ = ["LOG_NAME", "ScriptInterface", "find_checkpoint", "format_args", "run_torchrun"]
 
 LOG_NAME = "torchrun.log"  # the merged log of every launch, in the attempt folder
 RUN_DIR = ".torchrun"  # per-rank logs, TMPDIR and reported metrics, in the attempt folder
 
 
-def format_args(args: Mapping[str, Any], root: Path) -> list[str]:
-    """``{"lr": 0.1, "train_set": Path("a")}`` -> ``["--lr", "0.1", "--train-set", "/root/a"]``.
+@dataclass(frozen=True)
+class ScriptInterface:
+    """How a script wants to be called, so existing scripts run unchanged.
 
-    Paths become absolute strings (relative ones are taken from ``root``), booleans
-    ``true``/``false``, lists and dicts JSON; ``None`` values are left out.
+    Attributes:
+        arg_names: ``"as_written"`` (``train_set`` -> ``--train_set``) or ``"dashes"``
+            (``--train-set``).
+        output_dir_arg: The argument that receives the output folder (the attempt folder the
+            script runs in), or None to pass none. ``ORCHESTRATOR_OUTPUT_DIR`` is always set.
+        resume_arg: The argument that receives the checkpoint to resume from, or None. It is
+            given from the first launch on, as ``""`` while there is no checkpoint, so the
+            script's interface never changes after a crash. ``ORCHESTRATOR_RESUME_FROM`` is
+            always set (empty while there is none).
+        checkpoints: Where the script leaves checkpoints, relative to the output folder: a
+            folder (its ``last.ckpt``, else its newest ``.ckpt``/``.pt``/``.pth``) or a glob
+            (``model_checkpoints/*.ckpt``: the newest match).
+    """
+
+    arg_names: str = "as_written"
+    output_dir_arg: str | None = "--output-dir"
+    resume_arg: str | None = "--resume-from"
+    checkpoints: str = CHECKPOINT_DIR
+
+
+def format_args(args: Mapping[str, Any], root: Path, *, dashes: bool = False) -> list[str]:
+    """``{"lr": 0.1, "train_set": Path("a")}`` -> ``["--lr", "0.1", "--train_set", "/root/a"]``.
+
+    Names are passed as written (``dashes``: ``_`` becomes ``-``). Paths become absolute
+    strings (relative ones are taken from ``root``), booleans ``true``/``false``, lists and
+    dicts JSON; ``None`` values are left out.
     """
     argv: list[str] = []
     for name, value in args.items():
@@ -48,8 +75,18 @@ def format_args(args: Mapping[str, Any], root: Path) -> list[str]:
             text = json.dumps(value, default=str)
         else:
             text = str(value)
-        argv += [f"--{str(name).replace('_', '-')}", text]
+        flag = str(name) if str(name).startswith("-") else f"--{name}"
+        argv += [flag.replace("_", "-") if dashes else flag, text]
     return argv
+
+
+def find_checkpoint(attempt: Path, where: str) -> Path | None:
+    """The checkpoint an earlier attempt left at ``where`` (a folder or a glob under ``attempt``), or None."""
+    if any(c in where for c in "*?["):
+        found = [p for p in attempt.glob(where) if p.is_file() and not p.name.startswith(".")]
+        named = [p for p in found if p.name == "last.ckpt"]
+        return named[0] if named else (max(found, key=lambda p: (p.stat().st_mtime, p.name)) if found else None)
+    return latest_checkpoint(attempt / where)
 
 
 def run_torchrun(
@@ -67,6 +104,7 @@ def run_torchrun(
     rdzv_endpoint: str | None = None,
     all_ranks: bool = False,
     on_output: Callable[[str], None] | None = None,
+    interface: ScriptInterface = ScriptInterface(),
 ) -> ScriptOutputs:
     """Run ``script`` under torchrun for ``ctx``'s stage; see :meth:`StageContext.torchrun`."""
     root = Path(ctx.project_root)
@@ -84,23 +122,27 @@ def run_torchrun(
     declared = _check_outputs(outputs or {}, failure)
     attempt = ctx.attempt_dir
     run_dir = attempt / RUN_DIR
-    for relative in declared.values():  # a stale output of an earlier attempt must not pass for a new one
-        _remove(attempt / relative)
-    resume = latest_checkpoint(attempt / CHECKPOINT_DIR)
+    resume = find_checkpoint(attempt, interface.checkpoints)
+    for relative in declared.values():  # a stale output of an earlier attempt must not pass for a new one,
+        if resume is None or not (attempt / relative).is_dir():  # but a resumed run goes on filling its folders
+            _remove(attempt / relative)
     metrics_file = run_dir / "metrics.jsonl"
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume is None:
         metrics_file.unlink(missing_ok=True)
     else:
         logger.warning("%s [%s]: resuming %s from %s", ctx.stage, ctx.param_set, shown, resume)
-    script_args = format_args(args or {}, root) + ["--output-dir", str(attempt)]
-    if resume is not None:
-        script_args += ["--resume-from", str(resume)]
+    script_args = format_args(args or {}, root, dashes=interface.arg_names == "dashes")
+    if interface.output_dir_arg:
+        script_args += [interface.output_dir_arg, str(attempt)]
+    if interface.resume_arg:
+        script_args += [interface.resume_arg, str(resume) if resume is not None else ""]
     spec = TorchrunSpec(
         script=path, workdir=attempt, run_dir=run_dir, log_path=attempt / LOG_NAME, args=tuple(script_args),
         nproc_per_node=nproc_per_node, gpus=gpus, nnodes=nnodes, node_rank=node_rank,
         rdzv_endpoint=rdzv_endpoint, rdzv_id=f"{ctx.stage}-{ctx.key[:16]}",
-        env={**{k: str(v) for k, v in (env or {}).items()}, METRICS_ENV: str(metrics_file)},
+        env={**{k: str(v) for k, v in (env or {}).items()}, METRICS_ENV: str(metrics_file),
+             "ORCHESTRATOR_OUTPUT_DIR": str(attempt), "ORCHESTRATOR_RESUME_FROM": str(resume or "")},
         timeout=timeout, all_ranks=all_ranks, python_path=(str(root),),
     )
     try:
@@ -110,8 +152,8 @@ def run_torchrun(
     except OSError as exc:
         raise failure(f"could not be launched: {exc}. Fix: check that {spec.python} runs.") from exc
     if not result.ok:
-        resumable = latest_checkpoint(attempt / CHECKPOINT_DIR) is not None
-        raise failure(_explain(result, attempt, resumable), returncode=result.returncode, rank=result.failing_rank,
+        resumable = find_checkpoint(attempt, interface.checkpoints) is not None
+        raise failure(_explain(result, attempt, resumable, interface.checkpoints), returncode=result.returncode, rank=result.failing_rank,
                       log_path=str(result.log_path), tail=result.tail)
     produced = {name: attempt / relative for name, relative in declared.items()}
     missing = {name: relative for name, relative in declared.items() if not produced[name].exists()}
@@ -129,7 +171,7 @@ def run_torchrun(
     return ScriptOutputs(produced)
 
 
-def _explain(result: LaunchResult, attempt: Path, resumable: bool) -> str:
+def _explain(result: LaunchResult, attempt: Path, resumable: bool, checkpoints: str) -> str:
     if result.timed_out:
         what = (f"timed out after {result.seconds:.0f} s; every rank was stopped (SIGTERM, then SIGKILL)")
         fix = "raise timeout= in ctx.torchrun, or find where it hangs from the last lines above"
@@ -150,7 +192,7 @@ def _explain(result: LaunchResult, attempt: Path, resumable: bool) -> str:
     whose = "torchrun" if result.tail_rank is None else f"rank {result.tail_rank}"
     lines = "\n".join(f"    {line}" for line in result.tail) or "    (no output)"
     again = ("then run the same command again: training resumes from the last checkpoint in "
-             f"{attempt / CHECKPOINT_DIR}" if resumable else "then run the same command again")
+             f"{attempt / checkpoints}" if resumable else "then run the same command again")
     return (f"{what} (torchrun exit code {result.returncode}). Log: {result.log_path}\n"
             f"Last lines of {whose}:\n{lines}\nFix: {fix}, {again}.")
 
@@ -179,7 +221,7 @@ def _ingest_metrics(ctx: StageContext, metrics_file: Path) -> None:
     for line in metrics_file.read_text(encoding="utf-8").splitlines():
         try:
             entry = json.loads(line)
-            ctx.metric(entry["name"], entry["value"], step=entry.get("step"))
+            ctx.metric(entry["name"], entry["value"], step=entry.get("step"), show=False)
         except (ValueError, KeyError, TypeError):
             logger.warning("%s: ignoring a malformed metrics line %r", ctx.stage, line[:200])
 

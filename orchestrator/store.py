@@ -34,7 +34,8 @@ from typing import Any
 from .artifacts import ArtifactRecord, KeyRecord, artifact_hash
 from .errors import CorruptObjectError, StoreError
 from .hashing import hash_file
-from .localfs import hash_tree, make_read_only, remove
+from .localfs import (describe_entry, entry_kind, first_non_folder, hash_tree, make_read_only, not_a_folder,
+                      remove)
 
 logger = logging.getLogger(__name__)
 
@@ -139,10 +140,28 @@ class Store:
         raise NotImplementedError
 
     # -- setup -----------------------------------------------------------------------------
+    def folders(self) -> tuple[Path, ...]:
+        """The folders of the store on the local disk (created on demand)."""
+        return self.tmp, self.attempts
+
+    def layout_problems(self, deep: bool = False) -> list[Path]:
+        """The store's folders (or the store itself) that exist as something else: a file, a FIFO, a broken link.
+
+        ``deep`` also looks one level down, where a store has prefix folders (``keys/ab``).
+        """
+        found = (first_non_folder(self.root, folder) for folder in self.folders())
+        return sorted({path for path in found if path is not None})
+
     def prepare(self) -> None:
-        """Create the local folders; raises StoreError when the location is not writable."""
+        """Create the local folders; raises StoreError when the location is not writable.
+
+        Something else where a folder belongs (a file where ``tmp/`` should be) is named, with its fix.
+        """
         if self._ready:
             return
+        blocked = self.layout_problems()
+        if blocked:
+            raise not_a_folder(blocked[0], self.root)
         try:
             for folder in (self.tmp, self.attempts):
                 folder.mkdir(parents=True, exist_ok=True)
@@ -195,6 +214,12 @@ class Store:
         path = self.local_object(record.object, record.kind)
         if self._known_intact(record.object, path):
             return path
+        if entry_kind(path) != record.kind:  # (a folder or a FIFO where a file belongs: never opened)
+            raise CorruptObjectError(
+                f"{where}: stored object {record.object[:12]} is {describe_entry(path)} where a "
+                f"{'folder' if record.kind == 'dir' else 'file'} should be ({path}). "
+                "Fix: rerun: a run recomputes it (or --force the stage that produces it)"
+            )
         actual = hash_tree(path)[0] if record.kind == "dir" else hash_file(path)
         if actual != record.object:
             raise CorruptObjectError(
@@ -227,7 +252,8 @@ class Store:
         """True when the (file) object exists and still matches its hash."""
         if not self.has_object(object_hash):
             return False
-        return hash_file(self.local_object(object_hash)) == object_hash
+        path = self.local_object(object_hash)
+        return entry_kind(path) == "file" and hash_file(path) == object_hash
 
     # -- key records and refs --------------------------------------------------------------
     def get_record(self, key: str) -> KeyRecord | None:

@@ -1,13 +1,22 @@
-"""``experiment cache verify``: check every stored artifact against its content hash."""
+"""``experiment cache verify``: check the store's folders, and every stored artifact against its content hash.
+
+Nothing is opened before its type is known (a FIFO where an object belongs is reported, never read),
+and without ``--repair`` nothing is written: verify works on a read-only store.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import shlex
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from .errors import CorruptObjectError
+from .errors import CorruptObjectError, StoreError
 from .inline import verified_bytes
+from .localfs import not_a_folder
 from .store import Store, describe
 
 logger = logging.getLogger(__name__)
@@ -42,9 +51,15 @@ def verify_store(store: Store, *, repair: bool = False,
     """Hash every object a key record points to; with ``repair``, forget the broken ones.
 
     Repairing drops the key records whose objects are bad (and the bad objects), so the
-    next run recomputes exactly those stages; nothing else is touched.
+    next run recomputes exactly those stages; nothing else is touched. Something else where
+    one of the store's folders belongs (a file where ``keys/`` should be) is a problem too,
+    which repairing moves aside, under ``damaged/`` (the store itself stays where it is).
     """
-    problems: list[Problem] = []
+    blocked = store.layout_problems(deep=True)
+    problems = [_layout_problem(store, path) for path in blocked]
+    for path in blocked if repair else ():
+        if path != store.root:
+            logger.info("moved %s aside to %s", path, _set_aside(store.root, path))
     records = artifacts = 0
 
     def damaged(key: str) -> None:
@@ -67,9 +82,32 @@ def verify_store(store: Store, *, repair: bool = False,
             progress(records)
     if repair:
         for problem in problems:
+            if not problem.key:  # (the store's folders: moved aside above)
+                continue
             store.drop_record(problem.key)
-            if problem.object and store.has_object(problem.object):
+            if problem.object:  # (has_object: False for a broken link, which discarding removes too)
                 store.discard_object(problem.object)
             logger.info("forgot %s [%s] (%s): the next run recomputes it", problem.stage, problem.param_set,
                         problem.artifact)
     return VerifyReport(records, artifacts, tuple(problems), repair)
+
+
+def _layout_problem(store: Store, path: Path) -> Problem:
+    """Something else where a folder of the store belongs, as a problem (its path relative to the store)."""
+    where = path.relative_to(store.root).as_posix() if path != store.root else "."
+    message = str(not_a_folder(path, store.root)).split(" Fix:")[0]
+    return Problem("(store)", "-", where, "", "", message)
+
+
+def _set_aside(root: Path, path: Path) -> Path:
+    """Move ``path`` to ``root/damaged/<its path under root>`` (stamped when taken); returns where it went."""
+    target = root / "damaged" / path.relative_to(root)
+    if os.path.lexists(target):
+        target = target.with_name(f"{target.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(path, target)
+    except OSError as exc:
+        raise StoreError(f"cannot move {path} aside to {target}: {exc.strerror or exc}. Fix: make the store "
+                         f"writable, or remove it yourself (rm -r {shlex.quote(str(path))}).") from exc
+    return target

@@ -6,6 +6,9 @@ can write at once. The schema version lives in ``PRAGMA user_version``; :data:`M
 holds one script per version and a database is brought up to date when it is opened for
 writing. A damaged file raises :class:`~orchestrator.errors.RecordsError` with the command
 that moves it aside: history is never silently replaced by an empty one.
+
+Commands that only read (``experiment runs``, ``show``, ``lineage``) open it with
+:func:`connect_read_only`, which writes nothing: it works on a read-only store too.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from .environment import process_alive
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DB_NAME", "MIGRATIONS", "SCHEMA_VERSION", "close_dead_runs", "connect", "database_path", "guarded"]
+__all__ = ["DB_NAME", "MIGRATIONS", "SCHEMA_VERSION", "close_dead_runs", "connect", "connect_read_only",
+           "database_path", "guarded"]
 
 DB_NAME = "runs.db"
 BUSY_TIMEOUT_MS = 30_000
@@ -173,6 +177,63 @@ def connect(path: Path) -> sqlite3.Connection:
         except BaseException:
             conn.close()
             raise
+    return conn
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """Open the run records at ``path`` for reading only: nothing is created, migrated or written.
+
+    ``mode=ro`` first (it reads what running runs are writing to the WAL). In a read-only folder
+    SQLite cannot create the WAL's index beside the file, so then the file is opened as
+    ``immutable`` (nothing can be writing to it there). A database older than this schema is
+    opened by :func:`connect` instead, which migrates it; where there is no file yet, the
+    connection is to an empty database in memory.
+
+    Raises:
+        RecordsError: as :func:`connect` (damaged, too new), or the file cannot be read at all.
+    """
+    if not Path(path).exists():
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        _migrate(conn, path)
+        return conn
+    _refuse_truncated(path)
+    uri = f"{Path(path).absolute().as_uri()}?mode=ro"
+    with guarded(path):
+        try:
+            conn = _open_read_only(uri)
+        except sqlite3.OperationalError as exc:
+            if "unable to open" not in str(exc) and "readonly" not in str(exc):
+                raise
+            wal = Path(f"{path}-wal")
+            if wal.exists() and wal.stat().st_size:
+                logger.warning("the run records at %s are in a read-only folder without their WAL index (%s-shm): "
+                               "what is still in %s is not shown", path, path.name, wal.name)
+            logger.debug("%s: %s; opening it as immutable (a read-only folder)", path, exc)
+            conn = _open_read_only(f"{uri}&immutable=1")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version < SCHEMA_VERSION:
+            conn.close()
+            return connect(path)
+        if version > SCHEMA_VERSION:
+            conn.close()
+            raise RecordsError(
+                f"the run records at {path} use schema version {version}, newer than this orchestrator "
+                f"understands ({SCHEMA_VERSION}). Fix: pip install --upgrade orchestrator."
+            )
+    return conn
+
+
+def _open_read_only(uri: str) -> sqlite3.Connection:
+    """A connection to ``uri`` that refuses writes, checked by a first read."""
+    conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                           check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA query_only = ON")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the file (and its WAL): fails here
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 

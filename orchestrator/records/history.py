@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RecordNotFound, did_you_mean
-from .database import connect, database_path, guarded
+from .database import connect_read_only, database_path, guarded
 from .environment import process_alive
 from .values import ArtifactInfo, ExecutionRecord, RunRecord
 
@@ -30,7 +30,11 @@ def _json(text: str | None, default: Any) -> Any:
 
 
 class History:
-    """Queries over one run records database (empty when the file does not exist yet)."""
+    """Queries over one run records database (empty when the file does not exist yet).
+
+    Only reads: the file is opened read-only (:func:`~orchestrator.records.database.connect_read_only`),
+    so the records of a read-only store can be browsed.
+    """
 
     def __init__(self, path: Path, conn: sqlite3.Connection | None = None) -> None:
         self.path = Path(path)
@@ -44,9 +48,9 @@ class History:
 
     @property
     def conn(self) -> sqlite3.Connection:
-        """The open connection (opened on first use)."""
+        """The open connection (opened on first use, read-only)."""
         if self._conn is None:
-            self._conn = connect(self.path)
+            self._conn = connect_read_only(self.path)
         return self._conn
 
     def close(self) -> None:

@@ -144,7 +144,7 @@ class RunRecorder(RunObserver):
         process = this_process()
         environment = {"python": python_version(), "packages": package_versions()}
         git = git_state(root).to_dict()
-        folders = [root / "stages", session.project.params_dir, root / "external"]
+        folders = [root / "stages", session.project.params_dir, root / "external", *experiment.read_files]
         with guarded(self.path):
             last = self.conn.execute("SELECT snapshot FROM runs ORDER BY started DESC LIMIT 1").fetchone()
         snapshot = take_snapshot(self.store, root, folders, known=json.loads(last[0]).values() if last else ())

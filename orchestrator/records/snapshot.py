@@ -28,6 +28,9 @@ SKIPPED_SUFFIXES = (".pyc", ".pyo", ".so", ".swp")
 
 def _files(root: Path, folders: Iterable[Path]) -> Iterator[Path]:
     for folder in folders:
+        if folder.is_file() and folder.resolve().is_relative_to(root.resolve()):  # a config a param file read
+            yield root / folder.resolve().relative_to(root.resolve())
+            continue
         if not folder.is_dir():
             continue
         for path in sorted(folder.rglob("*")):
