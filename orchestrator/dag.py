@@ -13,16 +13,16 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .cachers import get_cacher
-from .errors import DefinitionError, ParamsError, UnknownCacherError, WiringError, did_you_mean
+from .errors import ParamsError, UnknownCacherError, WiringError, did_you_mean
 from .fingerprint import CodeFingerprint
 from .hashing import hash_struct
+from .binding import as_lists, bind, bind_aggregate, check_unknown_keys, data_keys
 from .params import ParamSet
-from .declaration import Param, Stage
+from .declaration import Stage
 
 __all__ = ["ALL", "Dag", "InputRef", "Node", "build_dag"]
 
 ALL = "*"  # the param-set label of aggregates, which run once over every set
-RESERVED_PARAMS = frozenset({"seed"})  # read by ctx.seed; allowed in every set
 
 
 @dataclass(frozen=True)
@@ -120,20 +120,20 @@ def build_dag(
     order = _topological(stages, producers)
     wanted = _resolve_targets(stages, producers, targets)
     needed = _ancestors(stages, producers, [producers[t] for t in wanted])
-    _check_unknown_keys(stages, sets, fingerprints)
+    check_unknown_keys(stages, sets, fingerprints)
 
     nodes: dict[str, Node] = {}
     per_set = [s for s in order if s in needed and not stages[s].aggregate]
     for param_set in sets:
         for name in per_set:
             stage = stages[name]
-            params = _bind(stage, param_set)
+            params = bind(stage, param_set)
             refs = tuple(InputRef(a, node_id(producers[a], param_set.name)) for a in stage.inputs)
             nid = node_id(name, param_set.name)
             if sources and name in sources:
                 params = {**params, "files": sources[name]}
             nodes[nid] = replace(_node(nid, stage, param_set.name, params, param_set.values, refs, fingerprints[name],
-                                       _data_keys(stage, params, data)), parent=param_set.parent)
+                                       data_keys(stage, params, data)), parent=param_set.parent)
     for name in (s for s in order if s in needed and stages[s].aggregate):
         stage = stages[name]
         refs_list: list[InputRef] = []
@@ -143,11 +143,11 @@ def build_dag(
                 refs_list.append(InputRef(artifact, node_id(producer.name, ALL)))
             else:
                 refs_list += [InputRef(artifact, node_id(producer.name, s.name), s.name) for s in sets]
-        params = _bind_aggregate(stage, sets)
+        params = bind_aggregate(stage, sets)
         all_values = {s.name: s.values for s in sets}
         nid = node_id(name, ALL)
         nodes[nid] = _node(nid, stage, ALL, params, all_values, tuple(refs_list), fingerprints[name],
-                           _data_keys(stage, params, data))
+                           data_keys(stage, params, data))
     consumers: dict[str, list[str]] = {nid: [] for nid in nodes}
     for nid, node in nodes.items():
         for upstream in dict.fromkeys(ref.producer for ref in node.inputs):
@@ -167,7 +167,7 @@ def _node(
 ) -> Node:
     # a default that is a function or class is code: its fingerprint covers it (the stage's defaults)
     key_params = {k: (["code", f"{getattr(v, '__module__', '')}:{getattr(v, '__qualname__', '')}"]
-                      if callable(v) else _as_lists(v)) for k, v in params.items()}
+                      if callable(v) else as_lists(v)) for k, v in params.items()}
     key_params.update(data_keys)
     base_seed = set_values.get("seed", 0) if param_set != ALL else 0
     if "params" in fingerprint.ctx_uses:
@@ -176,23 +176,6 @@ def _node(
         key_params["ctx.seed"] = base_seed
     seed = int(hash_struct(["Seed", stage.name, base_seed])[:8], 16) & 0x7FFFFFFF
     return Node(nid, stage, param_set, params, key_params, set_values, seed, refs)
-
-
-def _as_lists(value: Any) -> Any:
-    """A tuple default and the same list from YAML are one param value (and one key)."""
-    if isinstance(value, (list, tuple)):
-        return [_as_lists(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _as_lists(v) for k, v in value.items()}
-    return value
-
-
-def _data_keys(stage: Stage, params: Mapping[str, Any], data: Callable[[Any, str], str] | None) -> dict[str, str]:
-    """``data:<param>`` -> the content digest of each param annotated as data."""
-    if data is None:
-        return {}
-    return {f"data:{p.name}": data(params[p.name], p.data.pattern)
-            for p in stage.all_params if p.data is not None and params.get(p.name) is not None}
 
 
 def _producers(stages: Mapping[str, Stage]) -> dict[str, str]:
@@ -265,127 +248,3 @@ def _ancestors(stages: Mapping[str, Stage], producers: Mapping[str, str], roots:
             needed.add(name)
             stack += [producers[a] for a in stages[name].inputs]
     return needed
-
-
-_TYPES: dict[str, tuple[type, ...]] = {
-    "int": (int,),
-    "float": (int, float),
-    "str": (str,),
-    "bool": (bool,),
-    "list": (list,),
-    "dict": (dict,),
-    "tuple": (list, tuple),
-}
-
-
-def _label(annotation: Any) -> str:
-    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-
-
-def _element_type(annotation: Any) -> tuple[str, str] | None:
-    """``("list", "int")`` for ``list[int]``, ``tuple[int, ...]`` or their string forms; else None."""
-    import re
-    import typing
-
-    if isinstance(annotation, str):
-        match = re.fullmatch(r"\s*(list|tuple|List|Tuple)\[\s*(\w+)\s*(,\s*\.\.\.\s*)?\]\s*", annotation)
-        return (match.group(1).lower(), match.group(2)) if match else None
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (list, tuple) and args and (origin is list or (len(args) == 2 and args[1] is Ellipsis)):
-        return origin.__name__, getattr(args[0], "__name__", "")
-    return None
-
-
-def _check_elements(stage: Stage, param: Param, value: Any, param_set: str) -> None:
-    """A wrong element names the element (``sizes[1]``), not the whole list."""
-    found = _element_type(param.annotation)
-    if found is None or not isinstance(value, (list, tuple)):
-        return
-    expected = _TYPES.get(found[1])
-    if expected is None:
-        return
-    for index, item in enumerate(value):
-        if isinstance(item, bool) and bool not in expected or not isinstance(item, expected):
-            raise ParamsError(
-                f"param {param.name}[{index}] of stage {stage.name!r} must be {found[1]}, but param set "
-                f"{param_set!r} gives {item!r} ({type(item).__name__}). Fix: correct that element in the param file."
-            )
-
-
-def _check_type(stage: Stage, param: Param, value: Any, param_set: str) -> None:
-    _check_elements(stage, param, value, param_set)
-    label = _label(param.annotation)
-    expected = _TYPES.get(label)
-    if expected is None or (value is None and param.default is None):
-        return
-    if isinstance(value, bool) and bool not in expected:
-        ok = False
-    else:
-        ok = isinstance(value, expected)
-    if not ok:
-        raise ParamsError(
-            f"param {param.name!r} of stage {stage.name!r} must be {label}, but param set "
-            f"{param_set!r} gives {value!r} ({type(value).__name__}). Fix: --set {param.name}=<{label}> "
-            "or correct the param file."
-        )
-
-
-def _bind(stage: Stage, param_set: ParamSet) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for param in stage.all_params:
-        if param.name in param_set.values:
-            value = param_set.values[param.name]
-            if callable(value):
-                raise ParamsError(
-                    f"param {param.name!r} of param set {param_set.name!r} (stage {stage.name!r}) is "
-                    f"{getattr(value, '__qualname__', type(value).__name__)!r}, a function or class: params are "
-                    "data, and their values are hashed into the key. Fix: make it the param's default in the "
-                    "stage (a default function is tracked as code), or pass a name and look the function up "
-                    "in a dict in the stage's module."
-                )
-            _check_type(stage, param, value, param_set.name)
-            if _label(param.annotation) == "float" and type(value) is int:
-                value = float(value)  # lr=1 and lr=1.0 are the same param value, and the same key
-            values[param.name] = value
-        elif not param.required:
-            values[param.name] = param.default
-        else:
-            raise ParamsError(
-                f"stage {stage.name!r} takes param {param.name!r}, which param set {param_set.name!r} "
-                f"does not define.{did_you_mean(param.name, param_set.values)} Fix: add "
-                f"{param.name}: to params: in {param_set.source or 'the param file'}, or --set "
-                f"{param.name}=VALUE, or give it a default."
-            )
-    return values
-
-
-def _bind_aggregate(stage: Stage, sets: Sequence[ParamSet]) -> dict[str, Any]:
-    bound = [_bind(stage, s) for s in sets]
-    for param in stage.all_params:
-        distinct = {repr(b[param.name]) for b in bound}
-        if len(distinct) > 1:
-            raise DefinitionError(
-                f"aggregate {stage.name!r} takes param {param.name!r}, which differs across param sets "
-                f"({', '.join(sorted(distinct))}). Fix: keep it equal in every set, or read it per set."
-            )
-    return bound[0]
-
-
-def _check_unknown_keys(
-    stages: Mapping[str, Stage], sets: Sequence[ParamSet], fingerprints: Mapping[str, CodeFingerprint]
-) -> None:
-    if any("params" in fp.ctx_uses for fp in fingerprints.values()):
-        return  # some stage reads ctx.params: any key may be meant for it
-    known = set(RESERVED_PARAMS) | {p.name for s in stages.values() for p in s.all_params}
-    for param_set in sets:
-        for key in param_set.values:
-            if key not in known and key in param_set.overridden:
-                raise ParamsError(
-                    f"--set {key}=...: no stage takes a param {key!r}.{did_you_mean(key, known)} "
-                    "Fix: correct the name in --set."
-                )
-            if key not in known:
-                raise ParamsError(
-                    f"param set {param_set.name!r} ({param_set.source}) defines {key!r}, which no stage "
-                    f"takes.{did_you_mean(key, known)} Fix: correct the name, or add the param to a stage."
-                )
