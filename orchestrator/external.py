@@ -194,7 +194,7 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     final = Path(path)
     if is_rank_zero():
         with atomic_path(final) as staged:
-            staged.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float))
+            staged.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float), encoding="utf-8")
     return final
 
 

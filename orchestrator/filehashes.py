@@ -29,7 +29,7 @@ class FileHashes:
     def _load(self) -> dict[str, list[object]]:
         if self._memo is None:
             try:
-                self._memo = json.loads(self.path.read_text())
+                self._memo = json.loads(self.path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 self._memo = {}
         return self._memo

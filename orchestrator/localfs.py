@@ -101,7 +101,7 @@ def write_atomic(path: Path, text: str) -> None:
     """Replace ``path``'s content atomically (a temp file beside it, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    staged.write_text(text)
+    staged.write_text(text, encoding="utf-8")
     os.replace(staged, path)
 
 

@@ -94,7 +94,7 @@ class LocalStore(Store):
         path = self.root / rel
         self._folder(path.parent)
         try:
-            with open(path, "x") as handle:
+            with open(path, "x", encoding="utf-8") as handle:
                 handle.write(text)
         except FileExistsError:
             return False

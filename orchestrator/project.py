@@ -105,7 +105,7 @@ def _read_config(pyproject: Path) -> dict[str, Any] | None:
     import tomllib
 
     try:
-        data = tomllib.loads(pyproject.read_text())
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ProjectError(f"{pyproject}: invalid TOML: {exc}") from exc
     table = data.get("tool", {}).get("orchestrator")

@@ -13,7 +13,6 @@ or, as JSON, from ``$ORCHESTRATOR_STORAGE_OPTIONS`` (passed to fsspec).
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import shutil
@@ -26,6 +25,7 @@ from .errors import CorruptObjectError, StoreError
 from .hashing import hash_struct
 from .localfs import make_read_only, remove
 from .store import ArtifactRecord, Store
+from .settings import env_json, env_number
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class RemoteStore(Store):
     def __init__(self, url: str, local: Path | None = None) -> None:
         import fsspec
 
-        options: dict[str, Any] = json.loads(os.environ.get(OPTIONS_ENV, "{}") or "{}")
+        options: dict[str, Any] = env_json(OPTIONS_ENV, {}, what="a JSON object of fsspec storage options")
         options.setdefault("use_listings_cache", False)
         options.setdefault("skip_instance_cache", True)
         self.url = url.rstrip("/")
@@ -67,7 +67,7 @@ class RemoteStore(Store):
         default = Path(os.environ.get(LOCAL_ENV, "~/.cache/orchestrator")).expanduser()
         super().__init__(local or default / hash_struct(["Remote", self.url])[:16])
         self.cache = self.root / "objects"
-        self.limit = int(os.environ.get(SIZE_ENV, DEFAULT_SIZE))
+        self.limit = int(env_number(SIZE_ENV, DEFAULT_SIZE, what="a size of the local cache in bytes", integer=True))
         self._usage: int | None = None  # bytes in the local cache, measured once then tracked
 
     def _full(self, rel: str) -> str:

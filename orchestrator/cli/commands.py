@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from ..console import resume_gc
-from .streams import stdout_to_stderr
+from .streams import stdout_to_stderr, utf8_streams
 
 CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 SESSION_COMMANDS = ("run", "plan", "dag")  # they resume the GC themselves, after the library's imports
@@ -69,6 +69,7 @@ def main(debug: bool, verbose: int) -> None:
 
     from .plain import LogHandler
 
+    utf8_streams()
     if click.get_current_context().invoked_subcommand not in SESSION_COMMANDS:
         resume_gc()  # (console.py)
     level = logging.WARNING - 10 * min(verbose, 2)

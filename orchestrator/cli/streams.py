@@ -1,4 +1,4 @@
-"""Keep a machine-readable stdout clean: what stages print goes to stderr while it is redirected."""
+"""The CLI's output streams: UTF-8 whatever the locale, and a stdout kept clean for ``--json``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,17 @@ import os
 import sys
 from collections.abc import Iterator
 
-__all__ = ["stdout_to_stderr"]
+__all__ = ["stdout_to_stderr", "utf8_streams"]
+
+
+def utf8_streams() -> None:
+    """Write UTF-8 whatever the locale: a latin-1 or ASCII locale must not turn "Zoë" into mojibake
+    or make ``experiment runs`` crash on "…" (what cannot be shown is replaced, never an error)."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and (getattr(stream, "encoding", "") or "").lower().replace("-", "") != "utf8":
+            with contextlib.suppress(Exception):  # a stream that was replaced by one that cannot be
+                reconfigure(encoding="utf-8", errors="replace")
 
 
 @contextlib.contextmanager

@@ -157,7 +157,7 @@ def _dot_svg(boxes: list[_Box], links: list[tuple[str, str]]) -> str | None:
     import subprocess
 
     try:
-        proc = subprocess.run([dot, "-Tsvg"], input="\n".join(lines), capture_output=True, text=True, timeout=10)
+        proc = subprocess.run([dot, "-Tsvg"], input="\n".join(lines), capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=10)
     except (OSError, subprocess.SubprocessError) as exc:
         logger.debug("graphviz failed (%s); using the built-in layout", exc)
         return None

@@ -194,7 +194,7 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
     import subprocess
 
     try:
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, encoding="utf-8",
                               timeout=GIT_TIMEOUT, errors="replace", stdin=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError):
         return None
