@@ -146,3 +146,22 @@ def remove(path: Path) -> None:
         except PermissionError:
             os.chmod(path, 0o644)
             path.unlink(missing_ok=True)
+
+
+NAME_BYTES = 200  # file names built from user strings stay well under the usual 255-byte limit
+
+
+def bounded_name(text: str, limit: int = NAME_BYTES) -> str:
+    """``text`` as a file name of at most ``limit`` UTF-8 bytes: itself, or a readable prefix and a hash.
+
+    A 14-param grid names its sets ``sweep[lr=0.001,batch=64,...]``; a log file or a folder
+    named after one must still be creatable (255 bytes on most file systems) and unique.
+    """
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return text
+    from .hashing import hash_bytes
+
+    digest = hash_bytes(data)[:16]
+    prefix = data[: limit - len(digest) - 1].decode("utf-8", "ignore")  # (never half a character)
+    return f"{prefix}-{digest}"

@@ -34,8 +34,8 @@ from typing import Any
 from .artifacts import ArtifactRecord, KeyRecord, artifact_hash
 from .errors import CorruptObjectError, StoreError
 from .hashing import hash_file
-from .localfs import (describe_entry, entry_kind, first_non_folder, hash_tree, make_read_only, not_a_folder,
-                      remove)
+from .localfs import (bounded_name, describe_entry, entry_kind, first_non_folder, hash_tree, make_read_only,
+                      not_a_folder, remove)
 
 logger = logging.getLogger(__name__)
 
@@ -316,13 +316,20 @@ class Store:
     # -- local working folders -------------------------------------------------------------
     def attempt_dir(self, stage: str, key: str) -> Path:
         """A persistent local working folder for (stage, key), kept across failed attempts."""
-        path = self.attempts / stage / key[:16]
+        path = self._inside(self.attempts / bounded_name(stage) / key[:16])
         path.mkdir(parents=True, exist_ok=True)
         return path
 
     def drop_attempt(self, stage: str, key: str) -> None:
         """Remove the attempt folder after a success."""
-        shutil.rmtree(self.attempts / stage / key[:16], ignore_errors=True)
+        shutil.rmtree(self._inside(self.attempts / bounded_name(stage) / key[:16]), ignore_errors=True)
+
+    def _inside(self, path: Path) -> Path:
+        """``path``, checked to stay inside the store (a name from user text never escapes it)."""
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise StoreError(f"{path} would be outside the store {self.root}. Fix: give the stage a name "
+                             "without path separators or '..' (name=...).")
+        return path
 
     def scratch_dir(self) -> Path:
         """A fresh, private local scratch folder under ``tmp/`` (the caller removes it)."""
@@ -337,8 +344,8 @@ class Store:
         if found is None:  # asked three times per node: by the task, the run record and the outcome
             if self._logs and next(iter(self._logs))[0] != run_id:
                 self._logs.clear()  # one run's at a time: a notebook's store lives for many runs
-            safe = "".join(c if c.isalnum() or c in "-_.@[],=" else "_" for c in node_id)
-            found = self._logs[(run_id, node_id)] = self.root / "runs" / run_id / "logs" / f"{safe}.log"
+            safe = bounded_name("".join(c if c.isalnum() or c in "-_.@[],=" else "_" for c in node_id))
+            found = self._logs[(run_id, node_id)] = self._inside(self.root / "runs" / run_id / "logs" / f"{safe}.log")
         return found
 
     def clean_tmp(self, older_than: float = 24 * 3600) -> None:
