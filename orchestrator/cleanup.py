@@ -69,7 +69,11 @@ def collect_garbage(store: Store, *, keep_last: int | None = None, older_than: f
     if keep_last is None and older_than is None:
         kept_runs = runs
     else:
-        newest = runs[:keep_last] if keep_last is not None else []
+        newest = runs[:keep_last] if keep_last is not None else []  # runs come in the database's order
+        if keep_last:  # and the run that finished last is always kept, whatever any clock says
+            finished = [r for r in runs if r.finished_seq is not None]
+            if finished:
+                newest = list({r.id: r for r in (*newest, max(finished, key=lambda r: r.finished_seq or 0))}.values())
         recent = [r for r in runs if older_than is not None and now - r.started < older_than]
         running = [r for r in runs if r.status == "running"]
         kept_runs = list({r.id: r for r in (*newest, *recent, *running)}.values())

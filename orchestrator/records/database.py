@@ -109,6 +109,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX artifacts_hash ON artifacts(hash);
     CREATE INDEX artifacts_name ON artifacts(name);
     """,
+    # 2: the order runs finished in, as the database saw it (no machine's clock is trusted for it)
+    """
+    ALTER TABLE runs ADD COLUMN finished_seq INTEGER;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -79,7 +79,8 @@ class History:
         where, args = "", []
         if status:
             where, args = "WHERE status IN (?, 'running')", [status]
-        rows = self._query(f"SELECT * FROM runs {where} ORDER BY started DESC, id DESC", args)
+        # newest first in the order the database received them, not by any machine's clock
+        rows = self._query(f"SELECT *, rowid AS seq FROM runs {where} ORDER BY rowid DESC", args)
         records = (self._run(row) for row in rows)
         chosen = [r for r in records if not status or r.status == status]
         return chosen[:limit] if limit else chosen
@@ -95,17 +96,17 @@ class History:
         ref = ref.strip()
         if ref == "last" or ref.startswith("last~"):
             back = int(ref[5:]) if ref[5:].isdigit() else 0
-            rows = self._query("SELECT * FROM runs ORDER BY started DESC, id DESC LIMIT 1 OFFSET ?", [back])
+            rows = self._query("SELECT * FROM runs ORDER BY rowid DESC LIMIT 1 OFFSET ?", [back])
             if not rows:
                 raise RecordNotFound(f"there is no run {ref!r} in {self.path}. Fix: experiment runs lists them.")
             return self._run(rows[0])
-        rows = self._query("SELECT * FROM runs WHERE substr(id, 1, ?) = ? ORDER BY started DESC", [len(ref), ref])
+        rows = self._query("SELECT * FROM runs WHERE substr(id, 1, ?) = ? ORDER BY rowid DESC", [len(ref), ref])
         if len(rows) == 1:
             return self._run(rows[0])
         if len(rows) > 1:
             ids = ", ".join(r["id"] for r in rows[:5])
             raise RecordNotFound(f"run id prefix {ref!r} matches {len(rows)} runs ({ids}). Fix: type more of the id.")
-        recent = [r["id"] for r in self._query("SELECT id FROM runs ORDER BY started DESC LIMIT 200")]
+        recent = [r["id"] for r in self._query("SELECT id FROM runs ORDER BY rowid DESC LIMIT 200")]
         raise RecordNotFound(f"no run {ref!r} in {self.path}.{did_you_mean(ref, recent)} "
                              "Fix: experiment runs lists the run ids (or use 'last').")
 
@@ -135,6 +136,7 @@ class History:
             experiment=_json(row["experiment"], {}), environment=_json(row["environment"], {}),
             git=_json(row["git"], {}), snapshot=_json(row["snapshot"], {}), dag=_json(row["dag"], {}),
             counts=_json(row["counts"], {}), metrics=_json(row["metrics"], {}), report=row["report"],
+            finished_seq=row["finished_seq"] if "finished_seq" in row.keys() else None,
         )
 
     # -- executions ------------------------------------------------------------------------

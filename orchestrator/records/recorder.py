@@ -146,7 +146,7 @@ class RunRecorder(RunObserver):
         git = git_state(root).to_dict()
         folders = [root / "stages", session.project.params_dir, root / "external", *experiment.read_files]
         with guarded(self.path):
-            last = self.conn.execute("SELECT snapshot FROM runs ORDER BY started DESC LIMIT 1").fetchone()
+            last = self.conn.execute("SELECT snapshot FROM runs ORDER BY rowid DESC LIMIT 1").fetchone()
         snapshot = take_snapshot(self.store, root, folders, known=json.loads(last[0]).values() if last else ())
         self._run_values = dict(
             id=run_id, description=self.desc, started=time.time(), project=str(root), cwd=str(Path.cwd()),
@@ -282,7 +282,8 @@ class RunRecorder(RunObserver):
         now = time.time()
         started = conn.execute("SELECT started FROM runs WHERE id = ?", (self.run_id,)).fetchone()
         seconds = result.seconds if result is not None else (now - started[0] if started else None)
-        conn.execute("UPDATE runs SET status = ?, ended = ?, seconds = ?, counts = ?, metrics = ? WHERE id = ?",
+        conn.execute("UPDATE runs SET status = ?, ended = ?, seconds = ?, counts = ?, metrics = ?, "
+                     "finished_seq = (SELECT coalesce(max(finished_seq), 0) + 1 FROM runs) WHERE id = ?",
                      (status, now, seconds, _dumps(counts), _dumps(metrics), self.run_id))
         self._run_values.update(status=status, ended=now, seconds=seconds, counts=counts, metrics=metrics)
         conn.execute("UPDATE executions SET status = 'interrupted', ended = ? WHERE run_id = ? AND status = 'running'",

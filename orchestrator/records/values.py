@@ -33,6 +33,8 @@ class RunRecord:
     counts: Mapping[str, int]
     metrics: Mapping[str, float]
     report: str
+    #: the order the run finished in, assigned by the run database (None while running)
+    finished_seq: int | None = None
 
     @property
     def title(self) -> str:
