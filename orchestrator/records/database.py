@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import shlex
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -158,6 +160,26 @@ def connect(path: Path) -> sqlite3.Connection:
             written by a newer version of orchestrator.
     """
     _refuse_truncated(path)
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:  # many runs starting at once on a fresh store: creating it and switching to WAL contend
+        try:
+            return _connect(path)
+        except sqlite3.OperationalError as exc:
+            if not _contended(exc) or time.monotonic() > deadline:
+                raise
+        except RecordsError as exc:
+            if not _contended(exc.__cause__) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.05 + random.random() * 0.2)
+
+
+def _contended(exc: BaseException | None) -> bool:
+    """A lock another process holds for a moment (SQLite does not always wait for it on its own)."""
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
     with guarded(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         # autocommit mode: transactions are opened explicitly with BEGIN
