@@ -249,3 +249,28 @@ def test_kill_9_loop_long(make_project):
     findings = kill_loop(proj, kills=50, seed=2)
     (proj.root.parent / "kill-loop.json").write_text(json.dumps(findings))
     assert sum(f["killed"] for f in findings) >= 40
+
+
+def test_a_full_disk_under_the_run_database_is_said_to_be_full_never_damaged(make_project, tmp_path):
+    small = tmp_path / "tiny"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        proj = make_project({"stages/__init__.py": "", "stages/f.py": FAULTY, "params/p.yaml": "params: {}\n"})
+        cache = small / "cache"
+        proj.run_json("p", "--target", "big", "--set", "mb=0", "--cache-dir", str(cache))
+        filler = small / "filler"
+        with open(filler, "wb") as handle:  # leave no room at all
+            try:
+                while True:
+                    handle.write(b"\0" * 65536)
+            except OSError:
+                pass
+        proc = proj.experiment("run", "p", "--target", "big", "--set", "mb=1",
+                               "--cache-dir", str(cache), check=None)
+        text = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and "full" in text, text
+        assert "damaged" not in text and ".damaged" not in text and "Traceback" not in text, text
+    finally:
+        subprocess.run(["umount", str(small)], check=False)

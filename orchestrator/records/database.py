@@ -140,7 +140,45 @@ def translate(exc: sqlite3.Error, path: Path) -> RecordsError:
     if isinstance(exc, sqlite3.OperationalError) and ("readonly" in text or "unable to open" in text):
         return RecordsError(f"cannot open the run records at {path} for writing ({text}). "
                             "Fix: make the cache folder writable, or pass --cache-dir DIR.")
+    if "full" in text or getattr(exc, "sqlite_errorcode", None) == 13 or _nearly_full(path):  # SQLITE_FULL
+        return RecordsError(f"the file system holding the run records at {path} is full ({text}; "
+                            f"{_free(path)}). Nothing recorded was lost. Fix: free some space there (experiment "
+                            "cache gc, or delete other files), then run again.")
+    if _intact(path):  # not every error means damage: never suggest moving an intact history aside
+        return RecordsError(f"the run records at {path} could not be used ({text}); the file itself passes "
+                            "SQLite's integrity check. Fix: check the disk and its free space, then run again.")
     return RecordsError(f"the run records at {path} are damaged ({text}). {_recovery(path)}")
+
+
+def _free(path: Path) -> str:
+    import shutil
+
+    try:
+        usage = shutil.disk_usage(path.parent)
+    except OSError:
+        return "free space unknown"
+    return f"{usage.free / 2**20:.1f} MiB free of {usage.total / 2**20:.0f} MiB"
+
+
+def _nearly_full(path: Path) -> bool:
+    """Less than 1 MiB free where the database lives: a "disk I/O error" there is a full disk."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(path.parent).free < 1 << 20
+    except OSError:
+        return False
+
+
+def _intact(path: Path) -> bool:
+    """``PRAGMA quick_check`` on a separate read-only connection says "ok"."""
+    for query in ("mode=ro", "immutable=1"):
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?{query}", uri=True, timeout=5)) as conn:
+                return bool(conn.execute("PRAGMA quick_check").fetchone()[0] == "ok")
+        except sqlite3.Error:
+            continue
+    return False
 
 
 @contextlib.contextmanager
