@@ -114,6 +114,9 @@ def _read_yaml(path: Path) -> Any:
     text = _text(path)
     try:
         return yaml_value(text)
+    except RecursionError:
+        raise ParamsError(f"{path}: params are nested deeper than can be read. Fix: flatten the nesting "
+                          "(a few levels of mappings are plenty).") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -129,6 +132,8 @@ def _read_toml(path: Path) -> Any:
 
     try:
         doc = tomllib.loads(_text(path))
+    except RecursionError:
+        raise ParamsError(f"{path}: params are nested deeper than can be read. Fix: flatten the nesting.") from None
     except tomllib.TOMLDecodeError as exc:
         raise ParamsError(f"{path}: malformed TOML: {exc}. Fix the file at that line.") from None
     return _unset_strings(doc)

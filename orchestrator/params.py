@@ -288,6 +288,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ParamsError(f"--set {text!r}: expected KEY=VALUE with a dotted KEY, e.g. --set lr=0.01.")
     try:
         value = yaml_value(raw) if raw.strip() else ""
+    except RecursionError:
+        raise ParamsError(f"--set {key}=...: the value is nested deeper than can be read. Fix: flatten it.") from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"--set {text!r}: the value is not valid YAML ({exc}). Quote it: --set {key}='{raw}'") from exc
     return key, value

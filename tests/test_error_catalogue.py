@@ -175,3 +175,35 @@ def test_a_param_file_that_is_not_utf8_names_the_file_and_the_byte(project):
     proc = project.experiment("run", "latin", check=2)
     assert "latin.yaml: not UTF-8 text: byte 24 (line 3)" in proc.stderr
     assert "Param files must be UTF-8" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_bad_environment_gives_one_paragraph_never_a_traceback(project, tmp_path):
+    """Deleted working directory, a malformed setting, params nested too deep, a full stdout."""
+    import os
+    import subprocess
+
+    from conftest import EXPERIMENT
+
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    proc = subprocess.run(f"cd {gone} && rmdir {gone} && {' '.join(EXPERIMENT)} plan base", shell=True,
+                          capture_output=True, text=True, env=project.env(), timeout=60)
+    assert proc.returncode == 2 and "working directory no longer exists" in proc.stderr, proc.stderr
+    env = {**project.env(), "ORCHESTRATOR_STORAGE_OPTIONS": "{not json"}
+    bad = subprocess.run([*EXPERIMENT, "run", "base", "--cache-dir", "s3://bucket/x"], cwd=project.root, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in bad.stderr and bad.returncode == 2, bad.stderr
+    env = {**project.env(), "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "AWS_DEFAULT_REGION": "us-east-1",
+           "ORCHESTRATOR_STORAGE_OPTIONS": '{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9"}}'}
+    down = subprocess.run([*EXPERIMENT, "run", "base", "--cache-dir", "s3://bucket/x"], cwd=project.root, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert down.returncode == 1 and "cannot reach the artifact store" in down.stderr, down.stderr[-2000:]
+    assert "Traceback" not in down.stderr
+    (project.root / "params" / "deep.yaml").write_text("params:\n  n: " + "[" * 5000 + "]" * 5000 + "\n")
+    deep = project.experiment("run", "deep", check=2)
+    assert "nested deeper than can be read" in deep.stderr
+    with open("/dev/full", "w") as full:
+        out = subprocess.run([*EXPERIMENT, "params", "base"], cwd=project.root, env=project.env(), stdout=full,
+                             stderr=subprocess.PIPE, text=True, timeout=60)
+    assert out.returncode == 1 and "could not write the output to stdout" in out.stderr
+    assert "Traceback" not in out.stderr and "Exception ignored" not in out.stderr

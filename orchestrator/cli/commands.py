@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import click
 
 from ..console import resume_gc
-from .streams import stdout_to_stderr, utf8_streams
+from .streams import stdout_failed, stdout_to_stderr, utf8_streams
 
 CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 SESSION_COMMANDS = ("run", "plan", "dag")  # they resume the GC themselves, after the library's imports
@@ -27,17 +28,39 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
         debug = click.get_current_context().find_root().params.get("debug", False)
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            if sys.stdout is not None:
+                sys.stdout.flush()  # a full or closed stdout fails here, with a message, not at exit
+            return result
         except OrchestratorError as exc:
             if debug:
                 raise
             click.secho(f"error: {exc}", fg="red", err=True)
             sys.exit(exc.exit_code)
+        except Exception as exc:
+            if isinstance(exc, OSError) and stdout_failed(exc):
+                sys.exit(1)
+            if debug or not _unreachable_store(exc):
+                raise
+            click.secho(f"error: cannot reach the artifact store ({type(exc).__name__}: {exc}). Fix: check the "
+                        "--cache-dir URL, the endpoint and credentials (ORCHESTRATOR_STORAGE_OPTIONS, AWS_*) and "
+                        "the network; a local folder needs none of these.", fg="red", err=True)
+            sys.exit(1)
         except KeyboardInterrupt:
             click.secho("interrupted", fg="yellow", err=True)
             sys.exit(130)
 
     return wrapper
+
+
+def _unreachable_store(exc: BaseException) -> bool:
+    """A remote store's client failed to connect (not an orchestrator error, not a bug of ours)."""
+    from ..errors import OrchestratorError
+
+    if isinstance(exc, OrchestratorError):
+        return False
+    module = type(exc).__module__.split(".")[0]
+    return module in ("botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "adlfs") or isinstance(exc, ConnectionError)
 
 
 def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -70,6 +93,12 @@ def main(debug: bool, verbose: int) -> None:
     from .plain import LogHandler
 
     utf8_streams()
+    try:
+        os.getcwd()
+    except OSError:
+        click.secho("error: the working directory no longer exists (it was deleted or moved after this shell "
+                    "entered it). Fix: cd into the project folder again, e.g. cd \"$PWD\".", fg="red", err=True)
+        sys.exit(2)
     if click.get_current_context().invoked_subcommand not in SESSION_COMMANDS:
         resume_gc()  # (console.py)
     level = logging.WARNING - 10 * min(verbose, 2)

@@ -7,7 +7,28 @@ import os
 import sys
 from collections.abc import Iterator
 
-__all__ = ["stdout_to_stderr", "utf8_streams"]
+__all__ = ["stdout_failed", "stdout_to_stderr", "utf8_streams"]
+
+
+def stdout_failed(exc: OSError) -> bool:
+    """If ``exc`` is a write to stdout that failed (a full disk, a closed pipe), say so on stderr; True then.
+
+    Stdout is pointed at ``/dev/null`` afterwards, so the interpreter's own flush at exit
+    does not fail a second time with a traceback.
+    """
+    import errno
+
+    if exc.errno not in (errno.ENOSPC, errno.EPIPE, errno.EBADF, errno.EIO, errno.EDQUOT):
+        return False
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    if exc.errno != errno.EPIPE:  # a reader that went away (`| head`) needs no message
+        with contextlib.suppress(Exception):
+            sys.stderr.write(f"error: could not write the output to stdout ({os.strerror(exc.errno or 0)}). "
+                             "Fix: free space where stdout goes, or send it elsewhere (> FILE).\n")
+    return True
 
 
 def utf8_streams() -> None:
