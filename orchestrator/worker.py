@@ -340,6 +340,12 @@ def _storage_failure(store: Store, name: str, exc: Exception, detail: str) -> _F
             f"output {name!r}: the disk holding {store.root} is full. Nothing partial was kept. "
             "Fix: free space on that disk, or pass --cache-dir on a larger one."
         )
+    elif isinstance(exc, FileNotFoundError) and not (Path(store.root) / "tmp").is_dir():
+        message = (
+            f"output {name!r} could not be stored: the store at {store.root} disappeared while the run was going "
+            "(deleted, or its disk unmounted). Fix: run again; the store is created afresh and what it held is "
+            "computed again."
+        )
     else:
         message = f"output {name!r} {detail}"
     return _Failure(TaskError("cacher", message, type(exc).__name__, user_traceback(exc)))

@@ -274,3 +274,16 @@ def test_a_full_disk_under_the_run_database_is_said_to_be_full_never_damaged(mak
         assert "damaged" not in text and ".damaged" not in text and "Traceback" not in text, text
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_a_store_deleted_while_a_run_is_going_is_reported_as_such(make_project):
+    proj = make_project({
+        "stages/__init__.py": "",
+        "stages/s.py": "import shutil\nfrom orchestrator import stage\n\n\n@stage(outputs=['a'])\ndef a(ctx):\n"
+                       "    shutil.rmtree(ctx.project_root / 'cache')\n    return list(range(5000))\n",
+        "params/p.yaml": "params: {}\n",
+    })
+    proc = proj.experiment("run", "p", check=1)
+    text = proc.stdout + proc.stderr
+    assert "the store at" in text and "disappeared while the run was going" in text, text
+    assert "disk is full" not in text and "Traceback" not in proc.stderr and "cachers=" not in text
