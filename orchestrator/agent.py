@@ -15,29 +15,24 @@ concern this process only:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import sys
 import traceback
 from typing import Any
 
+from .processes import die_with_parent
+
 __all__ = ["LOOPBACK_ENV", "PARENT_ENV", "main", "tie_to_parent"]
 
 PARENT_ENV = "ORCHESTRATOR_PARENT_PID"
 LOOPBACK_ENV = "ORCHESTRATOR_LOOPBACK"
-_PR_SET_PDEATHSIG = 1
 
 
 def tie_to_parent() -> None:
     """Get SIGTERM when the launching process dies; exit now if it already has (Linux only)."""
     expected = os.environ.get(PARENT_ENV)
-    if not expected or not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - no prctl: the launcher still cleans up
+    if not expected or not die_with_parent(signal.SIGTERM):  # (Linux only; elsewhere the launcher cleans up)
         return
     if os.getppid() != int(expected):
         sys.exit(f"orchestrator.agent: the launching process {expected} is gone; not starting")

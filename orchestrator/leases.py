@@ -16,8 +16,9 @@ rewrites the holder in place, which renews every lease of the run at once.
 
 The holder is the highest generation. Taking a lease is an exclusive create of the next
 generation, which exactly one contender wins; this needs no rename (S3 has none). A lease
-whose heartbeat is older than the TTL (or, on the same host, whose process is gone) is
-taken over by creating the next generation: no ``--unlock`` ritual after a crash.
+whose heartbeat is older than the TTL (or, on the same host, whose process is gone, or a
+zombie: dead, not reaped yet) is taken over by creating the next generation: no ``--unlock``
+ritual after a crash.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .processes import alive
 from .records.environment import hostname
 from .store import Store
 
@@ -153,12 +155,7 @@ class Leases:
         if time.time() - float(holder.get("beat", 0)) > self.ttl:
             return False
         if holder.get("host") == self.host and isinstance(holder.get("pid"), int):
-            try:
-                os.kill(holder["pid"], 0)
-            except ProcessLookupError:
-                return False
-            except PermissionError:
-                return True
+            return alive(holder["pid"])  # a zombie is dead: its parent has just not reaped it yet
         return True
 
     def _beat(self) -> None:

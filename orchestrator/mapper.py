@@ -29,6 +29,7 @@ from .filehashes import FileHashes
 from .itemfailures import ItemFailure, MapFailed, at_every_position, check_failures, failure_text
 from .items import Items, split_items
 from .mapworker import Chunk, ChunkResult, MapWorker, WorkerSpec, chunk_of, init_worker, run_chunk
+from .processes import forkserver, stop_pool
 from .segments import SegmentStore
 from .store import Store
 from .task import Task, TaskError
@@ -203,16 +204,18 @@ def _compute(spec: WorkerSpec, stage: Stage, items: Items, positions: list[int],
 
         yield from run_chunks(spec, chunks, int(stage.options.get("prefetch", 2)))
         return
-    context = multiprocessing.get_context("spawn" if devices else "forkserver")
+    context: Any
+    if devices:
+        context = multiprocessing.get_context("spawn")
+    else:  # workers fork from a server that has already imported all this (and dies with this process)
+        context = forkserver(["orchestrator.mapworker", "orchestrator.worker", "orchestrator.context", stage.module])
     queue = context.Queue() if devices else None
     for device in devices:
         queue.put(device)  # type: ignore[union-attr]
-    if not devices:  # workers fork from a server that has already imported all this
-        context.set_forkserver_preload(  # type: ignore[attr-defined]
-            ["orchestrator.mapworker", "orchestrator.worker", "orchestrator.context", stage.module])
     in_flight = max(1, workers) * (1 + int(stage.options.get("prefetch", 2)))
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker, initargs=(spec, queue))
     running: set[Future[ChunkResult]] = set()
+    finished = False
     try:
         chunk_iter = iter(chunks)
         while True:
@@ -225,11 +228,15 @@ def _compute(spec: WorkerSpec, stage: Stage, items: Items, positions: list[int],
             done, running = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 yield future.result()
+        finished = True
     except BrokenProcessPool as exc:
         raise MapFailed(TaskError("worker", f"a map worker process died ({exc}); finished chunks are stored. "
                                   "Fix: check memory use of the stage, then rerun to compute the rest.")) from exc
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if finished:
+            pool.shutdown(wait=True, cancel_futures=True)
+        else:  # Ctrl-C, a failure, or nobody reads on: chunks still running would only be waited for
+            stop_pool(pool)
 
 
 def _chunks(items: Items, positions: list[int], workers: int, stage: Stage) -> list[Chunk]:
@@ -255,7 +262,27 @@ def _results(items: Items, index: Mapping[str, tuple[str, int]], segments: Segme
         if segment is None:
             raise MapFailed(TaskError("corrupt", f"a stored segment of {items.kind} results was corrupt and has "
                                       "been dropped. Fix: rerun; only its items are recomputed."))
-        results.append(segment[entry[1]])
+        results.append(_independent(segment[entry[1]]))
     return results
 
 
+_ATOMS = (int, float, bool, type(None), complex)
+
+
+def _independent(result: Any) -> Any:
+    """An item's result sharing no object with another item's, so the output's bytes are scheduling-free.
+
+    Items loaded from one segment may share objects (a constant string every call returned);
+    pickle writes a shared object once and refers to it after. Which items share depended on
+    how items were split into chunks (``--workers``, a resume, a shard): copying each result
+    on its own gives every schedule the same output bytes.
+    """
+    if type(result) in _ATOMS:
+        return result
+    try:
+        data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # a local function or class inside: the segment was written with cloudpickle
+        import cloudpickle
+
+        data = cloudpickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+    return pickle.loads(data)

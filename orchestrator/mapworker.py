@@ -127,6 +127,9 @@ _WORKER: MapWorker | None = None
 
 def init_worker(spec: WorkerSpec, devices: Any) -> None:
     global _WORKER
+    from .processes import tie_pool_worker
+
+    tie_pool_worker()  # dies with the driver, leaves Ctrl-C to it (it stops the pool)
     if spec.task.project_root and spec.task.project_root not in sys.path:
         sys.path.insert(0, spec.task.project_root)
     device = devices.get() if devices is not None else None

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import gc
 import logging
-import multiprocessing
+import os
+import queue
+import signal
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from types import FrameType
 from typing import Any
 
+from ..processes import forkserver, stop_pool, tie_pool_worker
 from ..task import Task, TaskResult
 from ..worker import execute
 from .base import Executor
@@ -18,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ProcessExecutor"]
 
+_RELAY_POLL = 0.2  # seconds between the progress relay's checks that the executor is closing
+
 
 class ProcessExecutor(Executor):
     """A pool of ``jobs`` worker processes (forkserver); stages are shipped by module and name.
@@ -26,6 +33,11 @@ class ProcessExecutor(Executor):
     retries them when the stage has ``retries=``) and the next task gets a fresh pool.
     Map stages report their progress from the workers through a queue, which a thread of
     the driver hands to :attr:`progress` (the live bar).
+
+    Workers die with the driver, even one killed with SIGKILL (see
+    :func:`orchestrator.processes.forkserver`), and ignore Ctrl-C. Closed while tasks are
+    still running (Ctrl-C, an error in the driver), the executor stops its pools at once
+    instead of waiting for those tasks (:func:`orchestrator.processes.stop_pool`).
     """
 
     name = "process"
@@ -33,12 +45,17 @@ class ProcessExecutor(Executor):
     def __init__(self, jobs: int | None = None, **_: Any) -> None:
         self.capacity = max(1, int(jobs or usable_cpus()))
         self._pool: ProcessPoolExecutor | None = None
-        self._context = multiprocessing.get_context("forkserver")
+        self._context: Any = None
         self._queue: Any = None
         self._reader: threading.Thread | None = None
+        self._running: set[Future[TaskResult]] = set()  # tasks in a pool, not finished yet
+        self._alone: set[ProcessPoolExecutor] = set()  # one-task pools of tasks whose pool broke under them
+        self._closing = threading.Event()
+        self._abandoned = threading.Event()  # closed with tasks running: the progress relay stops unfinished
 
     def _ensure(self) -> ProcessPoolExecutor:
         if self._pool is None:
+            self._context = forkserver()  # (again: a server that died is started anew, from this thread)
             if self._queue is None:
                 self._queue = self._context.Queue()
                 self._reader = threading.Thread(target=self._relay, name="orchestrator-map-progress", daemon=True)
@@ -48,8 +65,11 @@ class ProcessExecutor(Executor):
         return self._pool
 
     def _relay(self) -> None:
-        while True:
-            message = self._queue.get()
+        while not self._abandoned.is_set():
+            try:
+                message = self._queue.get(timeout=_RELAY_POLL)
+            except queue.Empty:
+                continue
             if message is None:
                 return
             if self.progress is not None:
@@ -63,16 +83,18 @@ class ProcessExecutor(Executor):
             logger.warning("the process pool lost a worker; starting a new one")
             self._pool = None
             inner = self._ensure().submit(_execute, task)
+        self._running.add(inner)
         inner.add_done_callback(lambda done: self._settle(task, done, outer))
         return outer
 
     def _settle(self, task: Task, done: Future[TaskResult], outer: Future[TaskResult]) -> None:
         """Pass a result on; a task whose pool broke under it gets one more try, alone."""
+        self._running.discard(done)
         if done.cancelled():
             outer.cancel()
             return
         error = done.exception()
-        if not isinstance(error, BrokenProcessPool):
+        if not isinstance(error, BrokenProcessPool) or self._closing.is_set():  # (a pool stopped on purpose)
             _chain(done, outer)
             return
         # the worker that died may have been running another stage: rerun this one in a process of its
@@ -80,24 +102,40 @@ class ProcessExecutor(Executor):
         logger.warning("%s [%s]: its process pool lost a worker; running it again in a process of its own",
                        task.stage, task.param_set)
         self._pool = None
-        alone = ProcessPoolExecutor(1, mp_context=self._context, initializer=_init_worker, initargs=(self._queue,))
+        alone = ProcessPoolExecutor(1, mp_context=forkserver(), initializer=_init_worker, initargs=(self._queue,))
+        self._alone.add(alone)
         retry = alone.submit(_execute, task)
+        self._running.add(retry)
 
         def finish(finished: Future[TaskResult]) -> None:
+            self._running.discard(finished)
+            self._alone.discard(alone)
             _chain(finished, outer)
             alone.shutdown(wait=False)
 
         retry.add_done_callback(finish)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        """Shut the pools down; with tasks still running (the driver stopped waiting for them), stop them now."""
+        abandoned = any(not future.done() for future in list(self._running))
+        self._closing.set()
+        if abandoned:
+            self._abandoned.set()
+        pools = [pool for pool in (self._pool, *list(self._alone)) if pool is not None]
+        self._pool = None
+        self._alone.clear()
+        for pool in pools:
+            if abandoned:
+                stop_pool(pool)
+            else:
+                pool.shutdown(wait=True, cancel_futures=True)
         if self._queue is not None:
-            self._queue.put(None)
+            if not abandoned:
+                self._queue.put(None)  # after every message the workers sent (a stopped worker may hold its lock)
             if self._reader is not None:
-                self._reader.join(timeout=5)
-            self._queue.close()
+                self._reader.join(timeout=5 if not abandoned else 2 * _RELAY_POLL)
+            if self._reader is None or not self._reader.is_alive():
+                self._queue.close()
             self._queue = None
 
 
@@ -113,11 +151,26 @@ def _chain(source: Future[TaskResult], target: Future[TaskResult]) -> None:
 
 
 _PROGRESS: Any = None  # in a worker process: the queue to the driver
+_BUSY = False  # in a worker process: a task is running
+_STOPPING = False  # in a worker process: the driver is stopping the pool (SIGTERM)
 
 
-def _init_worker(queue: Any) -> None:
+def _init_worker(progress: Any) -> None:
     global _PROGRESS
-    _PROGRESS = queue
+    tie_pool_worker()
+    signal.signal(signal.SIGTERM, _stop_requested)
+    _PROGRESS = progress
+
+
+def _stop_requested(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM (:func:`orchestrator.processes.stop_pool`): a running stage stops as on Ctrl-C in the
+    driver's process, so its ``finally`` blocks run and its own pools and process trees are stopped;
+    then the worker exits (:func:`_execute`). An idle worker exits at once."""
+    global _STOPPING
+    if not _BUSY:
+        os._exit(128 + signum)
+    _STOPPING = True
+    raise KeyboardInterrupt
 
 
 def _report(node: str, state: Any) -> None:
@@ -126,4 +179,16 @@ def _report(node: str, state: Any) -> None:
 
 
 def _execute(task: Task) -> TaskResult:
-    return execute(task, progress=_report)
+    global _BUSY
+    _BUSY = True
+    try:
+        return execute(task, progress=_report)
+    except KeyboardInterrupt:
+        if not _STOPPING:
+            raise
+    finally:
+        _BUSY = False
+    # stopped: the stage's frames are gone; collecting them releases what they held (the semaphores of a map
+    # pool, which the resource tracker would otherwise report as leaked) before the worker exits
+    gc.collect()
+    os._exit(128 + signal.SIGTERM)
