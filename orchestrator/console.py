@@ -6,8 +6,9 @@ each scan them again. The script holds the collector off for that stretch, then 
 built out of the collector's view (:func:`gc.freeze`) and turns it back on, before any code of
 the user's (stage modules and what they import, stages) runs: :func:`resume_gc`.
 
-It also owns Ctrl-C for the whole process. The first one raises ``KeyboardInterrupt`` as
-usual: the run stops its stages and pools, records itself as interrupted and exits with 130.
+It also owns Ctrl-C for the whole process, and SIGTERM and SIGHUP, which are handled the
+same way (what ``timeout``, ``docker stop``, SLURM preemption and a closed terminal send). The
+first one raises ``KeyboardInterrupt`` as usual: the run stops its stages and pools, records itself as interrupted and exits with 130.
 A second one, while that is under way, exits at once with 130 instead of raising again
 inside the clean-up (where it would print the tracebacks of whatever thread or pool it
 interrupted). What the process started still ends with it: pool workers and forkservers by
@@ -35,6 +36,10 @@ def main() -> Any:
     gc.disable()
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # (not when started with SIGINT ignored)
         signal.signal(signal.SIGINT, _interrupted)
+    for name in ("SIGTERM", "SIGHUP"):  # `timeout`, `docker stop`, SLURM preemption, a closed terminal
+        number = getattr(signal, name, None)
+        if number is not None and signal.getsignal(number) is signal.SIG_DFL:
+            signal.signal(number, _interrupted)
     try:
         from .cli import main as command
 

@@ -390,3 +390,15 @@ def test_a_lease_held_by_a_zombie_is_taken_over_at_once(tmp_path):
     finally:
         child.kill()
         child.wait()
+
+
+# SIGTERM and SIGHUP (timeout, docker stop, SLURM preemption, a closed terminal) are handled like Ctrl-C
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_to_the_cli_alone_stop_the_run_like_ctrl_c(make_project, sig):
+    proj = make_project(FILES)
+    with _started(proj, "run", "p", "-j", "2", "--workers", "2") as run:
+        _hung(run, proj, items=2, stuck=1)
+        started = time.monotonic()
+        os.kill(run.proc.pid, sig)
+        _stopped_promptly(run, proj, started)
+        assert "INTERRUPTED" in run.text()
