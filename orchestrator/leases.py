@@ -16,9 +16,11 @@ rewrites the holder in place, which renews every lease of the run at once.
 
 The holder is the highest generation. Taking a lease is an exclusive create of the next
 generation, which exactly one contender wins; this needs no rename (S3 has none). A lease
-whose heartbeat is older than the TTL (or, on the same host, whose process is gone, or a
-zombie: dead, not reaped yet) is taken over by creating the next generation: no ``--unlock``
-ritual after a crash.
+whose heartbeat has not changed for the TTL, as timed by the observer's own monotonic clock
+(no two machines' clocks are ever compared), or, on the same host, whose process is gone
+(or a zombie: dead, not reaped yet), is taken over by creating the next generation: no
+``--unlock`` ritual after a crash. A run that finds its leases taken over (it was stopped
+past the TTL) goes on: duplicate work at worst, never a failure.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 
 from .processes import alive
 from .records.environment import hostname
+from .settings import env_number
 from .store import Store
 
 logger = logging.getLogger(__name__)
@@ -48,7 +51,8 @@ class Leases:
 
     def __init__(self, store: Store, ttl: float | None = None) -> None:
         self.store = store
-        self.ttl = float(ttl if ttl is not None else os.environ.get(TTL_ENV, DEFAULT_TTL))
+        self.ttl = float(ttl) if ttl is not None else env_number(TTL_ENV, DEFAULT_TTL, what="a number of seconds",
+                                                                  minimum=0.1)
         self.owner = os.urandom(16).hex()
         self.host = hostname()
         self.held: dict[str, int] = {}
@@ -56,6 +60,8 @@ class Leases:
         self._checked = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        # (key, generation) of another run's lease -> (heartbeat value, our monotonic time when first seen)
+        self._progress: dict[tuple[str, int], tuple[Any, float]] = {}
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Leases:
@@ -86,7 +92,7 @@ class Leases:
         if generations:
             top = generations[-1]
             holder = self._read(key, top)
-            if holder is None or self._alive(holder):
+            if holder is None or self._alive(holder, (key, top)):
                 return False
             logger.info("taking over the lease of %s from a run that stopped (%s, pid %s)",
                         key[:12], holder.get("host"), holder.get("pid"))
@@ -106,8 +112,18 @@ class Leases:
             if self.store.share(holder, self._payload()):
                 self._holder = holder
         if self._holder is not None:
-            return self.store.link_exclusive(path, self._holder)
+            try:
+                return self.store.link_exclusive(path, self._holder)
+            except FileNotFoundError:  # our holder was removed: another run took our leases over while
+                self._lost()            # this one was stopped (SIGSTOP, a suspended machine); go on without
         return self.store.create_exclusive(path, self._payload())
+
+    def _lost(self) -> None:
+        """Our leases were taken over: from now on each lease is a file of its own (duplicate work at worst)."""
+        if self._holder is not None:
+            logger.warning("another run took over this run's leases while it was stopped; it goes on (a stage "
+                           "both runs need may be computed twice)")
+            self._holder = None
 
     @staticmethod
     def _holder_path(owner: str) -> str:
@@ -141,7 +157,10 @@ class Leases:
         return json.dumps({"owner": self.owner, "host": self.host, "pid": os.getpid(), "beat": time.time()})
 
     def _read(self, key: str, generation: int) -> dict[str, Any] | None:
-        text = self.store.read_text(self._path(key, generation))
+        try:
+            text = self.store.read_text(self._path(key, generation))
+        except Exception:  # released (or taken over) while we looked: look again next time
+            return None
         if not text:
             return {"beat": time.time()}  # being written right now: alive
         try:
@@ -149,14 +168,28 @@ class Leases:
         except ValueError:
             return {"beat": time.time()}
 
-    def _alive(self, holder: dict[str, Any]) -> bool:
+    def _alive(self, holder: dict[str, Any], seen_as: tuple[str, int] | None = None) -> bool:
+        """Whether the holder still works: never judged by comparing its clock with ours.
+
+        On this host a process that is gone (or a zombie) is dead at once. Otherwise the holder
+        is alive while its heartbeat *changes*: the first time we read a heartbeat value we
+        note it against our own monotonic clock, and the holder is dead once the same value has
+        been there for the TTL. A machine whose clock is hours ahead or behind, or a clock that
+        jumps, changes nothing; a stopped holder (SIGSTOP, a suspended laptop) is taken over.
+        """
         if holder.get("owner") == self.owner:
             return True
-        if time.time() - float(holder.get("beat", 0)) > self.ttl:
-            return False
-        if holder.get("host") == self.host and isinstance(holder.get("pid"), int):
-            return alive(holder["pid"])  # a zombie is dead: its parent has just not reaped it yet
-        return True
+        if holder.get("host") == self.host and isinstance(holder.get("pid"), int) and not alive(holder["pid"]):
+            return False  # a zombie is dead too: its parent has just not reaped it yet
+        if seen_as is None:
+            return True
+        beat = holder.get("beat")
+        now = time.monotonic()
+        first = self._progress.get(seen_as)
+        if first is None or first[0] != beat:
+            self._progress[seen_as] = (beat, now)
+            return True
+        return now - first[1] <= self.ttl
 
     def _beat(self) -> None:
         interval = max(0.2, self.ttl / 4)
@@ -164,17 +197,22 @@ class Leases:
             with self._lock:
                 held = dict(self.held)
             if self._holder is not None:  # one write renews every lease: they are links to it
-                if held:
-                    self._renew(self.store.rewrite, self._holder, "the leases of this run")
+                if held and not self._renew(self.store.rewrite, self._holder, "the leases of this run"):
+                    if not self.store.read_text(self._holder):  # (removed by a run that took them over)
+                        self._lost()
                 continue
             for key, generation in held.items():
                 self._renew(self.store.write_text, self._path(key, generation), f"the lease of {key[:12]}")
 
-    def _renew(self, write: Callable[[str, str], None], path: str, what: str) -> None:
+    def _renew(self, write: Callable[[str, str], None], path: str, what: str) -> bool:
         try:
             write(path, self._payload())
+        except FileNotFoundError:
+            return False
         except Exception as exc:  # a failed heartbeat must not kill the run
             logger.warning("could not renew %s: %s", what, exc)
+            return False
+        return True
 
 
 def leased_keys(store: Store) -> set[str]:
