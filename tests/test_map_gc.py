@@ -80,3 +80,31 @@ def test_gc_keeps_the_segments_of_a_map_a_live_run_is_resuming(make_project):
         assert second.wait(timeout=120) == 0
     recomputed = [line for line in proj.log.read_text().splitlines() if line.startswith("item ")]
     assert len(recomputed) == 40 - stored  # nothing the first run finished was computed again
+
+
+SHARED = '''
+import os
+from orchestrator import stage
+
+
+@stage(outputs=["numbers"])
+def numbers(start: int = 0):
+    return list(range(start, start + 30))
+
+
+@stage(inputs=["numbers"], outputs=["squares"], map_over="numbers")
+def square(numbers):
+    with open(os.environ["RUNS_LOG"], "a") as handle:
+        handle.write(f"item {numbers}\\n")
+    return numbers * numbers
+'''
+
+
+def test_two_map_nodes_with_one_map_key_at_once_compute_a_shared_item_once(make_project):
+    """Two sets that differ only in the mapped input share a map key: under -j 2 they take turns on it."""
+    proj = make_project({"stages/__init__.py": "", "stages/s.py": SHARED,
+                         "params/p.yaml": "sets:\n  - {name: a, start: 0}\n  - {name: b, start: 10}\n"})
+    summary = proj.run_json("p", "-j", "2", "--workers", "2")
+    assert summary["status"] == "succeeded"
+    items = [int(line.split()[1]) for line in proj.log.read_text().splitlines() if line.startswith("item ")]
+    assert sorted(items) == list(range(40))  # 0..39 once each: the 20 items both sets hold computed once

@@ -41,8 +41,11 @@ FILES = {
 }
 
 
-@pytest.mark.parametrize("jobs", [[], ["-j", "2"]], ids=["local", "process-pool"])
+@pytest.mark.parametrize("jobs", [[], ["-j", "2"], ["--executor", "dask", "-j", "2"]],
+                         ids=["local", "process-pool", "dask"])
 def test_a_stage_that_calls_sys_exit_fails_and_the_run_goes_on(make_project, jobs):
+    if "dask" in jobs:
+        pytest.importorskip("distributed")
     proj = make_project(FILES)
     proc = proj.experiment("run", "p", "--keep-going", "--json", *jobs, check=1)
     summary = json.loads(proc.stdout)  # stdout is the JSON document, whatever the stages printed
