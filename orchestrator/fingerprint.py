@@ -98,7 +98,7 @@ class Fingerprinter:
         found_scripts = list(scripts) + [s for s in walk.scripts if s not in scripts]
         parts = walk.parts
         for script in found_scripts:
-            self._walk_script(self.root / script, parts)
+            self._walk_script(self.root / script, parts, walk)
         if version is not None:
             parts["version"] = hash_struct(["Version", repr(version)])
         digest = hash_struct(["Code", sorted(parts.items())])
@@ -290,9 +290,20 @@ class Fingerprinter:
         return found[1], found[2]
 
     # -- external scripts ------------------------------------------------------------------
-    def _walk_script(self, path: Path, parts: dict[str, str]) -> None:
+    def _walk_script(self, path: Path, parts: dict[str, str], walk: Walk | None = None) -> None:
+        """The script's whole normalized source, and what it uses of the project modules it imports.
+
+        A project module the script imports by name (``from stages.models import MLP``) counts by
+        the names it reads, fingerprinted as stage code is (``MLP`` and what it reaches); one it
+        may use in full (``import *``, the module passed as a value), or that cannot be imported
+        here, counts as its whole file (``script:stages/models.py``).
+        """
         stack = [path.resolve()]
         seen: set[Path] = set()
+        if walk is not None:
+            whole, by_name = self._script_uses(path.resolve(), walk)
+            stack = whole + stack
+            seen |= by_name  # (keyed by the names the script uses: not as whole files)
         while stack:
             current = stack.pop()
             if current in seen:
@@ -316,6 +327,39 @@ class Fingerprinter:
                 self._scripts[current] = entry
             parts[label] = entry[0]
             stack.extend(entry[1])
+
+    def _script_uses(self, script: Path, walk: Walk) -> tuple[list[Path], set[Path]]:
+        """Fingerprint the names ``script`` uses of importable project modules.
+
+        Returns the files to take whole, and those of the modules keyed by name.
+        """
+        from .scriptdeps import used_names
+
+        try:
+            tree = ast.parse(importlib.util.decode_source(script.read_bytes()))
+        except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+            return [], set()
+        whole: list[Path] = []
+        by_name: set[Path] = set()
+        for module_name, names in used_names(tree).items():
+            if not names and names is not None:
+                continue  # a package on the way to a module (`import a.b`): what of it is used is listed under a.b
+            if not self.is_project_module_name(module_name) or (script.parent / module_name.split(".")[0]).exists() \
+                    and script.parent != self.root:
+                continue  # not the project's, or resolved beside the script: the file walk takes it whole
+            module = self.load_module(module_name)
+            if module is None or not self.is_local_module(module):
+                continue
+            values = [getattr(module, name, None) for name in names or ()]
+            if names is None or any(v is None or isinstance(v, types.ModuleType) for v in values):
+                file = getattr(module, "__file__", None)
+                whole += [Path(file).resolve()] if file else []
+                continue
+            for name in sorted(names or ()):
+                walk.reach(getattr(module, name), f"{module_name}:{name}")
+            file = getattr(module, "__file__", None)
+            by_name |= {Path(file).resolve()} if file else set()
+        return whole, by_name - set(whole)
 
     def _script_imports(self, tree: ast.AST, script: Path) -> list[Path]:
         names: list[str] = []

@@ -303,3 +303,53 @@ def test_a_function_given_as_a_param_value_is_a_usage_error_with_the_fix(make_pr
     proc = proj.experiment("run", "p", check=2)
     assert "param 'op' of param set 'a' (stage 'produce') is 'sqrt', a function or class" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+SCRIPT_STAGE = '''
+from orchestrator import stage
+
+
+@stage(outputs=["model"])
+def fit(ctx=None):
+    return ctx.torchrun("external/train.py", outputs={"model": "model.pt"}, nproc_per_node=1)
+'''
+
+MODELS = '''
+SIZE = 4
+
+
+class MLP:
+    width = SIZE
+
+    def forward(self, x):
+        return x * self.width
+
+
+class Transformer:
+    heads = 8
+'''
+
+
+def _fit_key(proj) -> str:
+    plan = json.loads(proj.experiment("plan", "p", "--json").stdout)
+    return next(d["key"] for d in plan if d["stage"] == "fit")
+
+
+def test_a_script_is_keyed_by_what_it_uses_of_a_shared_module(make_project):
+    """Editing one model class in a shared module does not retrain a script that uses another."""
+    for import_line, use in (("from stages.models import MLP", "MLP"), ("import stages.models as m", "m.MLP")):
+        proj = make_project({
+            "stages/__init__.py": "", "stages/s.py": SCRIPT_STAGE, "stages/models.py": MODELS,
+            "external/train.py": f"{import_line}\n\nprint({use}().forward(2))\n", "params/p.yaml": "params: {}\n",
+        })
+        before = _fit_key(proj)
+        proj.edit("stages/models.py", "heads = 8", "heads = 16")
+        assert _fit_key(proj) == before, import_line  # Transformer: not used by the script
+        proj.edit("stages/models.py", "SIZE = 4", "SIZE = 5")
+        assert _fit_key(proj) != before, import_line  # MLP reads SIZE
+        proj.edit("stages/models.py", "SIZE = 5", "SIZE = 4")
+        proj.edit("stages/models.py", "return x * self.width", "return x + self.width")
+        assert _fit_key(proj) != before, import_line
+        import shutil
+
+        shutil.rmtree(proj.root)
