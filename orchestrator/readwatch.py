@@ -16,6 +16,7 @@ function call per ``open`` while no stage is watched.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import site
 import sys
@@ -41,7 +42,9 @@ class Watch:
 
     def undeclared(self, ignore: Iterable[str | os.PathLike[str]], root: Path) -> list[str]:
         """The files read and not covered by ``ignore`` (folders or files), relative to ``root`` where inside."""
-        ignored = tuple(_prefix(p) for p in (*ignore, *_interpreter_paths()))
+        if not any(not writing for _, writing in self.opened):
+            return []  # (most stages read no file themselves: nothing to resolve)
+        ignored = tuple(_prefix(p) for p in ignore) + _interpreter_paths()
         written: set[str] = set()
         found: dict[str, None] = {}
         for given, writing in self.opened:
@@ -62,14 +65,15 @@ def _prefix(path: str | os.PathLike[str]) -> str:
     return os.path.normpath(os.path.abspath(os.fspath(path))) + os.sep
 
 
-def _interpreter_paths() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def _interpreter_paths() -> tuple[str, ...]:
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages()}
     paths.update(v for k, v in sysconfig.get_paths().items() if k in ("stdlib", "platstdlib", "purelib", "platlib"))
     user = site.getusersitepackages() if hasattr(site, "getusersitepackages") else ""
     home = os.path.expanduser("~")
     paths.update(p for p in (user, os.path.join(home, ".cache"), os.path.join(home, ".config"),
                              os.path.join(home, ".local")) if p)
-    return [p for p in paths if p]
+    return tuple(_prefix(p) for p in paths if p)
 
 
 def _hook(event: str, args: tuple[object, ...]) -> None:
