@@ -47,6 +47,9 @@ class Data:
 
 def data_params(fn: Callable[..., Any]) -> dict[str, Data]:
     """The params of ``fn`` annotated as data (string annotations are evaluated where they can be)."""
+    raw = getattr(fn, "__annotations__", None) or {}
+    if not any(hasattr(a, "__metadata__") or (isinstance(a, str) and "Annotated" in a) for a in raw.values()):
+        return {}  # (no Annotated[...] at all: the common case, without evaluating anything)
     try:
         hints = typing.get_type_hints(fn, include_extras=True)
     except Exception:  # an annotation that does not evaluate: look at the raw ones
