@@ -91,7 +91,8 @@ def _scan_all(code: types.CodeType) -> CodeRefs:
                 stack.append(const)
             elif isinstance(const, str):
                 strings.add(const)
-        _scan_one(current, globals_, bare, bare_imports, imports)
+        if current.co_names:  # (no names: no global, import or attribute to find; most small stages)
+            _scan_one(current, globals_, bare, bare_imports, imports)
     return CodeRefs(tuple(globals_), frozenset(bare), tuple(bare_imports), tuple(imports),
                     frozenset(names), frozenset(strings))
 

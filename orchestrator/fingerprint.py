@@ -198,8 +198,9 @@ class Fingerprinter:
             return cached[1], cached[2]
         tree = self._definition(obj)
         if tree is not None:
-            digest = hash_struct(["Ast", ast.dump(tree, annotate_fields=False)])
-            scripts = tuple(launched_scripts(ast.walk(tree)))
+            dump = ast.dump(tree, annotate_fields=False)
+            digest = hash_struct(["Ast", dump])
+            scripts = tuple(launched_scripts(ast.walk(tree))) if "torchrun" in dump else ()
         elif isinstance(obj, type):  # made at run time (namedtuple, type(...)): its members are parts
             members = sorted(k for k in vars(obj) if not (k.startswith("__") and k.endswith("__")))
             digest, scripts = hash_struct(["Class", obj.__qualname__, members]), ()
