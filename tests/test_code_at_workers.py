@@ -58,7 +58,9 @@ def _run_while_editing(proj, *args: str) -> subprocess.CompletedProcess[str]:
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proj.wait_logged("first")
     time.sleep(0.5)
-    proj.edit("stages/helpers.py", "OFFSET = 10", "OFFSET = 20")
+    # (a new size: a same-size edit in the second its .pyc was written would import the old bytecode,
+    # which then matches its key, correctly; this test wants the worker to import the new code)
+    proj.edit("stages/helpers.py", "OFFSET = 10", "OFFSET = 200")
     (proj.root / "go").write_text("")
     out, err = child.communicate(timeout=240)
     return subprocess.CompletedProcess(child.args, child.returncode, out, err)
@@ -73,7 +75,7 @@ def test_a_pool_worker_that_imported_edited_code_fails_the_node_instead_of_stori
     assert statuses(again) == {("first", "p"): "cached", ("second", "p"): "ran"}
     import orchestrator
 
-    assert orchestrator.load("second", params="p", project_dir=proj.root) == 21
+    assert orchestrator.load("second", params="p", project_dir=proj.root) == 201
 
 
 def test_a_queued_slurm_job_with_a_snapshot_runs_the_code_it_was_keyed_for(make_project):
