@@ -21,7 +21,6 @@ import importlib
 import importlib.util
 import sys
 import types
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .codevalues import Unencodable, encode_value
@@ -273,5 +272,3 @@ def _absolute(imp: Import, namespace: dict[str, Any]) -> str | None:
     except (ImportError, ValueError):
         return None
 
-
-Refer = Callable[[Any, str], Any]

@@ -110,12 +110,6 @@ class Fingerprinter:
         """The fingerprint of a declared :class:`~orchestrator.declaration.Stage`."""
         return self.stage(stage.fn, version=stage.version, scripts=stage.scripts, extra=tuple(stage.hooks.values()))
 
-    def script(self, path: Path) -> dict[str, str]:
-        """Fingerprint parts of an external script and the project-local modules it imports."""
-        parts: dict[str, str] = {}
-        self._walk_script(path, parts)
-        return parts
-
     # -- what is project code ------------------------------------------------------------
     def is_local(self, obj: Any) -> bool:
         module = sys.modules.get(getattr(obj, "__module__", "") or "")

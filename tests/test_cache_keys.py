@@ -171,6 +171,12 @@ CASES = [
                                'value = importlib.import_module("stages.c26_consts").SIZE',
                                "import importlib"),
     }, (("c26_consts.py", "SIZE = 3", "SIZE = 4"),), 3, 4),
+    # a module imported in the body and used as a value (read by a computed name): all of it counts
+    Case("module_in_the_body_used_as_a_value", {
+        "c27_cfg.py": "K = 1\nOTHER = 2\n",
+        "c27.py": stage_module("module_in_the_body_used_as_a_value",
+                               'from . import c27_cfg as cfg\nvalue = vars(cfg)["K"]'),
+    }, (("c27_cfg.py", "K = 1", "K = 3"),), 1, 3),
     Case("partial_and_fraction", {
         "c23.py": stage_module("partial_and_fraction", "value = str(SCALE(Fraction(1, 2)))",
                                "import functools\nimport operator\nfrom fractions import Fraction\n\n"
