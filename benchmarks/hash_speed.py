@@ -2,7 +2,7 @@
 
 ``python hash_speed.py algorithms`` hashes an in-memory buffer in place (run it where
 xxhash and blake3 are installed); ``python hash_speed.py store-file`` times the store's
-own :func:`orchestrator.hashing.hash_file` on a 1 GiB file read from the page cache.
+own :func:`orchestrator.keys.hashing.hash_file` on a 1 GiB file read from the page cache.
 Each figure is the best of three.
 """
 
@@ -66,7 +66,7 @@ def algorithms() -> list[dict[str, object]]:
 
 def store_file() -> list[dict[str, object]]:
     """The store's own file hashing (xxh3-128, 1 MiB reads) of a 1 GiB file in the page cache."""
-    from orchestrator.hashing import hash_file
+    from orchestrator.keys.hashing import hash_file
 
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "blob")

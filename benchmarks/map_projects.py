@@ -125,7 +125,7 @@ import sys
 import time
 
 import orchestrator
-from orchestrator.runner import RunObserver
+from orchestrator.engine.driver import RunObserver
 
 
 def status(field: str) -> int:

@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator.context import StageContext
-from orchestrator.store import open_store
+from orchestrator.engine.context import StageContext
+from orchestrator.store.base import open_store
 
 TARGET = 0.5
 SCRIPT = """

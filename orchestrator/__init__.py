@@ -17,27 +17,27 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "ArtifactNotCached": "errors",
     "Cacher": "cachers",
-    "Data": "datadeps",
+    "Data": "project.datadeps",
     "DefinitionError": "errors",
     "Executor": "executors",
     "OrchestratorError": "errors",
     "ParamsError": "errors",
-    "RunResult": "runner",
-    "Stage": "declaration",
-    "StageContext": "context",
+    "RunResult": "engine.driver",
+    "Stage": "project.declaration",
+    "StageContext": "engine.context",
     "StageFailed": "errors",
-    "Status": "runner",
+    "Status": "engine.driver",
     "StoreError": "errors",
     "UsageError": "errors",
-    "aggregate": "declaration",
-    "files": "filesets",
+    "aggregate": "project.declaration",
+    "files": "project.filesets",
     "load": "api",
     "open_session": "api",
     "plan": "api",
     "register_cacher": "cachers",
     "register_executor": "executors",
     "run": "api",
-    "stage": "declaration",
+    "stage": "project.declaration",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -59,8 +59,8 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from .api import load, open_session, plan, run
     from .cachers import Cacher, register_cacher
-    from .context import StageContext
-    from .datadeps import Data
+    from .engine.context import StageContext
+    from .project.datadeps import Data
     from .errors import (
         ArtifactNotCached,
         DefinitionError,
@@ -71,6 +71,6 @@ if TYPE_CHECKING:  # pragma: no cover
         UsageError,
     )
     from .executors import Executor, register_executor
-    from .runner import RunResult, Status
-    from .declaration import Stage, aggregate, stage
-    from .filesets import files
+    from .engine.driver import RunResult, Status
+    from .project.declaration import Stage, aggregate, stage
+    from .project.filesets import files

@@ -17,19 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .dag import ALL, Dag, build_dag
+from .engine.dag import ALL, Dag, build_dag
 from .errors import ArtifactNotCached, CorruptObjectError, UsageError, did_you_mean
 from .executors import get_executor
-from .datadeps import Manifests
-from .filesets import source_digest
-from .fingerprint import CodeFingerprint, Fingerprinter
-from .params import Experiment, load_experiment
-from .planner import Action, Plan, make_plan
-from .project import Project, collect_stages, find_project, import_modules
-from .runner import Observers, RunObserver, RunResult, execute_dag
-from .declaration import Stage
-from .store import Store, open_store
-from .worker import load_input
+from .project.datadeps import Manifests
+from .project.filesets import source_digest
+from .keys.fingerprint import CodeFingerprint, Fingerprinter
+from .project.params import Experiment, load_experiment
+from .engine.planner import Action, Plan, make_plan
+from .project.loader import Project, collect_stages, find_project, import_modules
+from .engine.driver import Observers, RunObserver, RunResult, execute_dag
+from .project.declaration import Stage
+from .store.base import Store, open_store
+from .engine.worker import load_input
 
 __all__ = ["Session", "load", "open_session", "plan", "run"]
 
@@ -66,7 +66,7 @@ class Session:
         desc: str = "",
         record: bool = True,
     ) -> RunResult:
-        """Run what is missing or stale; see :func:`orchestrator.runner.execute_dag`.
+        """Run what is missing or stale; see :func:`orchestrator.engine.driver.execute_dag`.
 
         ``options`` are run-wide settings passed to every task (``workers``, ``shard``...).
         Unless ``record`` is false the run is recorded in ``<cache>/runs.db``, titled ``desc``,
@@ -145,7 +145,7 @@ def run(names: Names, *, overrides: Overrides = (), targets: Sequence[str] | Non
         force: Sequence[str] = (), cache_dir: str | None = None, executor: str = "local",
         keep_going: bool = False, observer: RunObserver | None = None,
         project_dir: str | os.PathLike[str] | None = None) -> RunResult:
-    """Run an experiment from Python; returns the :class:`~orchestrator.runner.RunResult`.
+    """Run an experiment from Python; returns the :class:`~orchestrator.engine.driver.RunResult`.
 
     Edited stage or helper modules are imported afresh first, so a notebook that calls
     ``run`` again after an edit runs the edited code.

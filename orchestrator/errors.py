@@ -26,7 +26,12 @@ what was found, and end with the fix. Only the CLI turns them into exit codes
 from __future__ import annotations
 
 import difflib
+import os
+import traceback
 from collections.abc import Iterable
+from pathlib import Path
+
+LIBRARY_DIR = str(Path(__file__).resolve().parent) + os.sep  # frames here are orchestrator's, not the user's
 
 __all__ = [
     "ArtifactNotCached",
@@ -171,3 +176,11 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """Return ``" Did you mean 'x'?"`` for the closest candidate, or an empty string."""
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback without the frames of orchestrator itself."""
+    summary = traceback.TracebackException.from_exception(exc)
+    frames = [f for f in summary.stack if not f.filename.startswith(LIBRARY_DIR)]
+    summary.stack = traceback.StackSummary.from_list(frames)
+    return "".join(summary.format())

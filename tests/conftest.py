@@ -148,7 +148,7 @@ class Project:
         """
         import base64
 
-        from orchestrator.localstore import LocalStore
+        from orchestrator.store.local import LocalStore
 
         store = LocalStore(self.root / "cache")
         record = next(r for r in store.records() if r.stage == stage)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import orchestrator
-from orchestrator.runner import Status
+from orchestrator.engine.driver import Status
 
 
 def test_run_then_load_from_python(project):

@@ -262,13 +262,13 @@ def test_the_library_beside_the_stages_is_not_project_code(tmp_path):
     write_files(root, {
         "stages/__init__.py": "",
         "stages/s.py": '''
-            import orchestrator.hashing
+            import orchestrator.keys.hashing
             from orchestrator import stage
 
 
             @stage(outputs=["digest"])
             def digest():
-                return orchestrator.hashing.hash_bytes(b"x")
+                return orchestrator.keys.hashing.hash_bytes(b"x")
         ''',
         "params/p.yaml": "params: {}\n",
     })
@@ -282,7 +282,7 @@ def test_the_library_beside_the_stages_is_not_project_code(tmp_path):
         return json.loads(proc.stdout)
 
     run()
-    hashing = root / "orchestrator" / "hashing.py"
+    hashing = root / "orchestrator" / "keys" / "hashing.py"
     hashing.write_text(hashing.read_text().replace(
         "    return xxhash.xxh3_128_hexdigest(data)\n", "    result = xxhash.xxh3_128_hexdigest(data)\n    return result\n", 1))
     assert "result = xxhash" in hashing.read_text()

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from orchestrator.cachers import Cacher, choose_cacher, get_cacher, register_cacher, registered_cachers
 from orchestrator.errors import UnknownCacherError
-from orchestrator.localstore import LocalStore as Store
+from orchestrator.store.local import LocalStore as Store
 
 
 def _frame():
@@ -54,7 +54,7 @@ def test_round_trip_through_the_store(tmp_path, name, make):
     cacher.save(value, staged)
     digest, size, kind = store.ingest(staged)
     assert size > 0 and kind == cacher.kind
-    from orchestrator.store import ArtifactRecord
+    from orchestrator.store.base import ArtifactRecord
 
     record = ArtifactRecord("x", "h", digest, name, cacher.version, size, kind)
     _equal(value, cacher.load(store.verified_path(record)))
@@ -158,8 +158,8 @@ import pandas as pd
 import torch
 
 from orchestrator.cachers import get_cacher
-from orchestrator.hashing import hash_file
-from orchestrator.localfs import hash_tree
+from orchestrator.keys.hashing import hash_file
+from orchestrator.store.localfs import hash_tree
 
 out = Path(sys.argv[1])
 tag = os.environ["PYTHONHASHSEED"]  # file names differ too, as staging names do
@@ -213,7 +213,7 @@ def test_every_builtin_cacher_writes_equal_bytes_for_equal_values_in_any_process
 
 
 def test_a_folder_output_hashes_its_empty_folders_and_exec_bits(tmp_path):
-    from orchestrator.localfs import hash_tree
+    from orchestrator.store.localfs import hash_tree
 
     def folder(name, *, empty=False, executable=False):
         root = tmp_path / name

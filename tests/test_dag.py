@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from orchestrator import aggregate, stage
-from orchestrator.dag import build_dag
+from orchestrator.engine.dag import build_dag
 from orchestrator.errors import DefinitionError, ParamsError, UnknownCacherError, WiringError
-from orchestrator.fingerprint import Fingerprinter
-from orchestrator.params import ParamSet
+from orchestrator.keys.fingerprint import Fingerprinter
+from orchestrator.project.params import ParamSet
 
 
 def dag_of(stages, values=None, targets=None, sets=None):

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.errors import ParamsError
-from orchestrator.params import load_experiment, parse_override
+from orchestrator.project.params import load_experiment, parse_override
 
 GOOD = "from orchestrator import stage\n\n@stage(outputs=['a'])\ndef make(n: int = 1):\n    return n\n"
 EXTERNAL = ("from orchestrator import stage\n\n@stage(outputs=['ckpt'])\ndef train(ctx):\n"

@@ -158,7 +158,7 @@ def test_fingerprinter_unit_parts(tmp_path, monkeypatch):
     import importlib
 
     mod = importlib.import_module("fpproj.mod")
-    from orchestrator.fingerprint import Fingerprinter
+    from orchestrator.keys.fingerprint import Fingerprinter
 
     fp = Fingerprinter(tmp_path).stage(mod.stage_fn)
     assert set(fp.parts) == {"fpproj.mod:stage_fn", "fpproj.mod:helper", "fpproj.mod:Scaler", "fpproj.mod:Scaler.factor",

@@ -35,7 +35,7 @@ def _age_everything(cache, seconds, *, runs=True):
 
 def test_gc_without_limits_removes_only_orphans(project):
     project.run_json("base")
-    from orchestrator.localstore import LocalStore
+    from orchestrator.store.local import LocalStore
 
     store = LocalStore(project.root / "cache")
     orphan = store.staging_path()

@@ -247,7 +247,7 @@ def test_a_cacher_subclass_that_changes_what_is_saved_does_not_inherit_the_hando
 def test_a_cacher_that_streams_differently_does_not_inherit_the_handover():
     """hands_off of the text cacher promises nothing about a subclass that writes other bytes."""
     from orchestrator.cachers.builtin import TextCacher
-    from orchestrator.handoff import Handoff
+    from orchestrator.engine.handoff import Handoff
 
     class Reversed(TextCacher):
         name = "reversed"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.hashing import CHUNK, SCHEME, hash_bytes, hash_file, hash_struct
+from orchestrator.keys.hashing import CHUNK, SCHEME, hash_bytes, hash_file, hash_struct
 
 
 def test_golden_hashes_stay_the_same():
@@ -28,7 +28,7 @@ def test_dict_order_does_not_matter():
 @pytest.mark.parametrize("size", [0, 1, CHUNK, CHUNK + 1, 3 * (1 << 20) + 7])
 @pytest.mark.parametrize("mapped", [True, False])
 def test_file_hash_equals_bytes_hash(tmp_path, monkeypatch, size, mapped):
-    import orchestrator.hashing as hashing
+    import orchestrator.keys.hashing as hashing
 
     monkeypatch.setattr(hashing, "WINDOW", 1 << 20)  # several windows, and a short last one
     if not mapped:  # a file system that cannot map files: read in chunks instead, same digest

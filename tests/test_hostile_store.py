@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import EXPERIMENT, Project
 
-from orchestrator.localstore import LocalStore
+from orchestrator.store.local import LocalStore
 
 BIG = ("--set", "n=3000")  # outputs big enough for object files of their own (not kept inline)
 

@@ -9,9 +9,9 @@ import pytest
 
 from orchestrator.cachers import get_cacher, streams
 from orchestrator.cachers.builtin import TextCacher
-from orchestrator.hashing import hash_bytes, hash_file
-from orchestrator.inline import INLINE_LIMIT, Spool
-from orchestrator.localstore import LocalStore
+from orchestrator.keys.hashing import hash_bytes, hash_file
+from orchestrator.store.inline import INLINE_LIMIT, Spool
+from orchestrator.store.local import LocalStore
 
 
 def _expected_total(n: int, scale: int = 1) -> int:

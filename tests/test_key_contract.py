@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 
 from orchestrator import stage
-from orchestrator.artifacts import ArtifactRecord, KeyRecord, artifact_hash
-from orchestrator.dag import build_dag
-from orchestrator.fingerprint import Fingerprinter
-from orchestrator.hashing import SCHEME
-from orchestrator.keys import KeyParts, changes, map_key
-from orchestrator.localstore import LocalStore
-from orchestrator.params import ParamSet
-from orchestrator.planner import Action, decide
+from orchestrator.store.records import ArtifactRecord, KeyRecord, artifact_hash
+from orchestrator.engine.dag import build_dag
+from orchestrator.keys.fingerprint import Fingerprinter
+from orchestrator.keys.hashing import SCHEME
+from orchestrator.keys.cachekey import KeyParts, changes, map_key
+from orchestrator.store.local import LocalStore
+from orchestrator.project.params import ParamSet
+from orchestrator.engine.planner import Action, decide
 
 PARTS = KeyParts(
     stage="fit",
@@ -212,7 +212,7 @@ DIGEST = """
 import json, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from orchestrator.fingerprint import Fingerprinter
+from orchestrator.keys.fingerprint import Fingerprinter
 import edge.m
 fp = Fingerprinter(Path(sys.argv[1])).stage(edge.m.stage_fn)
 print(json.dumps([fp.digest, fp.parts]))

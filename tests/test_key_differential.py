@@ -27,7 +27,7 @@ DRIVER = """
 import json, sys
 from pathlib import Path
 sys.path.insert(0, str(Path.cwd()))
-from orchestrator.fingerprint import Fingerprinter
+from orchestrator.keys.fingerprint import Fingerprinter
 import stages.s
 fp = Fingerprinter(Path.cwd()).stage(stages.s.result.fn)
 print(json.dumps([fp.digest, stages.s.result.fn()]))

@@ -7,8 +7,8 @@ import os
 import time
 from pathlib import Path
 
-from orchestrator.leases import Leases
-from orchestrator.localstore import LocalStore
+from orchestrator.store.leases import Leases
+from orchestrator.store.local import LocalStore
 
 
 def _entries(root: Path) -> dict[str, os.stat_result]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from orchestrator.localstore import LocalStore
+from orchestrator.store.local import LocalStore
 
 
 def test_verify_finds_corruption_names_it_and_repair_recomputes_only_it(project):

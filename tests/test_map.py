@@ -170,8 +170,8 @@ def test_accepting_item_failures(mapper):
 
 
 def test_killed_map_resumes_with_only_missing_items(mapper):
-    from orchestrator.segments import SegmentStore
-    from orchestrator.localstore import LocalStore as Store
+    from orchestrator.map.segments import SegmentStore
+    from orchestrator.store.local import LocalStore as Store
 
     proc = subprocess.Popen([*EXPERIMENT, "run", "p", "--workers", "2", "--set", "delay=0.02", "--set", "count=400"],
                             cwd=mapper.root, env=mapper.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -386,7 +386,7 @@ def test_shard_run_without_json_prints_the_sharded_status(mapper):
 
 def test_map_progress_reaches_the_driver_from_process_pool_workers(mapper):
     import orchestrator
-    from orchestrator.runner import RunObserver
+    from orchestrator.engine.driver import RunObserver
 
     class Watch(RunObserver):
         def __init__(self):
@@ -422,7 +422,7 @@ def length(words):
 
 def test_map_progress_counts_every_copy_of_a_duplicate_item_like_the_failure_message(make_project):
     import orchestrator
-    from orchestrator.runner import RunObserver
+    from orchestrator.engine.driver import RunObserver
 
     proj = make_project({"stages/__init__.py": "", "stages/d.py": DUPLICATES, "params/p.yaml": "params: {}\n"})
 

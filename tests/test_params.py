@@ -6,7 +6,7 @@ import pytest
 
 from conftest import write_files
 from orchestrator.errors import ParamsError
-from orchestrator.params import apply_override, load_experiment, parse_override
+from orchestrator.project.params import apply_override, load_experiment, parse_override
 
 
 def load(tmp_path, files, names, overrides=()):

@@ -23,8 +23,8 @@ import pytest
 
 from conftest import EXPERIMENT
 
-from orchestrator.leases import Leases
-from orchestrator.localstore import LocalStore
+from orchestrator.store.leases import Leases
+from orchestrator.store.local import LocalStore
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux")
 
@@ -378,7 +378,7 @@ def test_a_second_ctrl_c_while_a_pool_stops_prints_no_traceback(make_project, ho
 
 
 def test_a_lease_held_by_a_zombie_is_taken_over_at_once(tmp_path):
-    code = ("import os, sys\nfrom orchestrator.leases import Leases\nfrom orchestrator.localstore import LocalStore\n"
+    code = ("import os, sys\nfrom orchestrator.store.leases import Leases\nfrom orchestrator.store.local import LocalStore\n"
             "assert Leases(LocalStore(sys.argv[1]), ttl=600).acquire('k' * 32)\nos._exit(0)\n")
     child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)])
     try:

@@ -80,7 +80,7 @@ def test_failed_stage_exits_1_names_it_and_resume_skips_finished_work(project):
     assert "FAILED" in proc.stdout and "total" in proc.stdout and "bad total" in proc.stdout
     assert "experiment run base" in proc.stdout  # how to resume
     assert 'raise ValueError("bad total")' in proc.stdout  # the user's traceback
-    assert "orchestrator/worker.py" not in proc.stdout  # without the tool's own frames
+    assert "orchestrator/engine/worker.py" not in proc.stdout  # without the tool's own frames
     project.ran()
     project.edit("stages/pipeline.py", '\n    raise ValueError("bad total")', "")
     project.run_json("base")
@@ -220,7 +220,7 @@ def test_corrupted_object_is_detected_and_recomputed(project, n, kept):
 def test_missing_object_is_recomputed(project):
     first = project.run_json("base", "--set", "n=3000")  # outputs big enough for files of their own
     project.ran()
-    from orchestrator.localstore import LocalStore as Store
+    from orchestrator.store.local import LocalStore as Store
 
     store = Store(project.root / "cache")
     doubled = next(n for n in first["nodes"] if n["stage"] == "double_all")

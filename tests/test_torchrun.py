@@ -23,8 +23,8 @@ import pytest
 import orchestrator
 from orchestrator.errors import ExternalScriptFailed
 from orchestrator.processes import alive, process_table, run_supervised
-from orchestrator.runner import Status
-from orchestrator.torchrun import TorchrunSpec, build_command, choose_devices
+from orchestrator.engine.driver import Status
+from orchestrator.torchrun.launch import TorchrunSpec, build_command, choose_devices
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -422,7 +422,7 @@ def test_argv_for_one_node_and_for_several(tmp_path: Path) -> None:
     spec = TorchrunSpec(script=tmp_path / "t.py", workdir=tmp_path, run_dir=tmp_path / ".r", log_path=tmp_path / "l",
                         args=("--lr", "0.1"), env={"FOO": "1"})
     single = build_command(spec, choose_devices("auto", None, []), base_env={})
-    assert single.argv[1:3] == ("-m", "orchestrator.agent") and "--standalone" in single.argv
+    assert single.argv[1:3] == ("-m", "orchestrator.torchrun.agent") and "--standalone" in single.argv
     assert single.env["ORCHESTRATOR_LOOPBACK"] == "1" and single.env["ORCHESTRATOR_PARENT_PID"] == str(os.getpid())
     assert single.argv[-3:] == (str(tmp_path / "t.py"), "--lr", "0.1")
     assert single.argv[single.argv.index("--nproc-per-node") + 1] == "2"

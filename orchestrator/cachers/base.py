@@ -32,7 +32,7 @@ class Cacher(ABC):
         * ``write(obj, file)`` and ``read(file)`` (optional, both or neither) do what
           ``save`` and ``load`` do, through an open binary file. A cacher that has them lets
           the store keep an output of at most 4 KiB inside its key record, with no file of
-          its own (see :data:`orchestrator.inline.INLINE_LIMIT`). They count only when no
+          its own (see :data:`orchestrator.store.inline.INLINE_LIMIT`). They count only when no
           subclass below the one defining them overrides ``save`` or ``load``: a cacher
           that changes ``save`` alone is never streamed through an inherited ``write``.
     """

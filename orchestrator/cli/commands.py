@@ -266,8 +266,8 @@ def dag(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
 @_handle_errors
 def params(names: tuple[str, ...], overrides: tuple[str, ...], as_json: bool) -> None:
     """Print the resolved param sets of PARAMS_SET..."""
-    from ..params import load_experiment
-    from ..project import find_project
+    from ..project.params import load_experiment
+    from ..project.loader import find_project
     from . import render
 
     experiment = load_experiment(find_project().params_dir, names, overrides)
@@ -285,8 +285,8 @@ def cache() -> None:
 @_handle_errors
 def cache_ls(cache_dir: str | None, as_json: bool) -> None:
     """List stored artifacts: stage, param set, artifact, size, age."""
-    from ..project import find_project
-    from ..store import open_store
+    from ..project.loader import find_project
+    from ..store.base import open_store
     from . import render
 
     store = open_store(find_project().cache_dir(cache_dir))
@@ -305,9 +305,9 @@ _register_records(main)
 @_handle_errors
 def cache_verify(cache_dir: str | None, repair: bool, as_json: bool) -> None:
     """Check every stored artifact against its content hash (exit 1 when any is broken)."""
-    from ..project import find_project
-    from ..store import open_store
-    from ..verify import verify_store
+    from ..project.loader import find_project
+    from ..store.base import open_store
+    from ..store.verify import verify_store
     from . import render
 
     report = verify_store(open_store(find_project().cache_dir(cache_dir)), repair=repair)
@@ -350,9 +350,9 @@ def cache_gc(cache_dir: str | None, keep_last: int | None, older_than: str | Non
     """Remove artifacts no kept run can reach (safe while other runs are writing)."""
     from dataclasses import asdict
 
-    from ..cleanup import collect_garbage
-    from ..project import find_project
-    from ..store import open_store
+    from ..store.gc import collect_garbage
+    from ..project.loader import find_project
+    from ..store.base import open_store
 
     store = open_store(find_project().cache_dir(cache_dir))
     report = collect_garbage(store, keep_last=keep_last, older_than=_duration(older_than),

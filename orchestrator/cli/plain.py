@@ -17,14 +17,14 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-from ..capture import console_only
-from ..dag import ALL
-from ..outcomes import RunObserver, RunResult, Status
-from ..planner import Action
+from ..engine.capture import console_only
+from ..engine.dag import ALL
+from ..engine.outcomes import RunObserver, RunResult, Status
+from ..engine.planner import Action
 
 if TYPE_CHECKING:
-    from ..dag import Dag
-    from ..outcomes import NodeOutcome
+    from ..engine.dag import Dag
+    from ..engine.outcomes import NodeOutcome
 
 __all__ = ["Grid", "LogHandler", "StatusLines", "failure_lines", "grid_text", "result_json", "resume_command",
            "summary", "summary_grid", "terminal"]

@@ -34,12 +34,12 @@ def _json_option(fn: Any) -> Any:
 
 def history(cache_dir: str | None) -> History:
     """The run records of the project's store (or of ``cache_dir``)."""
-    from ..project import find_project
+    from ..project.loader import find_project
     from ..records import open_history
 
     location = find_project().cache_dir(cache_dir)
     if isinstance(location, str):  # a remote store keeps its run records in its local working folder
-        from ..store import open_store
+        from ..store.base import open_store
 
         location = open_store(location).root
     return open_history(Path(location))

@@ -18,11 +18,11 @@ from rich.table import Table
 from rich.text import Text
 
 from ..api import Session
-from ..dag import Node
-from ..params import Experiment
-from ..planner import Action, Decision, Plan
-from ..runner import NodeOutcome, RunResult
-from ..store import Store
+from ..engine.dag import Node
+from ..project.params import Experiment
+from ..engine.planner import Action, Decision, Plan
+from ..engine.driver import NodeOutcome, RunResult
+from ..store.base import Store
 from .plain import (
     DETAIL_LIMIT,
     STYLE,

@@ -9,7 +9,7 @@ from concurrent.futures import Future
 from typing import Any, ClassVar
 
 from ..errors import UsageError, did_you_mean
-from ..task import Task, TaskResult
+from ..engine.task import Task, TaskResult
 
 __all__ = ["Executor", "get_executor", "register_executor", "registered_executors"]
 
@@ -19,7 +19,7 @@ class Executor(ABC):
 
     Contract:
         * ``submit(task)`` returns a ``concurrent.futures.Future`` whose result is the
-          :class:`~orchestrator.task.TaskResult` of ``orchestrator.worker.execute(task)``
+          :class:`~orchestrator.engine.task.TaskResult` of ``orchestrator.engine.worker.execute(task)``
           run wherever the executor runs things. It may run the task before returning.
         * A worker that dies must resolve the future with a ``TaskResult`` whose error
           has ``kind="worker"`` (or raise from ``Future.result()``): never hang.

@@ -7,10 +7,10 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
-from ..task import Task, TaskResult
-from ..worker import execute
+from ..engine.task import Task, TaskResult
+from ..engine.worker import execute
 from .base import Executor
-from .dask_chunks import ENGINE
+from ..map.dask_chunks import ENGINE
 from .resources import cpus, gpus, memory_bytes, usable_cpus
 
 logger = logging.getLogger(__name__)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import Any
 
-from ..handoff import Handoff
-from ..task import Task, TaskResult
-from ..worker import execute
+from ..engine.handoff import Handoff
+from ..engine.task import Task, TaskResult
+from ..engine.worker import execute
 from .base import Executor
 
 __all__ = ["LocalExecutor"]

@@ -16,8 +16,8 @@ from types import FrameType
 from typing import Any
 
 from ..processes import forkserver, stop_pool, tie_pool_worker
-from ..task import Task, TaskResult
-from ..worker import execute
+from ..engine.task import Task, TaskResult
+from ..engine.worker import execute
 from .base import Executor
 from .resources import usable_cpus
 

@@ -6,8 +6,8 @@ import logging
 from concurrent.futures import Future
 from typing import Any
 
-from ..task import Task, TaskResult
-from ..worker import execute
+from ..engine.task import Task, TaskResult
+from ..engine.worker import execute
 from .base import Executor
 from .resources import cpus, gpus, memory_bytes
 

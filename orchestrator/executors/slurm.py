@@ -8,8 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..task import Task, TaskResult
-from ..worker import execute
+from ..engine.task import Task, TaskResult
+from ..engine.worker import execute
 from .base import Executor
 from .resources import cpus, gpus, memory_bytes
 from .snapshot import snapshot

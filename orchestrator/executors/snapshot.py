@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..hashing import hash_file, hash_struct
+from ..keys.hashing import hash_file, hash_struct
 
 __all__ = ["snapshot"]
 

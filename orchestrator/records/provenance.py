@@ -1,7 +1,7 @@
 """Answers from the run records: why a stage ran, where an artifact came from, what changed between runs.
 
 ``explain`` compares a stage's key parts with those of its last execution that stored a
-result and says, in the words of :func:`orchestrator.keys.changes`, what differs.
+result and says, in the words of :func:`orchestrator.keys.cachekey.changes`, what differs.
 ``lineage`` follows key parts back from an artifact hash: the key that produced it, that
 key's params and input hashes, and so on to the stages that read no artifact.
 """
@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import RecordNotFound, did_you_mean
-from ..fingerprint import WHOLE_MODULE
-from ..keys import KeyParts, changes
+from ..keys.fingerprint import WHOLE_MODULE
+from ..keys.cachekey import KeyParts, changes
 from .history import History
 from .values import ExecutionRecord, RunRecord, final_metrics
 

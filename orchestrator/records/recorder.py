@@ -1,4 +1,4 @@
-"""The run recorder: a :class:`~orchestrator.runner.RunObserver` that writes the run records.
+"""The run recorder: a :class:`~orchestrator.engine.driver.RunObserver` that writes the run records.
 
 Writes are batched, one transaction per run step: the run row when it starts; before a
 stage is submitted, its ``running`` row together with whatever finished since the last
@@ -22,10 +22,10 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..dag import Dag, Node
-from ..keys import code_label
-from ..planner import Decision
-from ..runner import NodeOutcome, RunObserver, RunResult, Status
+from ..engine.dag import Dag, Node
+from ..keys.cachekey import code_label
+from ..engine.planner import Decision
+from ..engine.driver import NodeOutcome, RunObserver, RunResult, Status
 from .database import close_dead_runs, connect, database_path, guarded
 from .environment import command_line, git_state, package_versions, python_version, this_process
 from .values import ArtifactInfo, ExecutionRecord, RunRecord, final_metrics

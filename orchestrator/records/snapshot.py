@@ -12,8 +12,8 @@ import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from ..hashing import hash_file
-from ..store import Store
+from ..keys.hashing import hash_file
+from ..store.base import Store
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,383 @@
+"""The driver: walks the DAG as results arrive, decides each node, records what happened.
+
+A ready-set loop: a node is decided the moment all its inputs are known, so early cutoff
+falls out naturally (a rerun stage whose outputs are byte-identical leaves its consumers'
+keys unchanged, hence cached). Tasks go to an executor; only the driver writes key
+records, so a failing worker can never corrupt the store's bookkeeping.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import replace
+from typing import Any
+
+from .dag import Dag, Node
+from ..errors import StoreError
+from ..executors import Executor
+from ..keys.fingerprint import CodeFingerprint
+from ..keys.cachekey import input_label, map_key
+from ..store.leases import Leases
+from .outcomes import NodeOutcome, Observers, RunObserver, RunResult, Status
+from .planner import Action, Decision, decide, recheck
+from ..store.base import ArtifactRecord, KeyRecord, Store
+from .task import InputSpec, Task, TaskError, TaskResult
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["NodeOutcome", "Observers", "RunObserver", "RunResult", "Status", "execute_dag", "new_run_id"]
+
+# the values a run produces live in outcomes.py; they are re-exported here for convenience
+
+MAX_CORRUPTION_RETRIES = 2
+LEASE_POLL = 0.25  # seconds between checks on stages another run is computing
+REFS_EVERY = 1.0  # seconds between writes of the plan's key parts, so a killed run still explains its stages
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id such as ``20261122-035412-1a2b``."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
+
+
+class _Driver:
+    def __init__(
+        self,
+        dag: Dag,
+        fingerprints: Mapping[str, CodeFingerprint],
+        store: Store,
+        executor: Executor,
+        *,
+        forced: Iterable[str],
+        keep_going: bool,
+        observer: RunObserver,
+        project_root: str,
+        run_id: str,
+    ) -> None:
+        self.run_id = run_id
+        self.dag = dag
+        self.fingerprints = fingerprints
+        self.store = store
+        self.executor = executor
+        self.forced = set(forced)
+        self.options: Mapping[str, Any] = {}
+        self.keep_going = keep_going
+        self.observer = observer
+        self.project_root = project_root
+        self.waiting = {nid: len(dag.upstream(nid)) for nid in dag.nodes}
+        self.ready = deque(nid for nid, count in self.waiting.items() if count == 0)
+        self.running: dict[Future[TaskResult], tuple[str, Decision]] = {}
+        self.outputs: dict[str, Mapping[str, ArtifactRecord]] = {}
+        self.outcomes: dict[str, NodeOutcome] = {}
+        self.corruptions: dict[str, int] = {}
+        self.attempts: dict[str, int] = {}
+        self.stopped = False
+        self.submitting: tuple[str, Decision] | None = None
+        self.leases = Leases(store)
+        self.warned_reads: set[str] = set()
+        self.blocked: dict[str, float] = {}  # nodes whose key another run is computing -> since when
+        self.refs: dict[tuple[str, str], Any] = {}  # key parts of what ran, for the next plan's reasons
+        self.refs_written = time.monotonic()
+
+    def run(self) -> None:
+        with self.leases:
+            while self.ready or self.running or (self.blocked and not self.stopped):
+                while self.ready and not self.stopped and len(self.running) < max(1, self.executor.capacity):
+                    self._start(self.ready.popleft())
+                if self.blocked and not self.stopped:
+                    for nid in list(self.blocked):
+                        if len(self.running) < max(1, self.executor.capacity):
+                            self._start(nid)
+                if not self.running:
+                    if self.ready and not self.stopped:
+                        continue
+                    if not self.blocked or self.stopped:
+                        break
+                    self.executor.idle()  # waiting on another run: hold nothing for a next task
+                    self.observer.waiting()
+                    time.sleep(LEASE_POLL)
+                    continue
+                if not any(future.done() for future in self.running):  # the in-process executor never waits
+                    self.observer.waiting()
+                done, _ = wait(list(self.running), timeout=LEASE_POLL if self.blocked else None,
+                               return_when=FIRST_COMPLETED)
+                for future in done:
+                    nid, decision = self.running.pop(future)
+                    self._finish(nid, decision, future)
+
+    def _start(self, nid: str) -> None:
+        node = self.dag.nodes[nid]
+        hashes = {input_label(r.artifact, r.label): self.outputs[r.producer][r.artifact].hash for r in node.inputs}
+        decision = decide(
+            node, self.fingerprints[node.stage.name], hashes, self.store, forced=node.stage.name in self.forced
+        )
+        if decision.action is Action.RUN and decision.key is not None:
+            shared = _map_key(node, decision)  # a map's items: one computation at a time, and gc keeps them
+            if not self.leases.acquire(decision.key) or (shared and not self._lease_map(shared, decision.key)):
+                if nid not in self.blocked:
+                    logger.info("%s [%s]: another run is computing it; waiting to reuse its result",
+                                node.stage.name, node.param_set)
+                self.blocked.setdefault(nid, time.monotonic())
+                return
+            # another run may have stored it since we decided (or while we waited)
+            again = recheck(decision, self.store) if node.stage.name not in self.forced else decision
+            if again.action is Action.CACHED:
+                self._release(node, decision)
+                decision = again
+        self.blocked.pop(nid, None)
+        if decision.action is Action.CACHED and decision.record is not None:
+            record = decision.record
+            if decision.parts is not None:  # a set served from the cache explains its next plan too
+                parts = decision.parts.to_dict()
+                if self.store.get_ref(node.stage.name, node.param_set) != parts:
+                    self.refs[(node.stage.name, node.param_set)] = parts
+            self._done(NodeOutcome(nid, node.stage.name, node.param_set, Status.CACHED, decision.key,
+                                   0.0, (), record.outputs, extras=record.extras))
+            return
+        self._submit(node, decision)
+
+    def _warn_reads(self, node: Node, result: TaskResult) -> None:
+        """Once per stage and run: the files it read that its key does not cover."""
+        reads = list(result.extras.get("undeclared_reads", ()))
+        if not reads or node.stage.name in self.warned_reads or (result.error and result.error.kind == "data"):
+            return
+        self.warned_reads.add(node.stage.name)
+        shown = ", ".join(reads[:5]) + (f" and {len(reads) - 5} more" if len(reads) > 5 else "")
+        logger.warning(
+            "%s read %s, which %s not part of its key: an edit there will not rerun it. Declare it: a param "
+            "annotated Annotated[Path, Data()] that names it, or an input made with files('...', name=...) "
+            "(run --strict-data makes this an error).", node.stage.name, shown, "is" if len(reads) == 1 else "are")
+
+    def _lease_map(self, shared: str, key: str) -> bool:
+        """Hold the map key too (released with the node's key); on failure, let go of the node's."""
+        if self.leases.acquire(shared):
+            return True
+        self.leases.release(key)
+        return False
+
+    def _release(self, node: Node, decision: Decision) -> None:
+        shared = _map_key(node, decision)
+        if shared:
+            self.leases.release(shared)
+        if decision.key is not None:
+            self.leases.release(decision.key)
+
+    def _submit(self, node: Node, decision: Decision) -> None:
+        nid = node.id
+        if self.refs and time.monotonic() - self.refs_written > REFS_EVERY:
+            self.write_refs()  # before a stage that may run long (and be killed), not only at the end
+        task = self._task(node, decision)
+        self.observer.node_started(node, decision)
+        self.submitting = (nid, decision)
+        future = self.executor.submit(task)
+        self.submitting = None
+        self.running[future] = (nid, decision)
+
+    def _task(self, node: Node, decision: Decision) -> Task:
+        specs = tuple(
+            InputSpec(
+                name=ref.artifact,
+                label=ref.label,
+                record=self.outputs[ref.producer][ref.artifact],
+                producer=ref.producer,
+                as_path=ref.artifact in node.stage.path_inputs,
+            )
+            for ref in node.inputs
+        )
+        return Task(
+            node=node.id,
+            stage=node.stage.name,
+            module=node.stage.module,
+            param_set=node.param_set,
+            key=decision.key or "",
+            params=node.params,
+            set_values=node.set_values,
+            seed=node.seed,
+            inputs=specs,
+            cachers=dict(node.stage.cachers),
+            store=self.store.url,
+            project_root=self.project_root,
+            log_path=str(self.store.log_path(self.run_id, node.id)),
+            options=self.options,
+            map_key=_map_key(node, decision),
+            resources=dict(node.stage.resources),
+            code=self.fingerprints[node.stage.name].digest,
+        )
+
+    def _finish(self, nid: str, decision: Decision, future: Future[TaskResult]) -> None:
+        node = self.dag.nodes[nid]
+        try:
+            result = future.result()
+        except Exception as exc:  # an executor that lost its worker
+            result = TaskResult(nid, error=TaskError("worker", f"the worker running it died: {exc}", type(exc).__name__))
+        self._warn_reads(node, result)
+        if result.error is not None and result.error.kind not in ("sharded", "corrupt"):
+            attempt = self.attempts.get(nid, 0)
+            if attempt < node.stage.retries:
+                self.attempts[nid] = attempt + 1
+                logger.warning("%s [%s] failed (%s); retry %d of %d", node.stage.name, node.param_set,
+                               result.error.message, attempt + 1, node.stage.retries)
+                self._submit(node, decision)
+                return
+        if result.error is None:
+            result = self._record(node, decision, result)
+        if decision.key is not None:  # only now: a run waiting on this key finds the record
+            self._release(node, decision)
+        if result.error is not None and result.error.kind == "corrupt" and self._recover(nid, result.error):
+            return
+        if result.error is not None and result.error.kind == "sharded":
+            outcome = NodeOutcome(nid, node.stage.name, node.param_set, Status.SHARDED, decision.key,
+                                  result.seconds, (result.error.message,), extras=result.extras,
+                                  log_path=self._log(nid), peak_rss=result.peak_rss)
+            self.outcomes[nid] = outcome
+            self.observer.node_finished(outcome)
+            return
+        if result.error is not None:
+            outcome = NodeOutcome(nid, node.stage.name, node.param_set, Status.FAILED, decision.key,
+                                  result.seconds, decision.reasons, error=result.error, extras=result.extras,
+                                  log_path=self._log(nid), peak_rss=result.peak_rss)
+            self.outcomes[nid] = outcome
+            self.observer.node_finished(outcome)
+            if not self.keep_going:
+                self.stopped = True
+            return
+        self._done(NodeOutcome(nid, node.stage.name, node.param_set, Status.RAN, decision.key,
+                               result.seconds, decision.reasons, result.outputs, extras=result.extras,
+                               log_path=self._log(nid), peak_rss=result.peak_rss))
+
+    def _record(self, node: Node, decision: Decision, result: TaskResult) -> TaskResult:
+        """Publish the key record of a successful execution (the driver alone writes records)."""
+        assert decision.key is not None and decision.parts is not None
+        parts = decision.parts.to_dict()
+        record = KeyRecord(decision.key, node.stage.name, node.param_set, parts, dict(result.outputs),
+                           time.time(), result.seconds, dict(result.extras))
+        try:
+            self.store.put_record(record)
+        except StoreError as exc:
+            return replace(result, error=TaskError("store", f"its outputs were stored but not its key record: {exc}",
+                                                   type(exc).__name__))
+        self.refs[(node.stage.name, node.param_set)] = parts
+        return result
+
+    def write_refs(self) -> None:
+        """Merge the key parts gathered so far into the store's refs (the plan's "what changed")."""
+        try:
+            self.store.put_refs(self.refs)
+        except StoreError as exc:
+            logger.warning("could not remember this run's key parts for explanations: %s", exc)
+            return
+        self.refs = {}
+        self.refs_written = time.monotonic()
+
+    def _log(self, nid: str) -> str:
+        path = self.store.log_path(self.run_id, nid)
+        return str(path) if path.exists() else ""
+
+    def _recover(self, nid: str, error: TaskError) -> bool:
+        """An input object failed verification: forget it, recompute its producer, retry ``nid``."""
+        producer = error.producer
+        count = self.corruptions.get(producer, 0)
+        if count >= MAX_CORRUPTION_RETRIES or producer not in self.outcomes:
+            return False
+        self.corruptions[producer] = count + 1
+        logger.warning("%s; recomputing %s", error.message, producer)
+        bad = self.outputs[producer][error.artifact]
+        self.store.discard_object(bad.object)
+        stale = self.outcomes.pop(producer)
+        if stale.key:
+            self.store.drop_record(stale.key)
+        del self.outputs[producer]
+        self.waiting[nid] = 1
+        self.ready.appendleft(producer)
+        return True
+
+    def _done(self, outcome: NodeOutcome) -> None:
+        self.outcomes[outcome.node] = outcome
+        self.outputs[outcome.node] = outcome.outputs
+        self.observer.node_finished(outcome)
+        for consumer in self.dag.consumers[outcome.node]:
+            if consumer in self.outcomes:
+                continue
+            self.waiting[consumer] -= 1
+            if self.waiting[consumer] == 0:
+                self.ready.append(consumer)
+
+    def interrupt(self) -> None:
+        pending = list(self.running.values())
+        if self.submitting is not None:
+            pending.append(self.submitting)
+        for nid, decision in pending:
+            node = self.dag.nodes[nid]
+            outcome = NodeOutcome(nid, node.stage.name, node.param_set, Status.INTERRUPTED, decision.key,
+                                  log_path=self._log(nid))
+            self.outcomes[nid] = outcome
+            self.observer.node_finished(outcome)
+        self.running.clear()
+
+    def skip_rest(self) -> None:
+        for nid, node in self.dag.nodes.items():
+            if nid not in self.outcomes:
+                failed = [u for u in self.dag.upstream(nid) if self.outcomes.get(u) and self.outcomes[u].status in
+                          (Status.FAILED, Status.SKIPPED, Status.INTERRUPTED, Status.SHARDED)]
+                reason = "run stopped"
+                if failed:
+                    upstream = self.outcomes[failed[0]]
+                    reason = (f"needs every shard of {upstream.stage}" if upstream.status is Status.SHARDED
+                              else f"upstream {upstream.stage} did not finish")
+                outcome = NodeOutcome(nid, node.stage.name, node.param_set, Status.SKIPPED, reasons=(reason,))
+                self.outcomes[nid] = outcome
+                self.observer.node_finished(outcome)
+
+
+def execute_dag(
+    dag: Dag,
+    fingerprints: Mapping[str, CodeFingerprint],
+    store: Store,
+    executor: Executor,
+    *,
+    forced: Iterable[str] = (),
+    keep_going: bool = False,
+    observer: RunObserver | None = None,
+    run_id: str | None = None,
+    project_root: str = "",
+    options: Mapping[str, Any] | None = None,
+) -> RunResult:
+    """Run every node of ``dag`` that is not cached; stop at the first failure unless ``keep_going``.
+
+    Ctrl-C (KeyboardInterrupt) ends the run with status ``"interrupted"``; every stage that
+    finished before stays stored, so the next run resumes after it.
+    """
+    observer = observer or RunObserver()
+    run_id = run_id or new_run_id()
+    store.prepare()
+    store.clean_tmp()
+    started = time.perf_counter()
+    driver = _Driver(dag, fingerprints, store, executor, forced=forced, keep_going=keep_going,
+                     observer=observer, project_root=project_root, run_id=run_id)
+    driver.options = dict(options or {})
+    executor.progress = observer.map_progress
+    observer.run_started(run_id, dag)
+    status = "succeeded"
+    try:
+        driver.run()
+    except KeyboardInterrupt:
+        status = "interrupted"
+        driver.interrupt()
+    driver.skip_rest()
+    driver.write_refs()
+    if status != "interrupted" and any(o.status is Status.FAILED for o in driver.outcomes.values()):
+        status = "failed"
+    position = {nid: index for index, nid in enumerate(dag.nodes)}
+    ordered = sorted(driver.outcomes.values(), key=lambda o: position[o.node])
+    result = RunResult(run_id, status, tuple(ordered), time.perf_counter() - started, store.url)
+    observer.run_finished(result)
+    return result
+
+
+def _map_key(node: Node, decision: Decision) -> str:
+    """The key a map node's items are stored under ("" for other nodes)."""
+    return map_key(decision.parts, node.stage.map_over) if node.stage.map_over and decision.parts else ""

@@ -1,0 +1,88 @@
+"""What the driver ships to a worker and what comes back: plain, picklable values.
+
+A task names its stage by module and name (no pickled closures), carries the params
+and the store records of its inputs, and says where the store is. Workers only load
+inputs, run the stage and write objects; the driver alone writes key records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..store.base import ArtifactRecord
+
+__all__ = ["InputSpec", "Task", "TaskError", "TaskResult"]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input value of a task: which stored artifact, under which parameter name."""
+
+    name: str
+    label: str
+    record: ArtifactRecord
+    producer: str
+    as_path: bool = False
+
+
+@dataclass(frozen=True)
+class Task:
+    """A stage execution to perform.
+
+    ``log_path`` (when set) receives everything the stage prints or logs; ``options``
+    carries run-wide settings for extensions (``workers``, ``shard``, ``devices``...).
+    """
+
+    node: str
+    stage: str
+    module: str
+    param_set: str
+    key: str
+    params: Mapping[str, Any]
+    set_values: Mapping[str, Any]
+    seed: int
+    inputs: tuple[InputSpec, ...]
+    cachers: Mapping[str, str]
+    store: str
+    project_root: str
+    log_path: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    map_key: str = ""
+    resources: Mapping[str, Any] = field(default_factory=dict)
+    code: str = ""  # the code fingerprint the key was computed for: a worker in another process checks it
+    code_root: str = ""  # where to import the project's code from, when not project_root (a snapshot)
+
+
+@dataclass(frozen=True)
+class TaskError:
+    """Why a task failed.
+
+    ``kind`` is ``"stage"`` (the stage raised), ``"outputs"`` (it returned something that
+    does not match its declared outputs), ``"cacher"`` (an output could not be stored),
+    ``"corrupt"`` (an input object failed verification; ``producer`` names its node),
+    ``"items"`` (items of a map stage failed), ``"code"`` (the worker imported code that does not
+    fingerprint to the key's), ``"sharded"`` (a ``--shard`` run stored its
+    share of a map's items; the whole output needs every shard) or ``"worker"`` (the
+    worker process died).
+    """
+
+    kind: str
+    message: str
+    type: str = ""
+    traceback: str = ""
+    producer: str = ""
+    artifact: str = ""
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """The outcome of a task; ``peak_rss`` is the worker process's peak resident memory in bytes."""
+
+    node: str
+    outputs: Mapping[str, ArtifactRecord] = field(default_factory=dict)
+    seconds: float = 0.0
+    extras: Mapping[str, Any] = field(default_factory=dict)
+    error: TaskError | None = None
+    peak_rss: int = 0

@@ -1,0 +1,83 @@
+"""Normalized code: syntax trees without docstrings, comments or positions (pure).
+
+The *content* of a function or class is hashed from its normalized syntax tree, so
+comments, docstrings and formatting never change a key; what the code *refers to* is
+read from its bytecode instead (:mod:`orchestrator.keys.coderefs`).
+"""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+import types
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["LAUNCHERS", "find_definition", "launched_scripts", "normalized_ast", "relative", "strip_docstrings"]
+
+LAUNCHERS = frozenset({"torchrun"})  # ctx methods whose first literal argument is a script
+
+
+def strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
+            body = node.body
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def normalized_ast(source: str) -> str:
+    """Dump ``source`` as an AST without docstrings, comments, formatting or positions."""
+    tree = strip_docstrings(ast.parse(textwrap.dedent(source)))
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
+def find_definition(index: dict[str, list[ast.AST]], obj: Any) -> ast.AST | None:
+    """The def/class node of ``obj`` among its module's definitions, or None.
+
+    A function is found by its *code's* name and first line (``functools.wraps`` rewrites
+    ``__name__`` to the wrapped function's, never ``co_name``); a class by its name, when
+    only one class of that name exists in the module.
+    """
+    code = getattr(obj, "__code__", None)
+    matches: list[ast.AST]
+    if isinstance(code, types.CodeType):
+        line = code.co_firstlineno
+        matches = [
+            n for n in index.get(code.co_name, ())
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and line in (n.lineno, *(d.lineno for d in n.decorator_list))
+        ]
+    else:
+        matches = [n for n in index.get(getattr(obj, "__name__", ""), ()) if isinstance(n, ast.ClassDef)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def launched_scripts(nodes: Iterable[ast.AST]) -> list[str]:
+    """Scripts launched by a literal path among ``nodes`` (an ``ast.walk``): ``ctx.torchrun("x.py")``."""
+    scripts: list[str] = []
+    for node in nodes:
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in LAUNCHERS
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            scripts.append(node.args[0].value)
+    return scripts
+
+
+def relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()

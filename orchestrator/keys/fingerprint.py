@@ -1,0 +1,391 @@
+"""Code fingerprints: what a stage's code *means*, not how its file looks.
+
+A stage's fingerprint covers the normalized syntax tree of its function (docstrings,
+comments and formatting dropped) and, transitively, every project-local function, class,
+module attribute, closure cell and default it can reach (see :mod:`orchestrator.keys.codewalk`),
+plus any external script it launches. What is reached is read from the compiled code, so
+it is exact for Python's scopes; every reached value is hashed by a deterministic encoding
+of its state, or else its whole module is, and the part's label says so.
+
+The fingerprint keeps one hash per part (``"stages.helpers:normalize"``), so a plan can say
+*which* piece of code changed. The installed library (``orchestrator`` itself, anything
+under ``site-packages`` or the standard library) is never project code. Reads source files,
+but is otherwise pure and memoized per process.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import logging
+import sys
+import sysconfig
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import LIBRARY_DIR
+from .codeast import find_definition, launched_scripts, relative, strip_docstrings
+from .codevalues import code_struct
+from .codewalk import Walk
+from .hashing import hash_bytes, hash_struct
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CodeFingerprint", "Fingerprinter", "WHOLE_MODULE", "fingerprint_of"]
+
+#: marks the label of a part that hashes a whole module (the conservative fallback)
+WHOLE_MODULE = " (whole module: "
+_LIBRARY = Path(LIBRARY_DIR)
+
+
+@dataclass(frozen=True)
+class CodeFingerprint:
+    """The fingerprint of one stage's code.
+
+    Attributes:
+        digest: Hash over all parts.
+        parts: Hash per piece of code (``module:qualname``, ``script:path``, ``version``).
+        ctx_uses: Attributes of ``ctx`` the stage may read (``params``, ``seed``): any project
+            code it reaches that reads an attribute of that name counts.
+        scripts: External scripts the stage launches (project-relative posix paths).
+    """
+
+    digest: str
+    parts: dict[str, str]
+    ctx_uses: frozenset[str]
+    scripts: tuple[str, ...]
+
+    @property
+    def conservative(self) -> tuple[str, ...]:
+        """Labels of parts where a whole module stands in for a value it could not hash."""
+        return tuple(label for label in self.parts if WHOLE_MODULE in label)
+
+
+def _excluded_roots() -> tuple[Path, ...]:
+    paths = sysconfig.get_paths()
+    roots = {Path(paths[k]).resolve() for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots.add(Path(sys.prefix).resolve())
+    roots.add(Path(sys.base_prefix).resolve())
+    return tuple(roots)
+
+
+class Fingerprinter:
+    """Computes and memoizes code fingerprints for one project root."""
+
+    def __init__(self, project_root: Path) -> None:
+        self.root = project_root.resolve()
+        self._excluded = tuple(r for r in _excluded_roots() if not self.root.is_relative_to(r))
+        self._local_files: dict[str, bool] = {}
+        self._content: dict[int, tuple[Any, str, tuple[str, ...]]] = {}
+        self._scripts: dict[Path, tuple[str, list[Path]]] = {}
+        self._module_trees: dict[str, tuple[Any, ast.Module | None]] = {}
+        self._sources: dict[str, tuple[Any, str, types.CodeType | None]] = {}
+        self._index: dict[str, tuple[Any, dict[str, list[ast.AST]]]] = {}
+        self._bodies: dict[tuple[str, int], tuple[Any, types.CodeType | None]] = {}
+        self._named: dict[str, types.ModuleType | None] = {}
+
+    # -- public ------------------------------------------------------------------------
+    def stage(
+        self, fn: Any, *, version: Any = None, scripts: tuple[str, ...] = (), extra: tuple[Any, ...] = ()
+    ) -> CodeFingerprint:
+        """Fingerprint a stage function (and ``extra`` functions such as its setup) with what they reach."""
+        walk = Walk(self)
+        walk.reach(fn, f"{fn.__module__}:{fn.__qualname__}")
+        for other in extra:
+            walk.reach(other, f"{getattr(other, '__module__', '?')}:{getattr(other, '__qualname__', '?')}")
+        found_scripts = list(scripts) + [s for s in walk.scripts if s not in scripts]
+        parts = walk.parts
+        for script in found_scripts:
+            self._walk_script(self.root / script, parts, walk)
+        if version is not None:
+            parts["version"] = hash_struct(["Version", repr(version)])
+        digest = hash_struct(["Code", sorted(parts.items())])
+        seen = walk.names | walk.strings
+        ctx_uses = frozenset(use for use in ("params", "seed") if use in seen)
+        return CodeFingerprint(digest, parts, ctx_uses, tuple(found_scripts))
+
+    def of_stage(self, stage: Any) -> CodeFingerprint:
+        """The fingerprint of a declared :class:`~orchestrator.project.declaration.Stage`."""
+        return self.stage(stage.fn, version=stage.version, scripts=stage.scripts, extra=tuple(stage.hooks.values()))
+
+    # -- what is project code ------------------------------------------------------------
+    def is_local(self, obj: Any) -> bool:
+        module = sys.modules.get(getattr(obj, "__module__", "") or "")
+        return self._is_local_file(getattr(module, "__file__", None))
+
+    def is_local_module(self, module: types.ModuleType) -> bool:
+        """A project module, or a namespace package (no ``__init__.py``) with a folder in the project."""
+        filename = getattr(module, "__file__", None)
+        if filename:
+            return self._is_local_file(filename)
+        return any(self._is_local_file(str(Path(folder) / "__init__.py")) for folder in getattr(module, "__path__", ()))
+
+    def is_project_module_name(self, name: str) -> bool:
+        """Whether the top-level package of ``name`` lives in the project (without importing it)."""
+        top = name.split(".")[0]
+        module = sys.modules.get(top)
+        if module is not None:
+            return self.is_local_module(module)
+        try:
+            spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            return False
+        if spec is None:
+            return False
+        if spec.origin and self._is_local_file(spec.origin):
+            return True
+        return any(self._is_local_file(str(Path(p) / "__init__.py")) for p in spec.submodule_search_locations or ())
+
+    def module_named(self, text: str) -> types.ModuleType | None:
+        """The project module a string constant names (``"stages.config"``), if it names one."""
+        if "." not in text or not all(part.isidentifier() for part in text.split(".")):
+            return None
+        if text not in self._named:
+            found = None
+            if self.is_project_module_name(text):
+                module = self.load_module(text)
+                found = module if module is not None and self.is_local_module(module) else None
+            self._named[text] = found
+        return self._named[text]
+
+    def load_module(self, name: str) -> types.ModuleType | None:
+        """A project module by name, imported if the code imports it only when it runs."""
+        module = sys.modules.get(name)
+        if module is not None:
+            return module
+        try:
+            return importlib.import_module(name)
+        except Exception as exc:  # it fails when the stage runs too; the key says so
+            logger.debug("cannot import %s for its fingerprint: %s", name, exc)
+            return None
+
+    def _is_local_file(self, filename: str | None) -> bool:
+        if not filename:
+            return False
+        known = self._local_files.get(filename)
+        if known is None:
+            path = Path(filename).resolve()
+            known = (path.is_relative_to(self.root) and not path.is_relative_to(_LIBRARY)
+                     and not any(path.is_relative_to(r) for r in self._excluded)
+                     and "site-packages" not in path.parts)
+            self._local_files[filename] = known
+        return known
+
+    # -- content -------------------------------------------------------------------------
+    def canonical_label(self, obj: Any) -> str | None:
+        """``module:qualname`` when that name leads to ``obj`` itself (not a lambda, closure or wrapper)."""
+        module_name = getattr(obj, "__module__", None)
+        qualname = getattr(obj, "__qualname__", None)
+        if not isinstance(module_name, str) or not isinstance(qualname, str) or "<" in qualname:
+            return None
+        found: Any = sys.modules.get(module_name)
+        for attr in qualname.split("."):
+            found = getattr(found, attr, None)
+        return f"{module_name}:{qualname}" if found is obj else None
+
+    def content(self, obj: Any) -> tuple[str, tuple[str, ...]]:
+        """The digest of a function's or class's own code, and the scripts it launches by literal path."""
+        cached = self._content.get(id(obj))
+        if cached is not None and cached[0] is obj:
+            return cached[1], cached[2]
+        tree = self._definition(obj)
+        if tree is not None:
+            dump = ast.dump(tree, annotate_fields=False)
+            digest = hash_struct(["Ast", dump])
+            scripts = tuple(launched_scripts(ast.walk(tree))) if "torchrun" in dump else ()
+        elif isinstance(obj, type):  # made at run time (namedtuple, type(...)): its members are parts
+            members = sorted(k for k in vars(obj) if not (k.startswith("__") and k.endswith("__")))
+            digest, scripts = hash_struct(["Class", obj.__qualname__, members]), ()
+        else:  # a lambda, or code with no source to read: its compiled form
+            digest, scripts = hash_struct(["Bytecode", code_struct(obj.__code__, _no_refs, "")]), ()
+        self._content[id(obj)] = (obj, digest, scripts)
+        return digest, scripts
+
+    def class_body(self, cls: type) -> types.CodeType | None:
+        """A class statement compiled from its source: what its body, bases and decorators read.
+
+        A class keeps no code object of its body, yet ``field(default_factory=make)``, a class
+        decorator's arguments and attribute expressions read globals; compiling the definition
+        again exposes those names to :func:`orchestrator.keys.coderefs.scan`.
+        """
+        key = ("body", id(cls))
+        cached = self._bodies.get(key)
+        if cached is not None and cached[0] is cls:
+            return cached[1]
+        tree = self._definition(cls)
+        code = None
+        if tree is not None:
+            try:
+                filename = getattr(sys.modules.get(cls.__module__), "__file__", None) or "<class>"
+                code = compile(ast.fix_missing_locations(tree), filename, "exec")  # type: ignore[call-overload]
+            except (SyntaxError, ValueError, TypeError):
+                code = None
+        self._bodies[key] = (cls, code)
+        return code
+
+    def _definition(self, obj: Any) -> ast.AST | None:
+        """The docstring-free def/class of ``obj``, cut from its module's memoized tree."""
+        index = self._definitions(getattr(obj, "__module__", "") or "")
+        node = find_definition(index, obj) if index else None
+        return ast.Module(body=[node], type_ignores=[]) if node is not None else None  # type: ignore[list-item]
+
+    def _definitions(self, module_name: str) -> dict[str, list[ast.AST]]:
+        """Every def/class node of a project module by name (built once per module)."""
+        tree = self.module_tree(module_name)
+        index = self._index.get(module_name)
+        if index is None or index[0] is not tree:
+            found: dict[str, list[ast.AST]] = {}
+            for node in ast.walk(tree) if tree is not None else ():
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    found.setdefault(node.name, []).append(node)
+            index = self._index[module_name] = (tree, found)
+        return index[1]
+
+    def module_tree(self, module_name: str) -> ast.Module | None:
+        """The parsed (docstring-free) source of a project-local module, memoized per module object.
+
+        A module imported afresh (a notebook's second run after an edit, a long-lived worker)
+        is a new object, and its source is read again.
+        """
+        module = sys.modules.get(module_name)
+        known = self._module_trees.get(module_name)
+        if known is None or known[0] is not module:
+            tree: ast.Module | None = None
+            if module is not None and self._is_local_file(getattr(module, "__file__", None)):
+                try:
+                    source = importlib.util.decode_source(Path(module.__file__).read_bytes())  # type: ignore[arg-type]
+                    tree = strip_docstrings(ast.parse(source))  # type: ignore[assignment]
+                except (OSError, SyntaxError, UnicodeDecodeError):
+                    tree = None
+            known = self._module_trees[module_name] = (module, tree)
+        return known[1]
+
+    def module_source(self, module_name: str) -> tuple[str, types.CodeType | None]:
+        """A module's whole normalized source as a digest, and its compiled code (to follow what it reads)."""
+        module = sys.modules.get(module_name)
+        found = self._sources.get(module_name)
+        if found is None or found[0] is not module:
+            filename = getattr(module, "__file__", None)
+            try:
+                data = Path(filename).read_bytes() if filename else b""
+            except OSError:
+                data = b""
+            tree = self.module_tree(module_name)
+            if tree is not None:
+                digest = hash_struct(["Module", ast.dump(tree, annotate_fields=False)])
+            else:
+                digest = hash_struct(["ModuleBytes", hash_bytes(data)])
+            try:
+                code = compile(data, filename or "<unknown>", "exec") if data else None
+            except (SyntaxError, ValueError):
+                code = None
+            found = self._sources[module_name] = (module, digest, code)
+        return found[1], found[2]
+
+    # -- external scripts ------------------------------------------------------------------
+    def _walk_script(self, path: Path, parts: dict[str, str], walk: Walk | None = None) -> None:
+        """The script's whole normalized source, and what it uses of the project modules it imports.
+
+        A project module the script imports by name (``from stages.models import MLP``) counts by
+        the names it reads, fingerprinted as stage code is (``MLP`` and what it reaches); one it
+        may use in full (``import *``, the module passed as a value), or that cannot be imported
+        here, counts as its whole file (``script:stages/models.py``).
+        """
+        stack = [path.resolve()]
+        seen: set[Path] = set()
+        if walk is not None:
+            whole, by_name = self._script_uses(path.resolve(), walk)
+            stack = whole + stack
+            seen |= by_name  # (keyed by the names the script uses: not as whole files)
+        while stack:
+            current = stack.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            label = f"script:{relative(current, self.root)}"
+            entry = self._scripts.get(current)
+            if entry is None:
+                try:
+                    source = importlib.util.decode_source(current.read_bytes())
+                except (OSError, UnicodeDecodeError, SyntaxError):
+                    parts[label] = hash_struct(["Missing", str(current)])
+                    continue
+                try:
+                    tree = ast.parse(source)
+                except SyntaxError:
+                    entry = (hash_struct(["Source", source]), [])
+                else:
+                    dump = ast.dump(strip_docstrings(tree), annotate_fields=False)
+                    entry = (hash_struct(["Ast", dump]), self._script_imports(tree, current))
+                self._scripts[current] = entry
+            parts[label] = entry[0]
+            stack.extend(entry[1])
+
+    def _script_uses(self, script: Path, walk: Walk) -> tuple[list[Path], set[Path]]:
+        """Fingerprint the names ``script`` uses of importable project modules.
+
+        Returns the files to take whole, and those of the modules keyed by name.
+        """
+        from .scriptdeps import used_names
+
+        try:
+            tree = ast.parse(importlib.util.decode_source(script.read_bytes()))
+        except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+            return [], set()
+        whole: list[Path] = []
+        by_name: set[Path] = set()
+        for module_name, names in used_names(tree).items():
+            if not names and names is not None:
+                continue  # a package on the way to a module (`import a.b`): what of it is used is listed under a.b
+            if not self.is_project_module_name(module_name) or (script.parent / module_name.split(".")[0]).exists() \
+                    and script.parent != self.root:
+                continue  # not the project's, or resolved beside the script: the file walk takes it whole
+            module = self.load_module(module_name)
+            if module is None or not self.is_local_module(module):
+                continue
+            values = [getattr(module, name, None) for name in names or ()]
+            if names is None or any(v is None or isinstance(v, types.ModuleType) for v in values):
+                file = getattr(module, "__file__", None)
+                whole += [Path(file).resolve()] if file else []
+                continue
+            for name in sorted(names or ()):
+                walk.reach(getattr(module, name), f"{module_name}:{name}")
+            file = getattr(module, "__file__", None)
+            by_name |= {Path(file).resolve()} if file else set()
+        return whole, by_name - set(whole)
+
+    def _script_imports(self, tree: ast.AST, script: Path) -> list[Path]:
+        names: list[str] = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.append(node.module)
+                names += [f"{node.module}.{alias.name}" for alias in node.names]
+        found: list[Path] = []
+        for name in names:
+            rel = Path(*name.split("."))
+            for base in (script.parent, self.root):
+                for candidate in (base / rel.with_suffix(".py"), base / rel / "__init__.py"):
+                    if candidate.is_file() and self._is_local_file(str(candidate)):
+                        found.append(candidate.resolve())
+        return found
+
+
+_SHARED: dict[str, Fingerprinter] = {}
+
+
+def fingerprint_of(stage: Any, project_root: str) -> CodeFingerprint:
+    """A stage's fingerprint from a process-wide fingerprinter per project (for workers)."""
+    fingerprinter = _SHARED.get(project_root)
+    if fingerprinter is None:
+        fingerprinter = _SHARED[project_root] = Fingerprinter(Path(project_root or "."))
+    return fingerprinter.of_stage(stage)
+
+
+def _no_refs(value: Any, path: str) -> Any:
+    """Constants of compiled code hold no functions; anything else is named by type."""
+    return ["extern", getattr(value, "__module__", None), getattr(value, "__qualname__", repr(type(value)))]

@@ -1,0 +1,95 @@
+"""Per-item results of map stages, stored in batched segments (not one file per item).
+
+A segment is one content-addressed object holding the results of a chunk of items, plus
+a small index record listing the item hashes it covers::
+
+    maps/<mk[:2]>/<map key>/<segment object hash>.json   {"object": ..., "items": [...]}
+
+Workers write segments as they finish chunks, so a map killed at item 73,512 keeps every
+finished chunk; the next run reads the index and computes only the missing items.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..store.base import Store
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Segment", "SegmentStore"]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Where a segment lives and which items it holds."""
+
+    object: str
+    items: tuple[str, ...]
+
+
+class SegmentStore:
+    """The segments of one map key."""
+
+    def __init__(self, store: Store, map_key: str) -> None:
+        self.store = store
+        self.map_key = map_key
+        self.folder = f"maps/{map_key[:2]}/{map_key}"
+
+    def segments(self) -> list[Segment]:
+        """Every readable segment record of this map key."""
+        found = []
+        for name in self.store.list_names(self.folder):
+            if not name.endswith(".json"):
+                continue
+            try:
+                data = json.loads(self.store.read_text(f"{self.folder}/{name}") or "")
+                found.append(Segment(data["object"], tuple(data["items"])))
+            except (ValueError, KeyError):
+                logger.warning("skipping damaged segment record %s/%s", self.folder, name)
+        return found
+
+    def index(self) -> dict[str, tuple[str, int]]:
+        """item hash -> (segment object, position) over every segment whose object exists."""
+        index: dict[str, tuple[str, int]] = {}
+        for segment in self.segments():
+            if not self.store.has_object(segment.object):
+                continue
+            for position, item in enumerate(segment.items):
+                index.setdefault(item, (segment.object, position))
+        return index
+
+    def write(self, items: Sequence[str], results: Sequence[Any]) -> Segment:
+        """Store the results of ``items`` (same order) as one segment."""
+        import cloudpickle
+
+        staged = self.store.staging_path(".seg")
+        with open(staged, "wb") as handle:
+            cloudpickle.dump(list(results), handle, protocol=pickle.HIGHEST_PROTOCOL)
+        digest, _, _ = self.store.ingest(staged)
+        segment = Segment(digest, tuple(items))
+        record = json.dumps({"object": digest, "items": list(items), "created": time.time()})
+        self.store.write_text(f"{self.folder}/{digest}.json", record)
+        return segment
+
+    def load(self, object_hash: str) -> list[Any] | None:
+        """The results in a segment, or None (and the segment forgotten) when it is corrupt."""
+        if not self.store.object_is_intact(object_hash):
+            logger.warning("map segment %s of %s is missing or corrupt; its items will be recomputed",
+                           object_hash[:12], self.map_key[:12])
+            self.forget([object_hash])
+            return None
+        with open(self.store.local_object(object_hash), "rb") as handle:
+            return pickle.load(handle)  # type: ignore[no-any-return]
+
+    def forget(self, objects: Iterable[str]) -> None:
+        """Drop segments (their records and objects)."""
+        for object_hash in objects:
+            self.store.delete(f"{self.folder}/{object_hash}.json")
+            self.store.discard_object(object_hash)

@@ -1,0 +1,1 @@
+"""The content-addressed store: artifact records, local and fsspec stores, inline copies, leases, verify, gc."""
