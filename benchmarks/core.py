@@ -33,7 +33,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from core_projects import Shape, write_big_artifact_project, write_curifactory_project, write_orchestrator_project
+from core_projects import (
+    Shape,
+    write_big_artifact_project,
+    write_curifactory_project,
+    write_orchestrator_project,
+)
 from core_tools import CURIFACTORY, Curifactory, Experiment, Outcome
 from measure import best_of, ensure_venv, run_measured
 

@@ -51,8 +51,22 @@ from dataclasses import asdict
 from pathlib import Path
 
 from map import machine, markdown_table
-from scaling_bench import (QUICK, Bench, Config, Measured, Raw, Row, best, judged, log, mean_stage, others, outputs,
-                           ray_available, times)
+from scaling_bench import (
+    QUICK,
+    Bench,
+    Config,
+    Measured,
+    Raw,
+    Row,
+    best,
+    judged,
+    log,
+    mean_stage,
+    others,
+    outputs,
+    ray_available,
+    times,
+)
 from scaling_projects import calibrate_spin
 from scaling_s3 import s3
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from orchestrator.engine.context import StageContext
-from orchestrator.store.base import open_store
+from orchestrator.store.location import open_store
 
 TARGET = 0.5
 SCRIPT = """

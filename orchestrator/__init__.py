@@ -60,7 +60,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .api import load, open_session, plan, run
     from .cachers import Cacher, register_cacher
     from .engine.context import StageContext
-    from .project.datadeps import Data
+    from .engine.driver import RunResult, Status
     from .errors import (
         ArtifactNotCached,
         DefinitionError,
@@ -71,6 +71,6 @@ if TYPE_CHECKING:  # pragma: no cover
         UsageError,
     )
     from .executors import Executor, register_executor
-    from .engine.driver import RunResult, Status
+    from .project.datadeps import Data
     from .project.declaration import Stage, aggregate, stage
     from .project.filesets import files

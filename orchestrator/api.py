@@ -18,18 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from .engine.dag import ALL, Dag, build_dag
+from .engine.driver import Observers, RunObserver, RunResult, execute_dag
+from .engine.options import RunOptions
+from .engine.planner import Action, Plan, make_plan
 from .errors import ArtifactNotCached, CorruptObjectError, UsageError, did_you_mean
 from .executors import get_executor
-from .project.datadeps import Manifests
-from .project.filesets import source_digest
 from .keys.fingerprint import CodeFingerprint, Fingerprinter
-from .project.params import Experiment, load_experiment
-from .engine.planner import Action, Plan, make_plan
-from .project.loader import Project, collect_stages, find_project, import_modules
-from .engine.driver import Observers, RunObserver, RunResult, execute_dag
+from .project.datadeps import Manifests
 from .project.declaration import Stage
-from .store.base import Store, open_store
-from .engine.worker import load_input
+from .project.filesets import source_digest
+from .project.loader import Project, collect_stages, find_project, import_modules
+from .project.params import Experiment, load_experiment
+from .store.artifactio import load_artifact
+from .store.base import Store
+from .store.location import open_store
 
 __all__ = ["Session", "load", "open_session", "plan", "run"]
 
@@ -62,20 +64,21 @@ class Session:
         keep_going: bool = False,
         observer: RunObserver | None = None,
         run_id: str | None = None,
-        options: Mapping[str, Any] | None = None,
+        options: RunOptions | Mapping[str, Any] | None = None,
         desc: str = "",
         record: bool = True,
     ) -> RunResult:
         """Run what is missing or stale; see :func:`orchestrator.engine.driver.execute_dag`.
 
-        ``options`` are run-wide settings passed to every task (``workers``, ``shard``...).
+        ``options`` are run-wide settings passed to every task: a :class:`RunOptions`, or a flat
+        mapping of its fields (``workers``, ``shard``, ``max_item_failures``, ``devices``, ``strict_data``).
         Unless ``record`` is false the run is recorded in ``<cache>/runs.db``, titled ``desc``,
         and its HTML report written (see :mod:`orchestrator.records`).
         """
         from .records import RunRecorder
 
         self._check_forced(force)
-        recorder = RunRecorder(self, desc=desc) if record else None
+        recorder = RunRecorder(self.store, self.project, self.experiment, desc=desc) if record else None
         with get_executor(executor, **dict(executor_options or {})) as engine, recorder or contextlib.nullcontext():
             return execute_dag(
                 self.dag,
@@ -188,7 +191,7 @@ def load(artifact: str, *, params: Names, param_set: str | None = None, override
         )
     record = decision.record.outputs[artifact]
     try:
-        return load_input(session.store, record, as_path=False, stage=producer.name, param_set=wanted)
+        return load_artifact(session.store, record, as_path=False, stage=producer.name, param_set=wanted)
     except CorruptObjectError as exc:
         # nothing else would notice (no stage of a run loads a final artifact): forget it now
         session.store.discard_object(record.object)

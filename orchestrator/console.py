@@ -26,7 +26,7 @@ import sys
 from types import FrameType
 from typing import Any
 
-__all__ = ["main", "resume_gc"]
+__all__ = ["main"]
 
 _INTERRUPTS = [0]  # Ctrl-Cs received by this process
 
@@ -40,6 +40,8 @@ def main() -> Any:
         number = getattr(signal, name, None)
         if number is not None and signal.getsignal(number) is signal.SIG_DFL:
             signal.signal(number, _interrupted)
+    from .cli.startup import resume_gc
+
     try:
         from .cli import main as command
 
@@ -59,10 +61,3 @@ def _interrupted(signum: int, frame: FrameType | None) -> None:
     with contextlib.suppress(OSError):
         os.write(2, b"\ninterrupted again: exiting now\n")
     os._exit(130)
-
-
-def resume_gc() -> None:
-    """Turn the collector back on if :func:`main` held it off (a no-op otherwise)."""
-    if not gc.isenabled():
-        gc.freeze()  # what start-up built lives as long as the process: never scan it again
-        gc.enable()

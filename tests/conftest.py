@@ -7,8 +7,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 

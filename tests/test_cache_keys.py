@@ -12,7 +12,6 @@ import json
 from dataclasses import dataclass
 
 import pytest
-
 from conftest import statuses
 
 

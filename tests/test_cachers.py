@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.cachers import Cacher, choose_cacher, get_cacher, register_cacher, registered_cachers
+from orchestrator.cachers import (
+    Cacher,
+    choose_cacher,
+    get_cacher,
+    register_cacher,
+    registered_cachers,
+)
 from orchestrator.errors import UnknownCacherError
 from orchestrator.store.local import LocalStore as Store
 

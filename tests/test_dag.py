@@ -6,7 +6,12 @@ import pytest
 
 from orchestrator import aggregate, stage
 from orchestrator.engine.dag import build_dag
-from orchestrator.errors import DefinitionError, ParamsError, UnknownCacherError, WiringError
+from orchestrator.errors import (
+    DefinitionError,
+    ParamsError,
+    UnknownCacherError,
+    WiringError,
+)
 from orchestrator.keys.fingerprint import Fingerprinter
 from orchestrator.project.params import ParamSet
 

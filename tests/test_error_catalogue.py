@@ -179,7 +179,6 @@ def test_a_param_file_that_is_not_utf8_names_the_file_and_the_byte(project):
 
 def test_a_bad_environment_gives_one_paragraph_never_a_traceback(project, tmp_path):
     """Deleted working directory, a malformed setting, params nested too deep, a full stdout."""
-    import os
     import subprocess
 
     from conftest import EXPERIMENT

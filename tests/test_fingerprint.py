@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import statuses
 
 ALL = ["double_all", "make_numbers", "shift", "summary", "total"]

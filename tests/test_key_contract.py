@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 
 from orchestrator import stage
-from orchestrator.store.records import ArtifactRecord, KeyRecord, artifact_hash
 from orchestrator.engine.dag import build_dag
+from orchestrator.engine.planner import Action, decide
+from orchestrator.keys.cachekey import KeyParts, changes, map_key
 from orchestrator.keys.fingerprint import Fingerprinter
 from orchestrator.keys.hashing import SCHEME
-from orchestrator.keys.cachekey import KeyParts, changes, map_key
-from orchestrator.store.local import LocalStore
 from orchestrator.project.params import ParamSet
-from orchestrator.engine.planner import Action, decide
+from orchestrator.store.local import LocalStore
+from orchestrator.store.records import ArtifactRecord, KeyRecord, artifact_hash
 
 PARTS = KeyParts(
     stage="fit",

@@ -17,11 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pytest
-from hypothesis import HealthCheck, given, settings
-
 import keygen
+import pytest
 from conftest import write_files
+from hypothesis import HealthCheck, given, settings
 
 DRIVER = """
 import json, sys

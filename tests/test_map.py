@@ -9,7 +9,6 @@ import time
 from collections import Counter
 
 import pytest
-
 from conftest import EXPERIMENT, statuses
 
 MAP_STAGES = '''

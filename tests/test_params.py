@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import write_files
+
 from orchestrator.errors import ParamsError
 from orchestrator.project.params import apply_override, load_experiment, parse_override
 

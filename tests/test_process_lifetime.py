@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import EXPERIMENT
 
 from orchestrator.store.leases import Leases

@@ -8,7 +8,6 @@ import sys
 import uuid
 
 import pytest
-
 from conftest import EXPERIMENT, statuses
 
 s3fs = pytest.importorskip("s3fs")
@@ -49,7 +48,7 @@ def test_run_on_s3_store_then_reuse(project, bucket):
 
 
 def test_store_primitives_and_exclusive_create(bucket, tmp_path):
-    from orchestrator.store.base import open_store
+    from orchestrator.store.location import open_store
 
     store = open_store(bucket, tmp_path / "local")
     assert store.read_text("x/a.json") is None
@@ -70,7 +69,7 @@ def test_store_primitives_and_exclusive_create(bucket, tmp_path):
 
 
 def test_exclusive_create_of_a_key_released_at_once_is_refused_not_an_error(bucket, tmp_path, monkeypatch):
-    from orchestrator.store.base import open_store
+    from orchestrator.store.location import open_store
 
     store = open_store(bucket, tmp_path / "local")
     assert store.create_exclusive("leases/k.00000000.json", "holder")
@@ -138,7 +137,8 @@ def test_big_artifact_moves_through_s3_without_being_held_twice(make_project, bu
 
 
 def test_local_cache_stays_within_its_size_limit_but_keeps_what_it_just_fetched(bucket, tmp_path, monkeypatch):
-    from orchestrator.store.base import ArtifactRecord, open_store
+    from orchestrator.store.base import ArtifactRecord
+    from orchestrator.store.location import open_store
 
     monkeypatch.setenv("ORCHESTRATOR_LOCAL_CACHE_SIZE", "10000")
     writer = open_store(bucket, tmp_path / "writer")

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 import orchestrator
+from orchestrator.engine.driver import Status
 from orchestrator.errors import ExternalScriptFailed
 from orchestrator.processes import alive, process_table, run_supervised
-from orchestrator.engine.driver import Status
 from orchestrator.torchrun.launch import TorchrunSpec, build_command, choose_devices
 
 ROOT = Path(__file__).resolve().parents[1]

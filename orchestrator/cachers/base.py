@@ -1,16 +1,13 @@
-"""The cacher contract and the registry of cachers by name."""
+"""The cacher contract: what a cacher promises, and whether its optional promises hold."""
 
 from __future__ import annotations
 
 import functools
-import importlib
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
-from ..errors import UnknownCacherError, did_you_mean
-
-__all__ = ["Cacher", "choose_cacher", "get_cacher", "register_cacher", "registered_cachers", "streams"]
+__all__ = ["Cacher", "holds", "streams"]
 
 
 class Cacher(ABC):
@@ -94,82 +91,3 @@ def _holds(cls: type, promises: tuple[str, ...], methods: tuple[str, ...]) -> bo
     if any(mro[d] is Cacher for d in promised):
         return False
     return min(depth(name) for name in methods) >= max(promised)
-
-
-_REGISTRY: dict[str, type[Cacher] | str] = {}
-_INSTANCES: dict[str, Cacher] = {}
-# the order in which cachers are offered an object whose stage names no cacher
-_AUTO_ORDER: list[str] = []
-
-
-def register_cacher(cacher: type[Cacher] | str, name: str | None = None, *, auto: bool = False) -> None:
-    """Register a cacher class, or a lazy ``"package.module:Class"`` string.
-
-    Args:
-        cacher: A :class:`Cacher` subclass, or where to import it from on first use.
-        name: The registry name (default: the class's ``name``; required for lazy strings).
-        auto: Offer it objects of stages that name no cacher (checked before the built-ins).
-    """
-    if isinstance(cacher, str):
-        if name is None or ":" not in cacher:
-            raise ValueError("a lazy cacher needs name= and a 'package.module:Class' path")
-        key = name
-    else:
-        if not (isinstance(cacher, type) and issubclass(cacher, Cacher)):
-            raise TypeError(f"{cacher!r} is not a Cacher subclass")
-        key = str(name or getattr(cacher, "name", ""))
-        if not key:
-            raise ValueError(f"{cacher.__name__} has no name")
-    _REGISTRY[key] = cacher
-    _INSTANCES.pop(key, None)
-    if auto and key not in _AUTO_ORDER:
-        _AUTO_ORDER.insert(0, key)
-
-
-def registered_cachers() -> list[str]:
-    """Names of every registered cacher."""
-    _ensure_builtins()
-    return sorted(_REGISTRY)
-
-
-def get_cacher(name: str) -> Cacher:
-    """Return the cacher registered as ``name``.
-
-    Raises:
-        UnknownCacherError: no cacher of that name.
-    """
-    _ensure_builtins()
-    instance = _INSTANCES.get(name)
-    if instance is not None:
-        return instance
-    entry = _REGISTRY.get(name)
-    if entry is None:
-        raise UnknownCacherError(
-            f"unknown cacher {name!r}.{did_you_mean(name, _REGISTRY)} Registered: "
-            f"{', '.join(sorted(_REGISTRY))}. Fix: use one of those or register_cacher() yours."
-        )
-    if isinstance(entry, str):
-        module_name, _, attr = entry.partition(":")
-        entry = getattr(importlib.import_module(module_name), attr)
-        if not (isinstance(entry, type) and issubclass(entry, Cacher)):
-            raise UnknownCacherError(f"cacher {name!r} points at {entry!r}, which is not a Cacher subclass")
-    instance = entry()
-    _INSTANCES[name] = instance
-    return instance
-
-
-def choose_cacher(obj: Any) -> Cacher:
-    """The cacher for an object whose stage names none: the first that accepts it, else pickle."""
-    _ensure_builtins()
-    for name in _AUTO_ORDER:
-        cacher = get_cacher(name)
-        if cacher.accepts(obj):
-            return cacher
-    return get_cacher("pickle")
-
-
-def _ensure_builtins() -> None:
-    if "pickle" not in _REGISTRY:
-        from . import builtin
-
-        builtin.register_all()

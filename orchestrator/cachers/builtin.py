@@ -8,10 +8,10 @@ import shutil
 from pathlib import Path
 from typing import IO, Any
 
-from .base import Cacher, register_cacher
+from .base import Cacher
 from .stable import stable
 
-__all__ = ["register_all"]
+__all__ = ["BUILTINS"]
 
 
 def _module_of(obj: Any) -> str:
@@ -269,14 +269,3 @@ BUILTINS: list[type[Cacher]] = [
     FileCacher,
     DirCacher,
 ]
-# offered, in this order, the objects of stages that name no cacher; pickle is the fallback
-AUTO = ["file", "dir", "numpy", "parquet", "torch", "text", "bytes", "json"]
-
-
-def register_all() -> None:
-    """Register every built-in cacher (idempotent)."""
-    from . import base
-
-    for cls in BUILTINS:
-        register_cacher(cls)
-    base._AUTO_ORDER.extend(name for name in AUTO if name not in base._AUTO_ORDER)

@@ -3,75 +3,23 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
 
-from ..console import resume_gc
-from .streams import stdout_failed, stdout_to_stderr, utf8_streams
-
-CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-SESSION_COMMANDS = ("run", "plan", "dag")  # they resume the GC themselves, after the library's imports
-
-
-def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library errors into a one-paragraph message and an exit code (2 usage, 1 failure)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from ..errors import OrchestratorError
-
-        debug = click.get_current_context().find_root().params.get("debug", False)
-        try:
-            result = fn(*args, **kwargs)
-            if sys.stdout is not None:
-                sys.stdout.flush()  # a full or closed stdout fails here, with a message, not at exit
-            return result
-        except OrchestratorError as exc:
-            if debug:
-                raise
-            click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(exc.exit_code)
-        except Exception as exc:
-            if isinstance(exc, OSError) and stdout_failed(exc):
-                sys.exit(1)
-            if debug or not _unreachable_store(exc):
-                raise
-            click.secho(f"error: cannot reach the artifact store ({type(exc).__name__}: {exc}). Fix: check the "
-                        "--cache-dir URL, the endpoint and credentials (ORCHESTRATOR_STORAGE_OPTIONS, AWS_*) and "
-                        "the network; a local folder needs none of these.", fg="red", err=True)
-            sys.exit(1)
-        except KeyboardInterrupt:
-            click.secho("interrupted", fg="yellow", err=True)
-            sys.exit(130)
-
-    return wrapper
-
-
-def _unreachable_store(exc: BaseException) -> bool:
-    """A remote store's client failed to connect (not an orchestrator error, not a bug of ours)."""
-    from ..errors import OrchestratorError
-
-    if isinstance(exc, OrchestratorError):
-        return False
-    module = type(exc).__module__.split(".")[0]
-    return module in ("botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "adlfs") or isinstance(exc, ConnectionError)
-
-
-def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-                      help="Artifact store (default: cache/ in the project, or $ORCHESTRATOR_CACHE_DIR).")(fn)
-    fn = click.option("--target", "targets", multiple=True, metavar="ARTIFACT",
-                      help="Produce only this artifact and what it needs (repeatable).")(fn)
-    fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                      help="Override a param in every set (YAML-typed, dotted keys; repeatable).")(fn)
-    fn = click.argument("names", nargs=-1, required=True, metavar="PARAMS_SET...")(fn)
-    return fn
+from .options import (
+    CONTEXT,
+    SESSION_COMMANDS,
+    ShardType,
+    handle_errors,
+    run_options,
+    session_arguments,
+)
+from .startup import resume_gc
+from .streams import stdout_to_stderr, utf8_streams
 
 
 @click.group(context_settings=CONTEXT)
@@ -90,7 +38,7 @@ def main(debug: bool, verbose: int) -> None:
     """
     import logging
 
-    from .plain import LogHandler
+    from .loghandler import LogHandler
 
     utf8_streams()
     try:
@@ -100,7 +48,7 @@ def main(debug: bool, verbose: int) -> None:
                     "entered it). Fix: cd into the project folder again, e.g. cd \"$PWD\".", fg="red", err=True)
         sys.exit(2)
     if click.get_current_context().invoked_subcommand not in SESSION_COMMANDS:
-        resume_gc()  # (console.py)
+        resume_gc()  # (startup.py)
     level = logging.WARNING - 10 * min(verbose, 2)
     root = logging.getLogger("orchestrator")
     root.setLevel(level)
@@ -113,40 +61,8 @@ def main(debug: bool, verbose: int) -> None:
     logging.getLogger().setLevel(logging.INFO)
 
 
-class ShardType(click.ParamType):
-    """``I/N``: this process's share of every map stage's items."""
-
-    name = "I/N"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, int]:
-        if isinstance(value, tuple):
-            return value
-        index, sep, count = str(value).partition("/")
-        if not sep or not index.isdigit() or not count.isdigit():
-            self.fail(f"{value!r} is not I/N (e.g. --shard 1/4)", param, ctx)
-        i, n = int(index), int(count)
-        if n < 1 or not 1 <= i <= n:
-            self.fail(f"{value!r}: I must be between 1 and N (got {i} of {n}). Fix: --shard 1/{max(n, 1)} ... "
-                      f"--shard {max(n, 1)}/{max(n, 1)}", param, ctx)
-        return i, n
-
-
-def _run_options(workers: int | None, shard: tuple[int, int] | None, max_item_failures: int | None,
-                 devices: str | None) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    if workers is not None:
-        options["workers"] = workers
-    if shard is not None:
-        options["shard"] = shard
-    if max_item_failures is not None:
-        options["max_item_failures"] = max_item_failures
-    if devices:
-        options["devices"] = [d.strip() for d in devices.split(",") if d.strip()]
-    return options
-
-
 @main.command(context_settings=CONTEXT)
-@_common
+@session_arguments
 @click.option("--force", multiple=True, metavar="STAGE", help="Rerun this stage even if cached (repeatable).")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Processes per map stage (default: number of cores; 0 runs items in-process).")
@@ -167,7 +83,7 @@ def _run_options(workers: int | None, shard: tuple[int, int] | None, max_item_fa
 @click.option("--desc", default="", metavar="TEXT", help="Describe the run (the title of its record and report).")
 @click.option("--strict-data", is_flag=True,
               help="Fail a stage that reads a file its key does not cover (default: warn).")
-@_handle_errors
+@handle_errors
 def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, ...], cache_dir: str | None,
         force: tuple[str, ...], workers: int | None, shard: tuple[int, int] | None, max_item_failures: int | None,
         devices: str | None, dry_run: bool, keep_going: bool, executor: str, jobs: int | None,
@@ -199,8 +115,7 @@ def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
     with observer, stdout_to_stderr(as_json):
         result = session.run(force=force, executor=executor, keep_going=keep_going,
                              observer=None if as_json else observer, executor_options=engine_options,
-                             options={**_run_options(workers, shard, max_item_failures, devices),
-                                      **({"strict_data": True} if strict_data else {})}, desc=desc)
+                             options=run_options(workers, shard, max_item_failures, devices, strict_data), desc=desc)
     from ..records import report_path
 
     report = report_path(session.store.root, result.run_id)
@@ -226,10 +141,10 @@ def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
 
 
 @main.command(context_settings=CONTEXT)
-@_common
+@session_arguments
 @click.option("--force", multiple=True, metavar="STAGE", help="Plan as if this stage were forced.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-@_handle_errors
+@handle_errors
 def plan(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, ...], cache_dir: str | None,
          force: tuple[str, ...], as_json: bool) -> None:
     """Show what `experiment run` would do per stage and param set, and why."""
@@ -243,11 +158,11 @@ def plan(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str,
 
 
 @main.command(context_settings=CONTEXT)
-@_common
+@session_arguments
 @click.option("--format", "fmt", type=click.Choice(["text", "mermaid", "dot", "json"]), default="text",
               show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json: stages, edges and nodes.")
-@_handle_errors
+@handle_errors
 def dag(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, ...], cache_dir: str | None,
         fmt: str, as_json: bool) -> None:
     """Show the stages of an experiment and the artifacts that connect them."""
@@ -263,11 +178,11 @@ def dag(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
 @click.argument("names", nargs=-1, required=True, metavar="PARAMS_SET...")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a param in every set.")
 @click.option("--json", "as_json", is_flag=True, help="Print the sets as JSON.")
-@_handle_errors
+@handle_errors
 def params(names: tuple[str, ...], overrides: tuple[str, ...], as_json: bool) -> None:
     """Print the resolved param sets of PARAMS_SET..."""
-    from ..project.params import load_experiment
     from ..project.loader import find_project
+    from ..project.params import load_experiment
     from . import render
 
     experiment = load_experiment(find_project().params_dir, names, overrides)
@@ -282,11 +197,11 @@ def cache() -> None:
 @cache.command("ls", context_settings=CONTEXT)
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Artifact store.")
 @click.option("--json", "as_json", is_flag=True, help="Print the listing as JSON.")
-@_handle_errors
+@handle_errors
 def cache_ls(cache_dir: str | None, as_json: bool) -> None:
     """List stored artifacts: stage, param set, artifact, size, age."""
     from ..project.loader import find_project
-    from ..store.base import open_store
+    from ..store.location import open_store
     from . import render
 
     store = open_store(find_project().cache_dir(cache_dir))
@@ -302,11 +217,11 @@ _register_records(main)
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Artifact store.")
 @click.option("--repair", is_flag=True, help="Forget broken artifacts so the next run recomputes them.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
-@_handle_errors
+@handle_errors
 def cache_verify(cache_dir: str | None, repair: bool, as_json: bool) -> None:
     """Check every stored artifact against its content hash (exit 1 when any is broken)."""
     from ..project.loader import find_project
-    from ..store.base import open_store
+    from ..store.location import open_store
     from ..store.verify import verify_store
     from . import render
 
@@ -344,15 +259,15 @@ def _size(text: str | None) -> int | None:
 @click.option("--max-size", default=None, metavar="SIZE", help="Then drop the oldest results until the store fits (50G).")
 @click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@_handle_errors
+@handle_errors
 def cache_gc(cache_dir: str | None, keep_last: int | None, older_than: str | None, max_size: str | None,
              dry_run: bool, as_json: bool) -> None:
     """Remove artifacts no kept run can reach (safe while other runs are writing)."""
     from dataclasses import asdict
 
-    from ..store.gc import collect_garbage
     from ..project.loader import find_project
-    from ..store.base import open_store
+    from ..store.gc import collect_garbage
+    from ..store.location import open_store
 
     store = open_store(find_project().cache_dir(cache_dir))
     report = collect_garbage(store, keep_last=keep_last, older_than=_duration(older_than),

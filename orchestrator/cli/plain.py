@@ -9,7 +9,6 @@ drops.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shlex
 import sys
@@ -17,16 +16,15 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-from ..engine.capture import console_only
 from ..engine.dag import ALL
-from ..engine.outcomes import RunObserver, RunResult, Status
+from ..engine.outcomes import RunObserver, RunResult, RunStatus, Status
 from ..engine.planner import Action
 
 if TYPE_CHECKING:
     from ..engine.dag import Dag
     from ..engine.outcomes import NodeOutcome
 
-__all__ = ["Grid", "LogHandler", "StatusLines", "failure_lines", "grid_text", "result_json", "resume_command",
+__all__ = ["Grid", "StatusLines", "failure_lines", "grid_text", "result_json", "resume_command",
            "summary", "summary_grid", "terminal"]
 
 Cell = tuple[str, str]  # (text, rich style)
@@ -65,20 +63,6 @@ def width() -> int:
         with contextlib.suppress(OSError):
             return os.get_terminal_size(fd).columns
     return 80
-
-
-class LogHandler(logging.Handler):
-    """Library log records, printed above the progress display (``warning: ...``)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        with console_only():  # a stage's log gets the record from its own handler, once
-            if terminal(sys.stderr):
-                from .render import log_line
-
-                log_line(record.levelno, record.levelname, message)
-            else:
-                sys.stderr.write(f"{record.levelname.lower()}: {message}\n")
 
 
 # -- status lines ---------------------------------------------------------------------------------------
@@ -233,7 +217,7 @@ def failure_lines(result: RunResult, command: str) -> list[list[Cell]]:
             lines.append([(_frames(error.traceback, error.type), "dim")])
         if failure.log_path:
             lines.append([(f"  its log: {failure.log_path}", "")])
-    if result.status == "interrupted":
+    if result.status is RunStatus.INTERRUPTED:
         lines += [[("Interrupted.", "magenta"), (" Finished stages are stored. Resume with:", "")],
                   [("  ", ""), (command, "bold")]]
     elif not result.ok:
@@ -294,7 +278,7 @@ def result_json(result: RunResult) -> dict[str, Any]:
     """The --json summary of a run."""
     return {
         "run_id": result.run_id,
-        "status": result.status,
+        "status": result.status.value,
         "seconds": round(result.seconds, 3),
         "nodes": [
             {

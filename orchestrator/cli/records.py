@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .commands import CONTEXT, _handle_errors
+from .options import CONTEXT, handle_errors
 
 if TYPE_CHECKING:
     from ..records.history import History
@@ -39,7 +39,7 @@ def history(cache_dir: str | None) -> History:
 
     location = find_project().cache_dir(cache_dir)
     if isinstance(location, str):  # a remote store keeps its run records in its local working folder
-        from ..store.base import open_store
+        from ..store.location import open_store
 
         location = open_store(location).root
     return open_history(Path(location))
@@ -55,7 +55,7 @@ def _echo_json(data: Any) -> None:
               help="Only runs that ended this way (a killed run counts as interrupted).")
 @_cache_option
 @_json_option
-@_handle_errors
+@handle_errors
 def runs(limit: int, status: str | None, cache_dir: str | None, as_json: bool) -> None:
     """List recorded runs, newest first."""
     from . import records_view as view
@@ -72,7 +72,7 @@ def runs(limit: int, status: str | None, cache_dir: str | None, as_json: bool) -
 @click.argument("run", metavar="RUN")
 @_cache_option
 @_json_option
-@_handle_errors
+@handle_errors
 def show(run: str, cache_dir: str | None, as_json: bool) -> None:
     """Show a run: params, stages, timings, artifacts, failures.
 
@@ -95,7 +95,7 @@ def show(run: str, cache_dir: str | None, as_json: bool) -> None:
 @click.option("--run", "run", metavar="RUN", default=None, help=f"{RUN_HELP} Default: the last run with STAGE.")
 @_cache_option
 @_json_option
-@_handle_errors
+@handle_errors
 def explain(stage: str, param_set: str | None, run: str | None, cache_dir: str | None, as_json: bool) -> None:
     """Why STAGE ran or was cached: what changed since its last execution that stored a result."""
     from ..records import explain as explain_stage
@@ -115,7 +115,7 @@ def explain(stage: str, param_set: str | None, run: str | None, cache_dir: str |
 @click.option("--set", "param_set", metavar="NAME", default=None, help="For an artifact name: only this param set.")
 @_cache_option
 @_json_option
-@_handle_errors
+@handle_errors
 def lineage(artifact: str, run: str | None, param_set: str | None, cache_dir: str | None, as_json: bool) -> None:
     """Where an artifact came from: the run, stage, params and inputs that produced it, back to the data."""
     from ..records import lineage as trace
@@ -134,7 +134,7 @@ def lineage(artifact: str, run: str | None, param_set: str | None, cache_dir: st
 @click.argument("run_b", metavar="RUN_B")
 @_cache_option
 @_json_option
-@_handle_errors
+@handle_errors
 def diff(run_a: str, run_b: str, cache_dir: str | None, as_json: bool) -> None:
     """What changed between two runs: params, code, packages, artifact hashes, metrics."""
     from ..records import run_diff
@@ -154,7 +154,7 @@ def diff(run_a: str, run_b: str, cache_dir: str | None, as_json: bool) -> None:
 @click.option("--set", "param_set", metavar="NAME", default=None, help="Only this param set.")
 @_cache_option
 @_json_option
-@_handle_errors
+@handle_errors
 def log(run: str, stage: str, param_set: str | None, cache_dir: str | None, as_json: bool) -> None:
     """Print what STAGE printed and logged in RUN (for a cached stage: in the run that computed it)."""
     from ..records.logs import stage_logs
@@ -176,7 +176,7 @@ def log(run: str, stage: str, param_set: str | None, cache_dir: str | None, as_j
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Where to write it (default: <cache>/runs/<run>/report.html).")
 @_cache_option
-@_handle_errors
+@handle_errors
 def report(run: str, output: str | None, cache_dir: str | None) -> None:
     """Write the self-contained HTML report of RUN and print its path."""
     from ..records import report_path, write_report
@@ -192,7 +192,7 @@ def report(run: str, output: str | None, cache_dir: str | None) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
               help="Port on 127.0.0.1 (0: any free port).")
 @_cache_option
-@_handle_errors
+@handle_errors
 def ui(port: int, cache_dir: str | None) -> None:
     """Browse runs and reports in a web browser (served on 127.0.0.1 only; Ctrl-C stops)."""
     from ..records.server import make_server

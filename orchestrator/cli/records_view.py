@@ -12,9 +12,9 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from ..records.values import ExecutionRecord, RunRecord
 from ..records.provenance import Explanation, Lineage
 from ..records.report import flatten
+from ..records.values import ExecutionRecord, RunRecord
 
 out = Console(highlight=False)
 STATUS_STYLE = {"succeeded": "green", "ran": "green", "cached": "cyan", "failed": "bold red", "skipped": "yellow",

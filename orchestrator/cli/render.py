@@ -19,9 +19,9 @@ from rich.text import Text
 
 from ..api import Session
 from ..engine.dag import Node
-from ..project.params import Experiment
-from ..engine.planner import Action, Decision, Plan
 from ..engine.driver import NodeOutcome, RunResult
+from ..engine.planner import Action, Decision, Plan
+from ..project.params import Experiment
 from ..store.base import Store
 from .plain import (
     DETAIL_LIMIT,

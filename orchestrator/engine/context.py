@@ -5,14 +5,19 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 import shutil
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..torchrun.request import LaunchSite, ScriptInterface, ScriptOutputs, TorchrunRequest
+from ..torchrun.request import (
+    LaunchSite,
+    ScriptInterface,
+    ScriptOutputs,
+    TorchrunRequest,
+)
 
 __all__ = ["StageContext"]
 

@@ -16,9 +16,15 @@ from ..cachers import get_cacher
 from ..errors import ParamsError, UnknownCacherError, WiringError, did_you_mean
 from ..keys.fingerprint import CodeFingerprint
 from ..keys.hashing import hash_struct
-from ..project.binding import as_lists, bind, bind_aggregate, check_unknown_keys, data_keys
-from ..project.params import ParamSet
+from ..project.binding import (
+    as_lists,
+    bind,
+    bind_aggregate,
+    check_unknown_keys,
+    data_keys,
+)
 from ..project.declaration import Stage
+from ..project.params import ParamSet
 
 __all__ = ["ALL", "Dag", "InputRef", "Node", "build_dag"]
 

@@ -17,20 +17,21 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import replace
 from typing import Any
 
-from .dag import Dag, Node
 from ..errors import StoreError
 from ..executors import Executor
-from ..keys.fingerprint import CodeFingerprint
 from ..keys.cachekey import input_label, map_key
-from ..store.leases import Leases
-from .outcomes import NodeOutcome, Observers, RunObserver, RunResult, Status
-from .planner import Action, Decision, decide, recheck
+from ..keys.fingerprint import CodeFingerprint
 from ..store.base import ArtifactRecord, KeyRecord, Store
-from .task import InputSpec, Task, TaskError, TaskResult
+from ..store.leases import Leases
+from .dag import Dag, Node
+from .options import RunOptions
+from .outcomes import NodeOutcome, Observers, RunObserver, RunResult, RunStatus, Status
+from .planner import Action, Decision, decide, recheck
+from .task import FailureKind, InputSpec, Task, TaskError, TaskResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NodeOutcome", "Observers", "RunObserver", "RunResult", "Status", "execute_dag", "new_run_id"]
+__all__ = ["NodeOutcome", "Observers", "RunObserver", "RunResult", "RunStatus", "Status", "execute_dag", "new_run_id"]
 
 # the values a run produces live in outcomes.py; they are re-exported here for convenience
 
@@ -57,6 +58,7 @@ class _Driver:
         observer: RunObserver,
         project_root: str,
         run_id: str,
+        options: RunOptions,
     ) -> None:
         self.run_id = run_id
         self.dag = dag
@@ -64,7 +66,8 @@ class _Driver:
         self.store = store
         self.executor = executor
         self.forced = set(forced)
-        self.options: Mapping[str, Any] = {}
+        self.options = options
+        executor.progress = observer.map_progress  # map stages' item counts, for the live display
         self.keep_going = keep_going
         self.observer = observer
         self.project_root = project_root
@@ -143,7 +146,7 @@ class _Driver:
     def _warn_reads(self, node: Node, result: TaskResult) -> None:
         """Once per stage and run: the files it read that its key does not cover."""
         reads = list(result.extras.get("undeclared_reads", ()))
-        if not reads or node.stage.name in self.warned_reads or (result.error and result.error.kind == "data"):
+        if not reads or node.stage.name in self.warned_reads or (result.error and result.error.kind is FailureKind.DATA):
             return
         self.warned_reads.add(node.stage.name)
         shown = ", ".join(reads[:5]) + (f" and {len(reads) - 5} more" if len(reads) > 5 else "")
@@ -213,9 +216,9 @@ class _Driver:
         try:
             result = future.result()
         except Exception as exc:  # an executor that lost its worker
-            result = TaskResult(nid, error=TaskError("worker", f"the worker running it died: {exc}", type(exc).__name__))
+            result = TaskResult(nid, error=TaskError(FailureKind.WORKER, f"the worker running it died: {exc}", type(exc).__name__))
         self._warn_reads(node, result)
-        if result.error is not None and result.error.kind not in ("sharded", "corrupt"):
+        if result.error is not None and result.error.kind not in (FailureKind.SHARDED, FailureKind.CORRUPT):
             attempt = self.attempts.get(nid, 0)
             if attempt < node.stage.retries:
                 self.attempts[nid] = attempt + 1
@@ -227,9 +230,9 @@ class _Driver:
             result = self._record(node, decision, result)
         if decision.key is not None:  # only now: a run waiting on this key finds the record
             self._release(node, decision)
-        if result.error is not None and result.error.kind == "corrupt" and self._recover(nid, result.error):
+        if result.error is not None and result.error.kind is FailureKind.CORRUPT and self._recover(nid, result.error):
             return
-        if result.error is not None and result.error.kind == "sharded":
+        if result.error is not None and result.error.kind is FailureKind.SHARDED:
             outcome = NodeOutcome(nid, node.stage.name, node.param_set, Status.SHARDED, decision.key,
                                   result.seconds, (result.error.message,), extras=result.extras,
                                   log_path=self._log(nid), peak_rss=result.peak_rss)
@@ -258,7 +261,7 @@ class _Driver:
         try:
             self.store.put_record(record)
         except StoreError as exc:
-            return replace(result, error=TaskError("store", f"its outputs were stored but not its key record: {exc}",
+            return replace(result, error=TaskError(FailureKind.STORE, f"its outputs were stored but not its key record: {exc}",
                                                    type(exc).__name__))
         self.refs[(node.stage.name, node.param_set)] = parts
         return result
@@ -344,7 +347,7 @@ def execute_dag(
     observer: RunObserver | None = None,
     run_id: str | None = None,
     project_root: str = "",
-    options: Mapping[str, Any] | None = None,
+    options: RunOptions | Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Run every node of ``dag`` that is not cached; stop at the first failure unless ``keep_going``.
 
@@ -357,20 +360,18 @@ def execute_dag(
     store.clean_tmp()
     started = time.perf_counter()
     driver = _Driver(dag, fingerprints, store, executor, forced=forced, keep_going=keep_going,
-                     observer=observer, project_root=project_root, run_id=run_id)
-    driver.options = dict(options or {})
-    executor.progress = observer.map_progress
+                     observer=observer, project_root=project_root, run_id=run_id, options=RunOptions.of(options))
     observer.run_started(run_id, dag)
-    status = "succeeded"
+    status = RunStatus.SUCCEEDED
     try:
         driver.run()
     except KeyboardInterrupt:
-        status = "interrupted"
+        status = RunStatus.INTERRUPTED
         driver.interrupt()
     driver.skip_rest()
     driver.write_refs()
-    if status != "interrupted" and any(o.status is Status.FAILED for o in driver.outcomes.values()):
-        status = "failed"
+    if status is not RunStatus.INTERRUPTED and any(o.status is Status.FAILED for o in driver.outcomes.values()):
+        status = RunStatus.FAILED
     position = {nid: index for index, nid in enumerate(dag.nodes)}
     ordered = sorted(driver.outcomes.values(), key=lambda o: position[o.node])
     result = RunResult(run_id, status, tuple(ordered), time.perf_counter() - started, store.url)

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Any
 
-from ..store.base import ArtifactRecord, open_store
+from ..store.base import ArtifactRecord
+from ..store.location import open_store
 from .task import TaskError
 
 if TYPE_CHECKING:
     from .dag import Dag, Node
     from .planner import Decision
 
-__all__ = ["NodeOutcome", "Observers", "RunObserver", "RunResult", "Status"]
+__all__ = ["NodeOutcome", "Observers", "RunObserver", "RunResult", "RunStatus", "Status"]
 
 
 class Status(str, Enum):
@@ -26,6 +27,15 @@ class Status(str, Enum):
     SKIPPED = "skipped"  # not run: an upstream node failed or the run stopped first
     INTERRUPTED = "interrupted"  # was running when the run was interrupted
     SHARDED = "sharded"  # a --shard run stored its share of a map's items; a full run assembles them
+
+
+class RunStatus(StrEnum):
+    """How a run ended (``RUNNING`` only in the records of a run still going, or killed)."""
+
+    SUCCEEDED = "succeeded"  # no node failed
+    FAILED = "failed"  # a node failed (the others that could ran, under --keep-going)
+    INTERRUPTED = "interrupted"  # Ctrl-C, SIGTERM or SIGHUP; finished stages are kept
+    RUNNING = "running"
 
 
 @dataclass(frozen=True)
@@ -51,7 +61,7 @@ class RunResult:
     """Everything a run did, node by node, in the order nodes finished."""
 
     run_id: str
-    status: str
+    status: RunStatus
     outcomes: tuple[NodeOutcome, ...]
     seconds: float
     store_root: str = ""
@@ -59,7 +69,7 @@ class RunResult:
     @property
     def ok(self) -> bool:
         """True when no node failed and the run was not interrupted."""
-        return self.status == "succeeded"
+        return self.status is RunStatus.SUCCEEDED
 
     def count(self, status: Status) -> int:
         """How many nodes ended with ``status``."""
@@ -74,14 +84,14 @@ class RunResult:
 
     def load(self, artifact: str, param_set: str | None = None) -> Any:
         """Load an artifact this run produced or reused (``param_set`` when several sets ran)."""
-        from .worker import load_input
+        from ..store.artifactio import load_artifact
 
         matches = [o for o in self.outcomes if artifact in o.outputs and param_set in (None, o.param_set)]
         if len(matches) != 1:
             sets = sorted(o.param_set for o in self.outcomes if artifact in o.outputs)
             raise KeyError(f"artifact {artifact!r}: pass param_set= one of {sets}" if sets else
                            f"this run stored no artifact {artifact!r}")
-        return load_input(open_store(self.store_root), matches[0].outputs[artifact], as_path=False)
+        return load_artifact(open_store(self.store_root), matches[0].outputs[artifact], as_path=False)
 
     @property
     def failures(self) -> list[NodeOutcome]:

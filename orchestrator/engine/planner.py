@@ -12,11 +12,11 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, Protocol
 
-from .dag import Dag, Node
-from ..project.datadeps import describe_change
-from ..keys.fingerprint import CodeFingerprint
 from ..keys.cachekey import KeyParts, changes, code_label, input_label, key_parts
+from ..keys.fingerprint import CodeFingerprint
+from ..project.datadeps import describe_change
 from ..store.base import KeyRecord
+from .dag import Dag, Node
 
 __all__ = ["Action", "Decision", "Plan", "RecordSource", "decide", "make_plan", "recheck"]
 

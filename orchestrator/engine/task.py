@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from ..store.base import ArtifactRecord
+from .options import RunOptions
 
-__all__ = ["InputSpec", "Task", "TaskError", "TaskResult"]
+__all__ = ["FailureKind", "InputSpec", "Task", "TaskError", "TaskFailed", "TaskResult"]
 
 
 @dataclass(frozen=True)
@@ -48,32 +50,46 @@ class Task:
     store: str
     project_root: str
     log_path: str = ""
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: RunOptions = field(default_factory=RunOptions)
     map_key: str = ""
     resources: Mapping[str, Any] = field(default_factory=dict)
     code: str = ""  # the code fingerprint the key was computed for: a worker in another process checks it
     code_root: str = ""  # where to import the project's code from, when not project_root (a snapshot)
 
 
+class FailureKind(StrEnum):
+    """Why a task failed, in one word (the value is what records and ``--json`` show)."""
+
+    STAGE = "stage"  # the stage raised
+    OUTPUTS = "outputs"  # it returned something that does not match its declared outputs
+    CACHER = "cacher"  # an output could not be stored, or an input loaded
+    CORRUPT = "corrupt"  # an input object failed verification (``producer`` names its node)
+    ITEMS = "items"  # items of a map stage failed beyond what it accepts
+    CODE = "code"  # the worker imported code that does not fingerprint to the key's
+    SHARDED = "sharded"  # a ``--shard`` run stored its share of a map's items; the output needs every shard
+    WORKER = "worker"  # the worker process died
+    STORE = "store"  # the outputs were stored but not the key record
+    DATA = "data"  # it read files that are not part of its key, under ``--strict-data``
+
+
 @dataclass(frozen=True)
 class TaskError:
-    """Why a task failed.
+    """Why a task failed: a :class:`FailureKind`, a message that ends with the fix, and where."""
 
-    ``kind`` is ``"stage"`` (the stage raised), ``"outputs"`` (it returned something that
-    does not match its declared outputs), ``"cacher"`` (an output could not be stored),
-    ``"corrupt"`` (an input object failed verification; ``producer`` names its node),
-    ``"items"`` (items of a map stage failed), ``"code"`` (the worker imported code that does not
-    fingerprint to the key's), ``"sharded"`` (a ``--shard`` run stored its
-    share of a map's items; the whole output needs every shard) or ``"worker"`` (the
-    worker process died).
-    """
-
-    kind: str
+    kind: FailureKind
     message: str
     type: str = ""
     traceback: str = ""
     producer: str = ""
     artifact: str = ""
+
+
+class TaskFailed(Exception):
+    """Raised inside a worker (the stage's own process, a map driver) with the TaskError its task reports."""
+
+    def __init__(self, error: TaskError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 @dataclass(frozen=True)

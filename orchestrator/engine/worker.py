@@ -9,65 +9,36 @@ Ctrl-C's ``KeyboardInterrupt``, which still propagates) fails like any stage.
 
 from __future__ import annotations
 
-import errno
-import importlib
-import io
 import logging
-import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
-from ..cachers import Cacher, choose_cacher, get_cacher, streams
+from ..errors import CorruptObjectError, DefinitionError, user_traceback
+from ..project.declaration import Stage
+from ..store.artifactio import (
+    OutputNotStored,
+    load_artifact,
+    publish_output,
+    serialize_output,
+)
+from ..store.base import Store
+from ..store.location import open_store
+from ..torchrun.request import ScriptOutputs
 from .capture import capture, log_only, peak_rss, reset_peak_rss
 from .context import StageContext
-from ..torchrun.request import ScriptOutputs
-from ..project.loader import Project
-from ..errors import CorruptObjectError, DefinitionError, user_traceback
 from .handoff import Handoff
-from ..project.declaration import Stage
-from ..keys.hashing import hash_bytes
-from ..store.inline import Spool, encode, verified_bytes
-from ..store.base import ArtifactRecord, Store, artifact_hash, describe, open_store
+from .imported import code_mismatch, resolve_stage
 from .readwatch import watching
-from .task import InputSpec, Task, TaskError, TaskResult
+from .task import FailureKind, InputSpec, Task, TaskError, TaskFailed, TaskResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["code_mismatch", "describe_exception", "execute", "load_input", "resolve_stage"]
+__all__ = ["describe_exception", "execute"]
 
-
-
-class _Failure(Exception):
-    def __init__(self, error: TaskError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
-def resolve_stage(module: str, name: str, project_root: str) -> Stage:
-    """Import ``module`` and return the stage called ``name`` defined there."""
-    if project_root:  # first on sys.path, and no `stages` package of another project in the way
-        Project(Path(project_root)).activate()
-    mod = importlib.import_module(module)
-    for value in vars(mod).values():
-        if isinstance(value, Stage) and value.name == name:
-            return value
-    raise LookupError(f"module {module!r} defines no stage named {name!r}")
-
-
-def load_input(store: Store, record: ArtifactRecord, *, as_path: bool, stage: str = "", param_set: str = "") -> Any:
-    """Verify a stored artifact and load it (or return its path)."""
-    if record.data is not None and not as_path:
-        cacher = get_cacher(record.cacher)
-        if streams(cacher):  # kept inside its key record: no file to open
-            return cacher.read(io.BytesIO(verified_bytes(record, describe(record, stage, param_set))))
-    path = store.verified_path(record, stage=stage, param_set=param_set)
-    if as_path:
-        return path
-    return get_cacher(record.cacher).load(path)
 
 
 def execute(task: Task, progress: Callable[[str, Any], None] | None = None,
@@ -121,9 +92,12 @@ def _execute(task: Task, progress: Callable[[str, Any], None] | None, held: dict
                 value = _call(stage, kwargs)
         _check_reads(task, ctx, watch.undeclared(declared, Path(task.project_root or ".")))
         values = _split_outputs(stage, value)
-        staged = {name: _stage_output(store, task, name, obj) for name, obj in values.items()}
-        del value, kwargs
-        outputs = {name: _publish(store, name, cacher, path) for name, (cacher, path) in staged.items()}
+        try:
+            staged = {name: serialize_output(store, name, obj, task.cachers.get(name)) for name, obj in values.items()}
+            del value, kwargs
+            outputs = {name: publish_output(store, name, cacher, path) for name, (cacher, path) in staged.items()}
+        except OutputNotStored as exc:
+            raise TaskFailed(TaskError(FailureKind(exc.kind), exc.message, exc.exc_type, exc.traceback)) from exc
         for name, (cacher, _) in staged.items():
             if handoff is not None:  # popped straight into keep(): it sees whether anything else refers to it
                 handoff.keep(outputs[name].hash, cacher, values.pop(name))
@@ -131,13 +105,13 @@ def _execute(task: Task, progress: Callable[[str, Any], None] | None, held: dict
         if ctx is not None and stage.options.get("keep_attempts") is not True:
             _drop_attempt(store, task)
         return TaskResult(task.node, outputs, time.perf_counter() - started, ctx.extras())
-    except _Failure as failure:
+    except TaskFailed as failure:
         extras = ctx.extras() if ctx is not None else {}
         return TaskResult(task.node, seconds=time.perf_counter() - started, extras=extras, error=failure.error)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # a bug in loading or resolving, a sys.exit() on import: still never raise
-        error = TaskError("stage", describe_exception(exc), type(exc).__name__, traceback.format_exc())
+        error = TaskError(FailureKind.STAGE, describe_exception(exc), type(exc).__name__, traceback.format_exc())
         return TaskResult(task.node, seconds=time.perf_counter() - started, error=error)
     finally:
         if ctx is not None:
@@ -164,10 +138,10 @@ def _check_reads(task: Task, ctx: StageContext, undeclared: list[str]) -> None:
     if not undeclared:
         return
     ctx.note("undeclared_reads", undeclared)
-    if task.options.get("strict_data"):
+    if task.options.strict_data:
         shown = ", ".join(undeclared[:5]) + (f" and {len(undeclared) - 5} more" if len(undeclared) > 5 else "")
-        raise _Failure(TaskError(
-            "data",
+        raise TaskFailed(TaskError(
+            FailureKind.DATA,
             f"{task.stage} read {shown}, which {'is' if len(undeclared) == 1 else 'are'} not part of its key "
             "(--strict-data). Fix: name the path in a param annotated Annotated[Path, Data()], or make it an "
             "input with files('...', name=...).",
@@ -179,20 +153,7 @@ def _check_code(task: Task, stage: Stage) -> None:
     """The code this process imported is the code the key was computed for, or the node fails."""
     message = code_mismatch(task, stage)
     if message:
-        raise _Failure(TaskError("code", message, "CodeChanged"))
-
-
-def code_mismatch(task: Task, stage: Stage) -> str:
-    """Why the code this process imported for ``stage`` is not what ``task``'s key was computed for ("" if it is)."""
-    from ..keys.fingerprint import fingerprint_of
-
-    if not task.code or fingerprint_of(stage, task.code_root or task.project_root).digest == task.code:
-        return ""
-    return (f"the code of stage {task.stage!r} (or of something it uses) changed after the run planned it: "
-            f"this worker imported code that does not match the key {task.key[:12]}, so nothing was "
-            "stored under it. Fix: run the experiment again (the plan will see the edit); for jobs that "
-            "wait in a queue, keep editing out of the stages until they start, or set snapshot = true "
-            "under [tool.orchestrator.executor.slurm].")
+        raise TaskFailed(TaskError(FailureKind.CODE, message, "CodeChanged"))
 
 
 def _call(stage: Stage, kwargs: dict[str, Any]) -> Any:
@@ -201,8 +162,8 @@ def _call(stage: Stage, kwargs: dict[str, Any]) -> Any:
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # SystemExit too: a stage that exits fails, the run goes on
-        raise _Failure(
-            TaskError("stage", describe_exception(exc), type(exc).__name__, user_traceback(exc))
+        raise TaskFailed(
+            TaskError(FailureKind.STAGE, describe_exception(exc), type(exc).__name__, user_traceback(exc))
         ) from exc
 
 
@@ -218,16 +179,13 @@ def describe_exception(exc: BaseException) -> str:
 
 def _run_map(task: Task, stage: Stage, kwargs: dict[str, Any], store: Store, ctx: StageContext,
              progress: Callable[[str, Any], None] | None) -> Any:
-    from ..map.failures import MapFailed
     from ..map.driver import run_map
 
     mapped = kwargs.pop(stage.map_over or "")
     try:
         return run_map(task, stage, mapped, kwargs, store, ctx, progress)
-    except MapFailed as failed:
-        raise _Failure(failed.error) from failed
     except DefinitionError as exc:
-        raise _Failure(TaskError("stage", str(exc), type(exc).__name__)) from exc
+        raise TaskFailed(TaskError(FailureKind.STAGE, str(exc), type(exc).__name__)) from exc
 
 
 def _load_inputs(task: Task, store: Store, held: dict[str, Any]) -> dict[str, Any]:
@@ -247,10 +205,10 @@ def _load_inputs(task: Task, store: Store, held: dict[str, Any]) -> dict[str, An
 
 def _load(task: Task, store: Store, spec: InputSpec) -> Any:
     try:
-        return load_input(store, spec.record, as_path=spec.as_path, stage=task.stage, param_set=task.param_set)
+        return load_artifact(store, spec.record, as_path=spec.as_path, stage=task.stage, param_set=task.param_set)
     except CorruptObjectError as exc:
-        raise _Failure(
-            TaskError("corrupt", str(exc), type(exc).__name__, producer=spec.producer, artifact=spec.name)
+        raise TaskFailed(
+            TaskError(FailureKind.CORRUPT, str(exc), type(exc).__name__, producer=spec.producer, artifact=spec.name)
         ) from exc
     except Exception as exc:
         message = (
@@ -258,7 +216,7 @@ def _load(task: Task, store: Store, spec: InputSpec) -> Any:
             f"{type(exc).__name__}: {exc}. Fix: check that the cacher can read what it wrote "
             f"(or rerun the producer with --force)."
         )
-        raise _Failure(TaskError("cacher", message, type(exc).__name__, user_traceback(exc))) from exc
+        raise TaskFailed(TaskError(FailureKind.CACHER, message, type(exc).__name__, user_traceback(exc))) from exc
 
 
 def _split_outputs(stage: Stage, value: Any) -> dict[str, Any]:
@@ -277,87 +235,13 @@ def _split_outputs(stage: Stage, value: Any) -> dict[str, Any]:
         found = f"{len(value)} values"
     else:
         found = f"one {type(value).__name__}"
-    raise _Failure(
+    raise TaskFailed(
         TaskError(
-            "outputs",
+            FailureKind.OUTPUTS,
             f"declares {len(outputs)} outputs {list(outputs)} but returned {found}. Fix: return a tuple "
             f"of {len(outputs)} values in that order, or a dict keyed by those names.",
         )
     )
-
-
-def _stage_output(store: Store, task: Task, name: str, obj: Any) -> tuple[Cacher, Path | bytes]:
-    """Serialize one output with its cacher: to a local staging file, or to bytes when small (inline.py)."""
-    declared = task.cachers.get(name)
-    if isinstance(obj, Path) and not obj.exists() and declared in (None, "file", "dir"):
-        raise _Failure(TaskError("outputs", f"output {name!r} is the path {obj}, which does not exist. "
-                                 "Fix: write the file (e.g. under ctx.scratch_dir) before returning its path."))
-    cacher = get_cacher(declared) if declared else choose_cacher(obj)
-    staged = store.staging_path(cacher.extension)
-    try:
-        if cacher.kind == "file" and streams(cacher):
-            with Spool(staged) as spool:
-                cacher.write(obj, cast(IO[bytes], spool))  # a binary file, as io.RawIOBase
-            if spool.inline is not None:
-                return cacher, spool.inline
-        else:
-            cacher.save(obj, staged)
-    except Exception as exc:
-        _discard(staged)
-        hint = "" if declared == "pickle" else f" Fix: declare cachers={{{name!r}: 'pickle'}} or return a supported type."
-        raise _storage_failure(store, name, exc, f"({type(obj).__name__}) could not be stored with cacher "
-                               f"{cacher.name!r}: {type(exc).__name__}: {exc}.{hint}") from exc
-    return cacher, staged
-
-
-def _publish(store: Store, name: str, cacher: Cacher, staged: Path | bytes) -> ArtifactRecord:
-    """Hash a staged output and publish it to the store (small ones go into the key record)."""
-    if isinstance(staged, bytes):
-        digest = hash_bytes(staged)
-        return ArtifactRecord(name=name, hash=artifact_hash(cacher.name, cacher.version, digest), object=digest,
-                              cacher=cacher.name, cacher_version=cacher.version, size=len(staged),
-                              data=encode(staged))
-    try:
-        digest, size, kind = store.ingest(staged)
-    except Exception as exc:
-        _discard(staged)
-        raise _storage_failure(store, name, exc, f"could not be published to {store.url}: "
-                               f"{type(exc).__name__}: {exc}.") from exc
-    return ArtifactRecord(
-        name=name,
-        hash=artifact_hash(cacher.name, cacher.version, digest),
-        object=digest,
-        cacher=cacher.name,
-        cacher_version=cacher.version,
-        size=size,
-        kind=kind,
-    )
-
-
-def _storage_failure(store: Store, name: str, exc: Exception, detail: str) -> _Failure:
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        message = (
-            f"output {name!r}: the disk holding {store.root} is full. Nothing partial was kept. "
-            "Fix: free space on that disk, or pass --cache-dir on a larger one."
-        )
-    elif isinstance(exc, FileNotFoundError) and not (Path(store.root) / "tmp").is_dir():
-        message = (
-            f"output {name!r} could not be stored: the store at {store.root} disappeared while the run was going "
-            "(deleted, or its disk unmounted). Fix: run again; the store is created afresh and what it held is "
-            "computed again."
-        )
-    else:
-        message = f"output {name!r} {detail}"
-    return _Failure(TaskError("cacher", message, type(exc).__name__, user_traceback(exc)))
-
-
-def _discard(path: Path) -> None:
-    import shutil
-
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def _drop_attempt(store: Store, task: Task) -> None:

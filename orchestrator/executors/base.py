@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, ClassVar
 
-from ..errors import UsageError, did_you_mean
 from ..engine.task import Task, TaskResult
+from ..errors import UsageError, did_you_mean
+from ..registry import Registry
 
 __all__ = ["Executor", "get_executor", "register_executor", "registered_executors"]
 
@@ -50,30 +50,27 @@ class Executor(ABC):
         self.close()
 
 
-_REGISTRY: dict[str, type[Executor] | str] = {
+def _unknown(name: str, names: list[str]) -> Exception:
+    return UsageError(f"unknown executor {name!r}.{did_you_mean(name, names)} Available: {', '.join(names)}.")
+
+
+_REGISTRY: Registry[Executor] = Registry(Executor, {
     "local": "orchestrator.executors.local:LocalExecutor",
     "process": "orchestrator.executors.process:ProcessExecutor",
     "dask": "orchestrator.executors.dask:DaskExecutor",
     "ray": "orchestrator.executors.ray:RayExecutor",
     "slurm": "orchestrator.executors.slurm:SlurmExecutor",
-}
+}, _unknown)
 
 
 def register_executor(executor: type[Executor] | str, name: str | None = None) -> None:
     """Register an executor class or a lazy ``"package.module:Class"`` string under ``name``."""
-    if isinstance(executor, str):
-        if not name or ":" not in executor:
-            raise ValueError("a lazy executor needs name= and a 'package.module:Class' path")
-        _REGISTRY[name] = executor
-        return
-    if not (isinstance(executor, type) and issubclass(executor, Executor)):
-        raise TypeError(f"{executor!r} is not an Executor subclass")
-    _REGISTRY[name or executor.name] = executor
+    _REGISTRY.register(executor, name)
 
 
 def registered_executors() -> list[str]:
     """Names of every registered executor."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_executor(name: str, **options: Any) -> Executor:
@@ -82,13 +79,9 @@ def get_executor(name: str, **options: Any) -> Executor:
     Raises:
         UsageError: no executor of that name.
     """
-    entry = _REGISTRY.get(name)
-    if entry is None:
-        raise UsageError(
-            f"unknown executor {name!r}.{did_you_mean(name, _REGISTRY)} "
-            f"Available: {', '.join(sorted(_REGISTRY))}."
-        )
-    if isinstance(entry, str):
-        module_name, _, attr = entry.partition(":")
-        entry = getattr(importlib.import_module(module_name), attr)
-    return entry(**options)  # type: ignore[operator]
+    return _REGISTRY.get(name)(**options)
+
+
+def lazy_paths() -> dict[str, str]:
+    """Executors still named by a module path (a test imports each)."""
+    return _REGISTRY.lazy_paths()

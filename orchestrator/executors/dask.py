@@ -7,10 +7,10 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
+from ..engine.options import MapEngine
 from ..engine.task import Task, TaskResult
 from ..engine.worker import execute
 from .base import Executor
-from ..map.dask_chunks import ENGINE
 from .resources import cpus, gpus, memory_bytes, usable_cpus
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class DaskExecutor(Executor):
         logger.info("dask: %d workers, %d threads (%s)", len(threads), self.capacity, self.client.dashboard_link)
 
     def submit(self, task: Task) -> Future[TaskResult]:
-        task = replace(task, options={**task.options, "map_engine": ENGINE})  # map chunks on this cluster too
+        task = replace(task, options=task.options.on_engine(MapEngine.DASK))  # map chunks on this cluster too
         # Dask resources are labels workers advertise (`dask worker --resources "GPU=2,CPU=8,MEMORY=64e9"`):
         # each hint is honoured where the cluster advertises it, with a warning for a GPU nobody has
         memory = memory_bytes(task.resources)

@@ -6,18 +6,18 @@ import contextlib
 import gc
 import logging
 import os
-import sys
 import queue
 import signal
+import sys
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from types import FrameType
 from typing import Any
 
-from ..processes import forkserver, stop_pool, tie_pool_worker
 from ..engine.task import Task, TaskResult
 from ..engine.worker import execute
+from ..processes import forkserver, stop_pool, tie_pool_worker
 from .base import Executor
 from .resources import usable_cpus
 

@@ -21,17 +21,28 @@ import importlib
 import importlib.util
 import sys
 import types
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from .codevalues import Unencodable, encode_value
-from .coderefs import CodeRefs, Import, scan
 from ..project.declaration import Stage
+from .coderefs import CodeRefs, Import, scan
+from .codevalues import Unencodable, encode_value
 from .hashing import hash_struct
 
-if TYPE_CHECKING:
-    from .fingerprint import Fingerprinter
-
 __all__ = ["Walk"]
+
+
+class Fingerprinter(Protocol):
+    """What the walk asks of :class:`orchestrator.keys.fingerprint.Fingerprinter` (which drives it)."""
+
+    def is_local(self, obj: Any) -> bool: ...
+    def is_local_module(self, module: types.ModuleType) -> bool: ...
+    def is_project_module_name(self, name: str) -> bool: ...
+    def module_named(self, text: str) -> types.ModuleType | None: ...
+    def load_module(self, name: str) -> types.ModuleType | None: ...
+    def canonical_label(self, obj: Any) -> str | None: ...
+    def content(self, obj: Any) -> tuple[str, tuple[str, ...]]: ...
+    def class_body(self, cls: type) -> types.CodeType | None: ...
+    def module_source(self, module_name: str) -> tuple[str, types.CodeType | None]: ...
 
 #: class attributes that are bookkeeping of the type system, not the class's data
 _CLASS_INTERNALS = frozenset({"_abc_impl"})

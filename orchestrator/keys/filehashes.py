@@ -10,9 +10,9 @@ import json
 import os
 from pathlib import Path
 
-from .hashing import hash_file
-from ..store.localfs import write_atomic
 from ..store.base import Store
+from ..store.localfs import write_atomic
+from .hashing import hash_file
 
 __all__ = ["FileHashes"]
 

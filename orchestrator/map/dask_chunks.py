@@ -16,11 +16,10 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from ..engine.task import TaskError
+from ..engine.task import FailureKind, TaskError, TaskFailed
 
-__all__ = ["ENGINE", "run_chunks"]
+__all__ = ["run_chunks"]
 
-ENGINE = "dask"  # the value of a task's options["map_engine"] set by the Dask executor
 
 _WORKERS: dict[tuple[str, str], Any] = {}  # (node, key) -> the MapWorker of this process
 _LOCK = threading.Lock()
@@ -30,11 +29,11 @@ def run_chunks(spec: Any, chunks: list[Any], prefetch: int) -> Iterator[Any]:
     """Run ``chunks`` of the map stage described by ``spec`` on the cluster; yield their results.
 
     Raises:
-        MapFailed: a chunk's worker died (finished chunks are stored).
+        TaskFailed: a chunk's worker died (finished chunks are stored).
     """
     from distributed import wait, worker_client
 
-    from .failures import MapFailed
+
 
     with worker_client() as client:
         shared = client.scatter(spec, broadcast=True, hash=False)  # once per worker, not once per chunk
@@ -53,10 +52,10 @@ def run_chunks(spec: Any, chunks: list[Any], prefetch: int) -> Iterator[Any]:
                 running = set(still)
                 for future in done:
                     yield future.result()
-        except MapFailed:
+        except TaskFailed:
             raise
         except Exception as exc:  # KilledWorker, a lost connection: the chunk's items were not stored
-            raise MapFailed(TaskError("worker", f"a Dask worker running map chunks failed ({type(exc).__name__}: "
+            raise TaskFailed(TaskError(FailureKind.WORKER, f"a Dask worker running map chunks failed ({type(exc).__name__}: "
                                       f"{exc}); finished chunks are stored. Fix: check the workers' memory and "
                                       "logs, then rerun to compute the rest.")) from exc
         finally:

@@ -22,21 +22,34 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
-from ..project.declaration import Stage
-from .dask_chunks import ENGINE as DASK_ENGINE
+from ..engine.options import MapEngine, MapOptions
+from ..engine.task import FailureKind, Task, TaskError, TaskFailed
 from ..executors.resources import cpus, usable_cpus
 from ..keys.filehashes import FileHashes
-from .failures import ItemFailure, MapFailed, at_every_position, check_failures, failure_text
-from .items import Items, split_items
-from .worker import Chunk, ChunkResult, MapWorker, WorkerSpec, chunk_of, init_worker, run_chunk
 from ..processes import forkserver, stop_pool
-from .segments import SegmentStore
+from ..project.declaration import Stage
 from ..store.base import Store
-from ..engine.task import Task, TaskError
+from .failures import (
+    ItemFailure,
+    at_every_position,
+    check_failures,
+    failure_text,
+)
+from .items import Items, split_items
+from .segments import SegmentStore
+from .worker import (
+    Chunk,
+    ChunkResult,
+    MapWorker,
+    WorkerSpec,
+    chunk_of,
+    init_worker,
+    run_chunk,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ItemFailure", "MapFailed", "MapProgress", "MapWorker", "run_map"]  # the failure and worker types re-exported
+__all__ = ["ItemFailure", "MapProgress", "MapWorker", "run_map"]  # the item failure and worker types re-exported
 
 MAX_CHUNK = 1000
 PROBE_ITEMS = 8  # items timed in the stage's process before choosing where the rest run
@@ -83,7 +96,7 @@ def run_map(
     """Compute the missing items of a map stage and return its assembled output.
 
     Raises:
-        MapFailed: items failed beyond what the stage accepts, a worker died, or this is
+        TaskFailed: items failed beyond what the stage accepts, a worker died, or this is
             a ``--shard`` run that stored its share but cannot assemble the whole.
     """
     mapped = stage.map_over or ""
@@ -92,7 +105,7 @@ def run_map(
     hashes.save()
     segments = SegmentStore(store, task.map_key)
     index = segments.index()
-    shard = task.options.get("shard")
+    shard = task.options.map.shard
     mine = range(len(items)) if shard is None else [p for p, h in enumerate(items.hashes) if _in_shard(h, shard)]
     pending: dict[str, int] = {}  # the first position of each item not stored yet (duplicates run once)
     copies: Counter[str] = Counter()  # positions per pending item: progress counts each, as failures do
@@ -111,7 +124,7 @@ def run_map(
     if pending:
         _check_importable(stage)
         spec = WorkerSpec(task, mapped, stage.batch_size, dict(others))
-        for result in _compute(spec, stage, items, list(pending.values()), task.options):
+        for result in _compute(spec, stage, items, list(pending.values()), task.options.map):
             if result.segment is not None:
                 for position, item_hash in enumerate(result.segment.items):
                     index[item_hash] = (result.segment.object, position)
@@ -129,7 +142,7 @@ def run_map(
         failed = {f.index for f in failures}
         missing = [p for p, h in enumerate(items.hashes) if h not in index and p not in failed]
         if missing:
-            raise MapFailed(TaskError("sharded", f"shard {shard[0]}/{shard[1]}: {len(mine)} of {len(items)} items "
+            raise TaskFailed(TaskError(FailureKind.SHARDED, f"shard {shard[0]}/{shard[1]}: {len(mine)} of {len(items)} items "
                                       f"are this shard's and are stored; {len(missing)} items still need other "
                                       "shards"))
     return items.assemble(_results(items, index, segments), stage.outputs[0])
@@ -173,12 +186,12 @@ def _check_sendable(stage: Stage, others: Mapping[str, Any], *, cloud: bool = Fa
 
 
 def _compute(spec: WorkerSpec, stage: Stage, items: Items, positions: list[int],
-             options: Mapping[str, Any]) -> Iterator[ChunkResult]:
-    devices = list(options.get("devices") or stage.options.get("devices") or [])
+             options: MapOptions) -> Iterator[ChunkResult]:
+    devices = list(options.devices or stage.options.get("devices") or [])
     default = int(cpus(stage.resources)) if "cpus" in stage.resources else usable_cpus()
-    workers = len(devices) if devices else int(options.get("workers", default))
+    workers = len(devices) if devices else (default if options.workers is None else options.workers)
     local: MapWorker | None = None
-    if workers > 0 and not devices and "setup" not in stage.hooks and "workers" not in options:
+    if workers > 0 and not devices and "setup" not in stage.hooks and options.workers is None:
         # time a few items here first: when all of them would take less than starting a pool, run them here
         local = MapWorker(spec, None)
         step = stage.batch_size or PROBE_ITEMS
@@ -191,7 +204,7 @@ def _compute(spec: WorkerSpec, stage: Stage, items: Items, positions: list[int],
         if per_item * len(positions) > IN_PROCESS_SECONDS:
             local = None
     chunks = _chunks(items, positions, workers, stage)
-    on_dask = options.get("map_engine") == DASK_ENGINE and not devices
+    on_dask = options.engine is MapEngine.DASK and not devices
     if workers > 0 and local is None:
         _check_sendable(stage, spec.inputs, cloud=on_dask)
     if workers <= 0 or local is not None:
@@ -208,7 +221,8 @@ def _compute(spec: WorkerSpec, stage: Stage, items: Items, positions: list[int],
     if devices:
         context = multiprocessing.get_context("spawn")
     else:  # workers fork from a server that has already imported all this (and dies with this process)
-        context = forkserver(["orchestrator.map.worker", "orchestrator.engine.worker", "orchestrator.engine.context", stage.module])
+        context = forkserver(["orchestrator.map.worker", "orchestrator.store.artifactio", "orchestrator.engine.context",
+                              stage.module])
     queue = context.Queue() if devices else None
     for device in devices:
         queue.put(device)  # type: ignore[union-attr]
@@ -230,7 +244,7 @@ def _compute(spec: WorkerSpec, stage: Stage, items: Items, positions: list[int],
                 yield future.result()
         finished = True
     except BrokenProcessPool as exc:
-        raise MapFailed(TaskError("worker", f"a map worker process died ({exc}); finished chunks are stored. "
+        raise TaskFailed(TaskError(FailureKind.WORKER, f"a map worker process died ({exc}); finished chunks are stored. "
                                   "Fix: check memory use of the stage, then rerun to compute the rest.")) from exc
     finally:
         if finished:
@@ -260,7 +274,7 @@ def _results(items: Items, index: Mapping[str, tuple[str, int]], segments: Segme
             loaded[entry[0]] = segments.load(entry[0])
         segment = loaded[entry[0]]
         if segment is None:
-            raise MapFailed(TaskError("corrupt", f"a stored segment of {items.kind} results was corrupt and has "
+            raise TaskFailed(TaskError(FailureKind.CORRUPT, f"a stored segment of {items.kind} results was corrupt and has "
                                       "been dropped. Fix: rerun; only its items are recomputed."))
         results.append(_independent(segment[entry[1]]))
     return results

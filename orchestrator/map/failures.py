@@ -7,14 +7,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from ..engine.task import Task, TaskError
+from ..engine.task import FailureKind, Task, TaskError, TaskFailed
 
 if TYPE_CHECKING:
     from ..project.declaration import Stage
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ItemFailure", "MapFailed", "at_every_position", "check_failures", "failure_text"]
+__all__ = ["ItemFailure", "at_every_position", "check_failures", "failure_text"]
 
 REPORTED_FAILURES = 100  # failures listed one per line in the stage's report
 DISTINCT_TRACEBACKS = 5  # tracebacks kept in a failed map's error, one per distinct failure
@@ -28,14 +28,6 @@ class ItemFailure:
     type: str
     message: str
     traceback: str
-
-
-class MapFailed(Exception):
-    """Raised by a map stage (:func:`~orchestrator.map.driver.run_map`) with the TaskError its task reports."""
-
-    def __init__(self, error: TaskError) -> None:
-        super().__init__(error.message)
-        self.error = error
 
 
 def at_every_position(failures: list[ItemFailure], hashes: Sequence[str], mine: Sequence[int]) -> list[ItemFailure]:
@@ -55,13 +47,14 @@ def failure_text(failures: list[ItemFailure], total: int) -> str:
 
 
 def check_failures(stage: Stage, task: Task, failures: list[ItemFailure], total: int) -> None:
-    """Warn about accepted failures; raise :class:`MapFailed` for more than the stage accepts."""
+    """Warn about accepted failures; raise :class:`TaskFailed` for more than the stage accepts."""
     if not failures:
         return
     if stage.options.get("on_item_error") == "skip":
         allowed = total
     else:
-        allowed = int(task.options.get("max_item_failures", stage.options.get("max_item_failures", 0)))
+        given = task.options.map.max_item_failures
+        allowed = int(stage.options.get("max_item_failures", 0) if given is None else given)
     first = min(failures, key=lambda f: f.index)
     if len(failures) <= allowed:
         logger.warning("%s: %d of %d items failed and were accepted (first: item %d: %s: %s)", stage.name,
@@ -72,7 +65,7 @@ def check_failures(stage: Stage, task: Task, failures: list[ItemFailure], total:
                f"first: item {first.index}: {first.type}: {first.message}. The other items are stored: a rerun "
                "retries only the failed ones. Fix the cause, or accept failures with --max-item-failures N "
                "or @stage(..., on_item_error='skip').")
-    raise MapFailed(TaskError("items", message, first.type, _tracebacks(failures)))
+    raise TaskFailed(TaskError(FailureKind.ITEMS, message, first.type, _tracebacks(failures)))
 
 
 def _tracebacks(failures: list[ItemFailure]) -> str:

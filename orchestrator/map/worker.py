@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..engine.task import Task
+from ..store.location import open_store
 from .failures import ItemFailure
 from .items import Items
 from .segments import Segment, SegmentStore
-from ..store.base import open_store
-from ..engine.task import Task
 
 __all__ = ["Chunk", "ChunkResult", "MapWorker", "WorkerSpec", "chunk_of", "init_worker", "run_chunk"]
 
@@ -57,7 +57,8 @@ class MapWorker:
 
     def __init__(self, spec: WorkerSpec, device: Any) -> None:
         from ..engine.context import StageContext
-        from ..engine.worker import code_mismatch, load_input, resolve_stage
+        from ..engine.imported import code_mismatch, resolve_stage
+        from ..store.artifactio import load_artifact
 
         task = spec.task
         self.spec = spec
@@ -73,7 +74,7 @@ class MapWorker:
         kwargs = dict(spec.inputs)
         for input_spec in task.inputs:
             if input_spec.name != spec.mapped and input_spec.name not in kwargs:
-                kwargs[input_spec.name] = load_input(self.store, input_spec.record, as_path=input_spec.as_path)
+                kwargs[input_spec.name] = load_artifact(self.store, input_spec.record, as_path=input_spec.as_path)
         kwargs.update({p.name: task.params[p.name] for p in self.stage.params})
         if self.stage.takes_ctx:
             kwargs["ctx"] = self.ctx

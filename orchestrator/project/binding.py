@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .declaration import Param, Stage
 from ..errors import DefinitionError, ParamsError, did_you_mean
 from ..keys.fingerprint import CodeFingerprint
+from .declaration import Param, Stage
 from .params import ParamSet
 
 __all__ = ["RESERVED_PARAMS", "as_lists", "bind", "bind_aggregate", "check_unknown_keys", "data_keys"]

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import DefinitionError, did_you_mean
 from .datadeps import data_params
 from .rules import check_function, claim_name, user_site
-from ..errors import DefinitionError, did_you_mean
 
 __all__ = ["Param", "Stage", "aggregate", "stage", "ARTIFACT_NAME"]
 

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .declaration import Stage, stage
 from ..keys.hashing import hash_struct
+from .declaration import Stage, stage
 
 __all__ = ["FileList", "files", "list_files", "source_digest"]
 

@@ -19,7 +19,6 @@ Reads files; everything after reading is pure.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ParamsError, did_you_mean
-from .paramfiles import SUFFIXES, TOP_LEVEL, UNSET, python_sets, read_document, yaml_value
+from .paramfiles import (
+    SUFFIXES,
+    UNSET,
+    python_sets,
+    read_document,
+    yaml_value,
+)
 
 __all__ = ["Experiment", "ParamSet", "load_experiment", "parse_override", "apply_override"]
 

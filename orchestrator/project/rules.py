@@ -14,7 +14,6 @@ import os
 import sys
 import types
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from ..errors import LIBRARY_DIR, DefinitionError

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import RecordNotFound, did_you_mean
-from ..keys.fingerprint import WHOLE_MODULE
 from ..keys.cachekey import KeyParts, changes
+from ..keys.fingerprint import WHOLE_MODULE
 from .history import History
 from .values import ExecutionRecord, RunRecord, final_metrics
 

@@ -20,19 +20,25 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..engine.dag import Dag, Node
-from ..keys.cachekey import code_label
-from ..engine.planner import Decision
 from ..engine.driver import NodeOutcome, RunObserver, RunResult, Status
+from ..engine.planner import Decision
+from ..keys.cachekey import code_label
+from ..project.loader import Project
+from ..project.params import Experiment
+from ..store.base import Store
 from .database import close_dead_runs, connect, database_path, guarded
-from .environment import command_line, git_state, package_versions, python_version, this_process
-from .values import ArtifactInfo, ExecutionRecord, RunRecord, final_metrics
+from .environment import (
+    command_line,
+    git_state,
+    package_versions,
+    python_version,
+    this_process,
+)
 from .snapshot import take_snapshot
-
-if TYPE_CHECKING:
-    from ..api import Session
+from .values import ArtifactInfo, ExecutionRecord, RunRecord, final_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -61,17 +67,17 @@ def _hashes(outputs: Mapping[str, Any]) -> str:
 
 
 class RunRecorder(RunObserver):
-    """Records a run of ``session`` in ``<cache>/runs.db`` and writes its HTML report at the end.
+    """Records a run of ``experiment`` (of ``project``) in ``<cache>/runs.db`` and writes its HTML report at the end.
 
     Use it as a context manager around the run, so a run that ends with an unexpected
     exception is recorded as failed rather than left ``running``.
     """
 
-    def __init__(self, session: Session, *, desc: str = "", command: str | None = None, report: bool = True,
-                 path: Path | None = None) -> None:
-        self.session = session
-        self.store = session.store
-        self.path = Path(path) if path is not None else database_path(session.store.root)
+    def __init__(self, store: Store, project: Project, experiment: Experiment, *, desc: str = "",
+                 command: str | None = None, report: bool = True, path: Path | None = None) -> None:
+        self.project, self.experiment = project, experiment
+        self.store = store
+        self.path = Path(path) if path is not None else database_path(store.root)
         self.desc = desc
         self.command = command_line() if command is None else command
         self.write_report = report
@@ -125,11 +131,10 @@ class RunRecorder(RunObserver):
     def run_started(self, run_id: str, dag: Dag) -> None:
         self.run_id = run_id
         self.conn = connect(self.path)
-        session = self.session
-        root = session.project.root
+        root = self.project.root
         for node in dag.nodes.values():
             self._labels.setdefault(node.stage.name, code_label(node))
-        experiment = session.experiment
+        experiment = self.experiment
         experiment_json = {
             "names": list(experiment.names),
             "files": {str(p.stem): _relative(p, root) for p in experiment.files},
@@ -144,7 +149,7 @@ class RunRecorder(RunObserver):
         process = this_process()
         environment = {"python": python_version(), "packages": package_versions()}
         git = git_state(root).to_dict()
-        folders = [root / "stages", session.project.params_dir, root / "external", *experiment.read_files]
+        folders = [root / "stages", self.project.params_dir, root / "external", *experiment.read_files]
         with guarded(self.path):
             last = self.conn.execute("SELECT snapshot FROM runs ORDER BY rowid DESC LIMIT 1").fetchone()
         snapshot = take_snapshot(self.store, root, folders, known=json.loads(last[0]).values() if last else ())

@@ -18,10 +18,10 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from ..errors import RecordNotFound, RecordsError
 from .history import History
-from .values import RunRecord
 from .markup import esc
 from .provenance import run_diff
 from .report import badge, local_time, page, render_report
+from .values import RunRecord
 
 logger = logging.getLogger(__name__)
 

@@ -31,42 +31,28 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .records import ArtifactRecord, KeyRecord, artifact_hash
 from ..errors import CorruptObjectError, StoreError
 from ..keys.hashing import hash_file
-from .localfs import (bounded_name, describe_entry, entry_kind, first_non_folder, hash_tree, make_read_only,
-                      not_a_folder, remove)
+from .localfs import (
+    bounded_name,
+    describe_entry,
+    entry_kind,
+    first_non_folder,
+    hash_tree,
+    make_read_only,
+    not_a_folder,
+    remove,
+)
+from .records import ArtifactRecord, KeyRecord, artifact_hash
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ArtifactRecord", "KeyRecord", "Store", "artifact_hash", "describe", "open_store"]
+__all__ = ["ArtifactRecord", "KeyRecord", "Store", "artifact_hash", "describe"]
 
 
 def describe(record: ArtifactRecord, stage: str = "", param_set: str = "") -> str:
     """How error messages name an artifact: ``artifact 'x' of stage 's' [set]``."""
     return f"artifact {record.name!r}" + (f" of stage {stage!r} [{param_set}]" if stage else "")
-
-
-_OPEN: dict[tuple[str, str], Store] = {}
-
-
-def open_store(location: str | os.PathLike[str], local: Path | None = None) -> Store:
-    """The store for a local path or an fsspec URL (``s3://bucket/prefix``), one per process."""
-    entry = (str(location), str(local or ""))
-    store = _OPEN.get(entry)
-    if store is None:
-        store = _OPEN[entry] = _open(str(location), local)
-    return store
-
-
-def _open(text: str, local: Path | None) -> Store:
-    if "://" in text and not text.startswith("file://"):
-        from .remote import RemoteStore
-
-        return RemoteStore(text, local)
-    from .local import LocalStore
-
-    return LocalStore(Path(text.removeprefix("file://")))
 
 
 class Store:

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .leases import leased_keys
 from .base import Store
+from .leases import leased_keys
 
 logger = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ import io
 from pathlib import Path
 from typing import Any
 
-from .records import ArtifactRecord
 from ..errors import CorruptObjectError
 from ..keys.hashing import hash_bytes
+from .records import ArtifactRecord
 
 __all__ = ["INLINE_LIMIT", "Spool", "encode", "verified_bytes"]
 

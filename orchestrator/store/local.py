@@ -11,8 +11,8 @@ from pathlib import Path
 
 from ..errors import StoreError
 from ..keys.hashing import hash_file
-from .localfs import entry_kind, first_non_folder, hash_tree, not_a_folder, remove
 from .base import Store
+from .localfs import entry_kind, first_non_folder, hash_tree, not_a_folder, remove
 
 logger = logging.getLogger(__name__)
 

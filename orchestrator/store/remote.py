@@ -23,9 +23,9 @@ from typing import Any
 
 from ..errors import CorruptObjectError, StoreError
 from ..keys.hashing import hash_struct
-from .localfs import make_read_only, remove
-from .base import ArtifactRecord, Store
 from ..settings import env_json, env_number
+from .base import ArtifactRecord, Store
+from .localfs import make_read_only, remove
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CorruptObjectError, StoreError
+from .base import Store, describe
 from .inline import verified_bytes
 from .localfs import not_a_folder
-from .base import Store, describe
 
 logger = logging.getLogger(__name__)
 

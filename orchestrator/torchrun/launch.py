@@ -27,10 +27,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .agent import LOOPBACK_ENV, PARENT_ENV
 from ..engine.capture import log_only
 from ..executors.resources import usable_cpus
 from ..processes import run_supervised
+from .agent import LOOPBACK_ENV, PARENT_ENV
 
 logger = logging.getLogger(__name__)
 
