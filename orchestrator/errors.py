@@ -20,7 +20,6 @@ what was found, and end with the fix. Only the CLI turns them into exit codes
     │   └── CorruptObjectError    a stored object no longer matches its content hash
     ├── RecordsError            exit 1: the run records database (runs.db) is damaged, busy or too new
     ├── ArtifactNotCached       exit 1: load() asked for an artifact that no run has produced yet
-    └── RunInterrupted          exit 130: Ctrl-C; finished stages are kept
 """
 
 from __future__ import annotations
@@ -43,7 +42,6 @@ __all__ = [
     "ProjectError",
     "RecordNotFound",
     "RecordsError",
-    "RunInterrupted",
     "StageFailed",
     "StoreError",
     "UnknownCacherError",
@@ -164,12 +162,6 @@ class RecordsError(OrchestratorError):
 
 class ArtifactNotCached(OrchestratorError):
     """An artifact was asked for that no run has stored for these params yet."""
-
-
-class RunInterrupted(OrchestratorError):
-    """The run was interrupted (Ctrl-C); every finished stage is kept in the store."""
-
-    exit_code = 130
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

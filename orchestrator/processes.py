@@ -1,35 +1,27 @@
-"""A supervised child process tree: stream its output, enforce a timeout, leave no orphans.
+"""Process lifetime and identity, for every part of the orchestrator that starts or watches processes.
 
-:func:`run_supervised` starts a command in its own session (``start_new_session=True``),
-hands every output line to a callback as it comes, and on a timeout, an error or Ctrl-C
-stops the *whole tree*: SIGTERM, a grace period, then SIGKILL. The tree is tracked through
-the process table while it runs, because launchers such as torchrun start each worker in
-a session of its own, out of reach of a signal to the launcher's process group.
-
-The tree is read from ``/proc`` (Linux); elsewhere only the command's own process group
-is signalled. While it waits (in the main thread), a SIGTERM or SIGHUP that would
-otherwise kill this process without any cleanup first stops the tree, then takes its
-default course.
-
-It also holds what ties other processes' lifetimes to this one's: :func:`die_with_parent`
-(Linux ``PR_SET_PDEATHSIG``), :func:`forkserver` (a forkserver that dies with the process
-that started it), :func:`tie_pool_worker` (a pool worker that dies with its pool and leaves
-Ctrl-C to the driver) and :func:`stop_pool` (a pool stopped now, not when its tasks end).
+What ties other processes' lifetimes to this one's: :func:`die_with_parent` (Linux
+``PR_SET_PDEATHSIG``), :func:`forkserver` (a forkserver that dies with the process that started
+it), :func:`tie_pool_worker` (a pool worker that dies with its pool and leaves Ctrl-C to the
+driver) and :func:`stop_pool` (a pool stopped now, not when its tasks end). And what names a
+process across time: :func:`this_process` (host, user, pid, start time), :func:`process_alive`
+(is the process that wrote a record still running, or was its pid reused), :func:`alive`.
+The process table is read from ``/proc`` (Linux).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import multiprocessing
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -41,32 +33,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LIFELINE", "ProcessOutcome", "alive", "die_with_parent", "forkserver", "process_table", "run_supervised",
+__all__ = ["LIFELINE", "ProcessInfo", "alive", "die_with_parent", "forkserver", "hostname", "process_alive",
+           "process_started", "process_table", "this_process",
            "stop_pool", "tie_pool_worker"]
 
 _PROC = Path("/proc")
-_TRACK_EVERY = 0.5  # seconds between two scans of the process tree
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 LIFELINE = "orchestrator.lifeline"  # preloaded by a forkserver to die with the process that started it
 POOL_GRACE = 1.0  # seconds between SIGTERM and SIGKILL when a pool is stopped
-
-
-@dataclass(frozen=True)
-class ProcessOutcome:
-    """How a supervised command ended.
-
-    Attributes:
-        returncode: The command's exit status (negative: killed by that signal).
-        seconds: Wall time from start to exit.
-        timed_out: The timeout expired and the tree was stopped.
-        stopped: Processes of the tree that were still alive after the command itself
-            ended (they were killed).
-    """
-
-    returncode: int
-    seconds: float
-    timed_out: bool = False
-    stopped: int = 0
 
 
 def process_table() -> dict[int, tuple[int, int, int]]:
@@ -209,183 +183,78 @@ def _sentinels(workers: list[Any]) -> dict[Any, Any]:
     return found
 
 
-class _Tree:
-    """The processes started under one root pid, remembered even after they are reparented."""
+@dataclass(frozen=True)
+class ProcessInfo:
+    """The process doing a run, enough to tell later whether it is still alive."""
 
-    def __init__(self, root: int) -> None:
-        self.root = root
-        self.known: dict[int, tuple[int, int]] = {}  # pid -> (pgid, start_time)
-
-    def refresh(self) -> None:
-        table = process_table()
-        children: dict[int, list[int]] = {}
-        for pid, (ppid, _, _) in table.items():
-            children.setdefault(ppid, []).append(pid)
-        stack = [self.root, *self.known]
-        while stack:
-            pid = stack.pop()
-            for child in children.get(pid, ()):
-                if child not in self.known:
-                    self.known[child] = (table[child][1], table[child][2])
-                    stack.append(child)
-
-    def living(self) -> dict[int, tuple[int, int]]:
-        table = process_table()
-        return {pid: v for pid, v in self.known.items() if pid in table and table[pid][2] == v[1]}
-
-    def signal(self, sig: int) -> int:
-        """Send ``sig`` to every living process of the tree and to its process group."""
-        own_group = os.getpgrp()
-        targets = self.living()
-        for pgid in {pgid for pgid, _ in targets.values()} - {own_group, 0, 1}:
-            _quietly(os.killpg, pgid, sig)
-        for pid in targets:
-            _quietly(os.kill, pid, sig)
-        return len(targets)
+    host: str
+    user: str
+    pid: int
+    start: str  # the process start time in clock ticks since boot (Linux), "" elsewhere
 
 
-class _Signalled(BaseException):
-    """A fatal signal arrived while a supervised tree was running."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def _fatal_signals_raise() -> Iterator[None]:
-    """Turn SIGTERM/SIGHUP into :class:`_Signalled` for the block, where they would kill us silently."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise _Signalled(signum)
-
-    previous = {}
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) is signal.SIG_DFL:
-            previous[sig] = signal.signal(sig, handler)
+def _start_ticks(pid: int) -> str:
     try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    # the command name (field 2) may contain spaces; fields after its closing parenthesis are fixed
+    fields = text.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else ""
 
 
-def _quietly(fn: Callable[[int, int], None], target: int, sig: int) -> None:
-    try:
-        fn(target, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+@functools.cache
+def process_started() -> float:
+    """When this process started, in seconds since the epoch, never early (Linux: /proc); elsewhere, now.
 
-
-def run_supervised(
-    argv: Sequence[str],
-    *,
-    on_line: Callable[[str], None],
-    env: Mapping[str, str] | None = None,
-    cwd: str | os.PathLike[str] | None = None,
-    timeout: float | None = None,
-    grace: float = 5.0,
-) -> ProcessOutcome:
-    """Run ``argv`` (never through a shell), streaming its merged stdout/stderr line by line.
-
-    Args:
-        argv: The command.
-        on_line: Called with each output line (without its newline), from a reader thread.
-        env: The environment (default: this process's).
-        cwd: The working directory.
-        timeout: Seconds before the tree is stopped (None: no limit).
-        grace: Seconds between SIGTERM and SIGKILL when stopping the tree.
-
-    Returns:
-        The :class:`ProcessOutcome`.
-
-    Raises:
-        KeyboardInterrupt: after stopping the tree, when interrupted while waiting (likewise
-            any error of ``on_line``).
-        OSError: when the command cannot be started.
+    Boot time is given in whole seconds and the start in clock ticks: the sum is rounded up.
     """
+    ticks = _start_ticks(os.getpid())
     try:
-        with _fatal_signals_raise():
-            return _supervise(argv, on_line, env, cwd, timeout, grace)
-    except _Signalled as signalled:  # the tree is stopped: now die as the signal intended
-        logger.warning("signal %d: stopped the process tree of %s", signalled.signum, argv[0])
-        signal.raise_signal(signalled.signum)
-        raise
+        with open("/proc/stat", "rb") as handle:
+            boot = next(int(line.split()[1]) for line in handle if line.startswith(b"btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+    if not ticks:
+        return time.time()
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    return boot + int(ticks) * tick + 1.0 + tick
 
 
-def _supervise(argv: Sequence[str], on_line: Callable[[str], None], env: Mapping[str, str] | None,
-               cwd: str | os.PathLike[str] | None, timeout: float | None, grace: float) -> ProcessOutcome:
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        list(argv), cwd=cwd, env=None if env is None else dict(env), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    tree = _Tree(proc.pid)
-    errors: list[BaseException] = []
-    reader = threading.Thread(target=_pump, args=(proc, on_line, errors), name=f"output-{proc.pid}", daemon=True)
-    reader.start()
-    deadline = None if timeout is None else started + timeout
-    timed_out = False
+def hostname() -> str:
+    """This machine's name."""
+    return os.uname().nodename if hasattr(os, "uname") else os.environ.get("COMPUTERNAME", "")
+
+
+def _user() -> str:
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        if os.environ.get(name):
+            return os.environ[name]
     try:
-        while True:
-            tree.refresh()
-            step = _TRACK_EVERY if deadline is None else max(0.0, min(_TRACK_EVERY, deadline - time.monotonic()))
-            try:
-                proc.wait(timeout=step)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            if errors:
-                raise errors[0]
-            if deadline is not None and time.monotonic() >= deadline:
-                timed_out = True
-                logger.warning("pid %d ran past its %.0f s timeout; stopping its process tree", proc.pid, timeout)
-                _stop(proc, tree, grace)
-                break
-    except BaseException:
-        _stop(proc, tree, grace)
-        reader.join(timeout=2)
-        raise
-    leftovers = tree.living()
-    if leftovers:
-        logger.warning("pid %d exited but left %d processes running; killing them", proc.pid, len(leftovers))
-        _stop(proc, tree, grace)
-    reader.join(timeout=5)
-    if errors:
-        raise errors[0]
-    return ProcessOutcome(proc.returncode, time.monotonic() - started, timed_out, len(leftovers))
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError, OSError):
+        return ""
 
 
-def _pump(proc: subprocess.Popen[bytes], on_line: Callable[[str], None], errors: list[BaseException]) -> None:
-    assert proc.stdout is not None
-    with proc.stdout:
-        for raw in iter(proc.stdout.readline, b""):
-            if errors:
-                continue  # keep draining so the child never blocks on a full pipe
-            try:
-                on_line(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread, which stops the tree
-                errors.append(exc)
+def this_process() -> ProcessInfo:
+    """Host, user, pid and start time of the current process."""
+    return ProcessInfo(hostname(), _user(), os.getpid(), _start_ticks(os.getpid()))
 
 
-def _stop(proc: subprocess.Popen[bytes], tree: _Tree, grace: float) -> None:
-    """SIGTERM the tree, wait up to ``grace`` seconds, SIGKILL what is left, reap the root."""
-    tree.refresh()
-    if proc.poll() is None:
-        _quietly(os.killpg, proc.pid, signal.SIGTERM)
-    if tree.signal(signal.SIGTERM) or proc.poll() is None:
-        end = time.monotonic() + grace
-        while time.monotonic() < end and (proc.poll() is None or tree.living()):
-            tree.refresh()
-            time.sleep(0.05)
-    tree.refresh()
-    if proc.poll() is None:
-        _quietly(os.killpg, proc.pid, signal.SIGKILL)
-    tree.signal(signal.SIGKILL)
+def process_alive(host: str, pid: int | None, start: str) -> bool | None:
+    """Whether the process that wrote a run is still running: None when it ran on another host."""
+    if host != hostname():
+        return None
+    if not pid:
+        return False
     try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:  # pragma: no cover - a process that survives SIGKILL
-        logger.error("pid %d did not exit after SIGKILL", proc.pid)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    if start and _start_ticks(pid) not in ("", start):
+        return False  # the pid was reused by a newer process
+    return True

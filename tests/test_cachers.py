@@ -56,7 +56,7 @@ def test_round_trip_through_the_store(tmp_path, name, make):
     store = Store(tmp_path)
     cacher = get_cacher(name)
     value = make()
-    staged = store.staging_path(cacher.extension)
+    staged = store.workspace.staging_path(cacher.extension)
     cacher.save(value, staged)
     digest, size, kind = store.ingest(staged)
     assert size > 0 and kind == cacher.kind
@@ -84,7 +84,7 @@ def test_file_and_dir_cachers_ingest_paths(tmp_path):
     for name, value in (("file", source / "a.txt"), ("dir", source)):
         cacher = choose_cacher(value)
         assert cacher.name == name
-        staged = store.staging_path()
+        staged = store.workspace.staging_path()
         cacher.save(value, staged)
         digest, _, kind = store.ingest(staged)
         stored = store.object_path(digest)
@@ -92,7 +92,7 @@ def test_file_and_dir_cachers_ingest_paths(tmp_path):
         if name == "dir":
             assert (stored / "sub" / "b.txt").read_text() == "B"
             # the same folder again is stored once
-            again = store.staging_path()
+            again = store.workspace.staging_path()
             cacher.save(value, again)
             assert store.ingest(again)[0] == digest and not again.exists()
 

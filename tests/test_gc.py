@@ -38,7 +38,7 @@ def test_gc_without_limits_removes_only_orphans(project):
     from orchestrator.store.local import LocalStore
 
     store = LocalStore(project.root / "cache")
-    orphan = store.staging_path()
+    orphan = store.workspace.staging_path()
     orphan.write_bytes(b"nobody references me")
     digest, _, _ = store.ingest(orphan)
     _age_everything(project.root / "cache", 2 * 3600)

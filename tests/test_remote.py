@@ -56,7 +56,7 @@ def test_store_primitives_and_exclusive_create(bucket, tmp_path):
     assert store.read_text("x/a.json") == "1" and store.list_names("x") == ["a.json"]
     assert store.create_exclusive("x/b.json", "first") and not store.create_exclusive("x/b.json", "second")
     assert store.read_text("x/b.json") == "first"
-    staged = store.staging_path()
+    staged = store.workspace.staging_path()
     staged.mkdir()
     (staged / "f.txt").write_text("in a folder")
     digest, _, kind = store.ingest(staged)
@@ -144,7 +144,7 @@ def test_local_cache_stays_within_its_size_limit_but_keeps_what_it_just_fetched(
     writer = open_store(bucket, tmp_path / "writer")
     digests = []
     for fill, size in enumerate((4000, 4000, 4000, 25000)):  # the last one alone is over the limit
-        staged = writer.staging_path()
+        staged = writer.workspace.staging_path()
         staged.write_bytes(bytes([fill]) * size)
         digests.append(writer.ingest(staged)[0])
     reader = open_store(bucket, tmp_path / "reader")  # a second machine

@@ -23,8 +23,9 @@ import pytest
 import orchestrator
 from orchestrator.engine.driver import Status
 from orchestrator.errors import ExternalScriptFailed
-from orchestrator.processes import alive, process_table, run_supervised
+from orchestrator.processes import alive, process_table
 from orchestrator.torchrun.launch import TorchrunSpec, build_command, choose_devices
+from orchestrator.torchrun.processtree import run_supervised
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -469,7 +470,7 @@ def test_supervisor_kills_a_tree_spread_over_sessions_on_an_error(tmp_path: Path
 
 
 def test_sigterm_to_the_orchestrator_stops_the_tree_first(tmp_path: Path) -> None:
-    code = ("import sys\nfrom orchestrator.processes import run_supervised\n"
+    code = ("import sys\nfrom orchestrator.torchrun.processtree import run_supervised\n"
             f"run_supervised([sys.executable, '-c', {_spawner(tmp_path / 'pid')!r}], on_line=print)\n")
     with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as parent:
         assert parent.stdout is not None and parent.stdout.readline().strip() == "up"

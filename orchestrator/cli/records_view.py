@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,24 +14,11 @@ from rich.tree import Tree
 from ..records.provenance import Explanation, Lineage
 from ..records.report import flatten
 from ..records.values import ExecutionRecord, RunRecord
+from ..units import byte_size, local_time
 
 out = Console(highlight=False)
 STATUS_STYLE = {"succeeded": "green", "ran": "green", "cached": "cyan", "failed": "bold red", "skipped": "yellow",
                 "interrupted": "magenta", "running": "bold yellow", "sharded": "blue"}
-
-
-def when(stamp: float | None) -> str:
-    """Local date and time of a timestamp."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else "-"
-
-
-def size(n: float) -> str:
-    """Bytes for humans."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def status(text: str) -> Text:
@@ -76,7 +62,7 @@ def runs_table(runs: Sequence[RunRecord], where: str) -> None:
         table.add_column(column, justify="right" if column in ("seconds", "ran", "cached", "failed") else "left")
     for run in runs:
         seconds = f"{run.seconds:.1f}" if run.seconds is not None else "-"
-        table.add_row(run.id, when(run.started), status(run.status), seconds, str(run.counts.get("ran", "")),
+        table.add_row(run.id, local_time(run.started), status(run.status), seconds, str(run.counts.get("ran", "")),
                       str(run.counts.get("cached", "")), str(run.counts.get("failed", "")),
                       Text(run.title, overflow="fold"))
     out.print(table)
@@ -101,7 +87,7 @@ def show(run: RunRecord, executions: Sequence[ExecutionRecord]) -> None:
     """The `experiment show` page."""
     out.print(Text.assemble(("run ", "bold"), (run.id, "bold"), "  ", status(run.status), "  ", run.title))
     took = f"{run.seconds:.1f}s" if run.seconds is not None else "(still running)"
-    out.print(Text(f"  started {when(run.started)}, took {took}; {run.user}@{run.host} pid {run.pid}"))
+    out.print(Text(f"  started {local_time(run.started)}, took {took}; {run.user}@{run.host} pid {run.pid}"))
     out.print(Text(f"  command: {run.command}"))
     git = run.git
     if git.get("commit"):
@@ -121,9 +107,9 @@ def show(run: RunRecord, executions: Sequence[ExecutionRecord]) -> None:
         artifacts.add_column(column, justify="right" if column == "size" else "left")
     for e in executions:
         stages.add_row(Text(e.stage), Text(e.param_set), status(e.status), f"{e.seconds:.2f}",
-                       size(e.peak_rss) if e.peak_rss else "-", (e.key or "")[:10], Text("; ".join(e.reasons)))
+                       byte_size(e.peak_rss) if e.peak_rss else "-", (e.key or "")[:10], Text("; ".join(e.reasons)))
         for name, a in e.outputs.items():
-            artifacts.add_row(Text(e.stage), Text(e.param_set), Text(name), a.hash[:12], size(a.size), Text(a.cacher))
+            artifacts.add_row(Text(e.stage), Text(e.param_set), Text(name), a.hash[:12], byte_size(a.size), Text(a.cacher))
     out.print(stages)
     if artifacts.row_count:
         out.print(artifacts)
@@ -159,7 +145,7 @@ def _lineage_label(node: Lineage, label: str = "") -> Text:
     head = f"{label}: " if label and label != node.artifact else ""
     text = Text.assemble((head, "dim"), (node.artifact, "bold"), f"  {node.hash[:12]}")
     if node.size:
-        text.append(f"  {size(node.size)} {node.cacher}", style="dim")
+        text.append(f"  {byte_size(node.size)} {node.cacher}", style="dim")
     if node.stage:
         text.append(f"  <- {node.stage} [{node.param_set}]", style="cyan")
         text.append(f"  run {node.run_id or '?'}", style="dim")

@@ -23,6 +23,7 @@ from ..engine.driver import NodeOutcome, RunResult
 from ..engine.planner import Action, Decision, Plan
 from ..project.params import Experiment
 from ..store.base import Store
+from ..units import byte_size
 from .plain import (
     DETAIL_LIMIT,
     STYLE,
@@ -220,16 +221,8 @@ def cache_listing(store: Store, *, as_json: bool) -> None:
         table.add_column(column, justify="right" if column in ("size", "age") else "left")
     for r in rows:
         table.add_row(*(Text(str(v)) for v in (r["stage"], r["param_set"], r["artifact"], r["cacher"],
-                                                _size(r["size"]), _age(r["age_seconds"]), r["hash"][:10])))
+                                                byte_size(r["size"]), _age(r["age_seconds"]), r["hash"][:10])))
     out.print(table)
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def _age(seconds: float) -> str:

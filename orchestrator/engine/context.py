@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..store.base import Store
 from ..torchrun.request import (
     LaunchSite,
     ScriptInterface,
@@ -45,7 +46,7 @@ class StageContext:
         params: Mapping[str, Any],
         seed: int,
         key: str,
-        store: Any,
+        store: Store,
         project_root: Path,
     ) -> None:
         self.stage = stage
@@ -57,8 +58,8 @@ class StageContext:
         self.device: Any = None
         self.worker: Any = None
         self.project_root = project_root
-        self.store = store
-        self._store = store
+        self.store = store  # file sets memoize their file hashes in it
+        self.workspace = store.workspace
         self._scratch: Path | None = None
         self._metrics: list[dict[str, Any]] = []
         self._reports: list[dict[str, Any]] = []
@@ -71,13 +72,13 @@ class StageContext:
     def scratch_dir(self) -> Path:
         """A private folder for temporary files; removed after the stage."""
         if self._scratch is None:
-            self._scratch = self._store.scratch_dir()
+            self._scratch = self.workspace.scratch_dir()
         return self._scratch
 
     @property
     def attempt_dir(self) -> Path:
         """A folder kept across failed attempts of this (stage, key); removed after success."""
-        return self._store.attempt_dir(self.stage, self.key)  # type: ignore[no-any-return]
+        return self.workspace.attempt_dir(self.stage, self.key)
 
     def metric(self, name: str, value: float, step: int | None = None, *, show: bool = True) -> None:
         """Record a scalar metric (optionally at a step) for the run records and reports.

@@ -204,7 +204,7 @@ class _Driver:
             cachers=dict(node.stage.cachers),
             store=self.store.url,
             project_root=self.project_root,
-            log_path=str(self.store.log_path(self.run_id, node.id)),
+            log_path=str(self.store.workspace.log_path(self.run_id, node.id)),
             options=self.options,
             map_key=_map_key(node, decision),
             resources=dict(node.stage.resources),
@@ -277,7 +277,7 @@ class _Driver:
         self.refs_written = time.monotonic()
 
     def _log(self, nid: str) -> str:
-        path = self.store.log_path(self.run_id, nid)
+        path = self.store.workspace.log_path(self.run_id, nid)
         return str(path) if path.exists() else ""
 
     def _recover(self, nid: str, error: TaskError) -> bool:
@@ -357,7 +357,7 @@ def execute_dag(
     observer = observer or RunObserver()
     run_id = run_id or new_run_id()
     store.prepare()
-    store.clean_tmp()
+    store.workspace.clean_tmp()
     started = time.perf_counter()
     driver = _Driver(dag, fingerprints, store, executor, forced=forced, keep_going=keep_going,
                      observer=observer, project_root=project_root, run_id=run_id, options=RunOptions.of(options))

@@ -84,7 +84,7 @@ def decide(
     forced: bool = False,
 ) -> Decision:
     """Decide CACHED or RUN for a node whose input hashes are known."""
-    parts = key_parts(node, fingerprint, hashes)
+    parts = key_parts(node.stage, node.key_params, fingerprint, hashes)
     key = parts.digest
     base = dict(node=node.id, stage=node.stage.name, param_set=node.param_set, key=key, parts=parts)
     if forced:
@@ -98,10 +98,10 @@ def decide(
     else:
         previous = store.get_ref(node.stage.name, node.param_set)
         describe = (lambda a, b: describe_change(store, a, b))
-        reasons = changes(previous, parts, code_label(node), describe)
+        reasons = changes(previous, parts, code_label(node.stage), describe)
         if previous is None and node.parent and node.parent != node.param_set:
             inherited = store.get_ref(node.stage.name, node.parent)  # a new set: what differs from its parent's
-            relative = changes(inherited, parts, code_label(node), describe) if inherited is not None else []
+            relative = changes(inherited, parts, code_label(node.stage), describe) if inherited is not None else []
             if relative and relative != ["no cached result"]:
                 reasons = [f"no cached result; vs {node.parent}: {r}" for r in relative]
     return Decision(action=Action.RUN, reasons=tuple(reasons), **base)  # type: ignore[arg-type]

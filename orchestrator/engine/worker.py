@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import CorruptObjectError, DefinitionError, user_traceback
 from ..project.declaration import Stage
+from ..project.readwatch import watching
 from ..store.artifactio import (
     OutputNotStored,
     load_artifact,
@@ -32,7 +33,6 @@ from .capture import capture, log_only, peak_rss, reset_peak_rss
 from .context import StageContext
 from .handoff import Handoff
 from .imported import code_mismatch, resolve_stage
-from .readwatch import watching
 from .task import FailureKind, InputSpec, Task, TaskError, TaskFailed, TaskResult
 
 logger = logging.getLogger(__name__)
@@ -245,4 +245,4 @@ def _split_outputs(stage: Stage, value: Any) -> dict[str, Any]:
 
 
 def _drop_attempt(store: Store, task: Task) -> None:
-    store.drop_attempt(task.stage, task.key)
+    store.workspace.drop_attempt(task.stage, task.key)

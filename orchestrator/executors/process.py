@@ -191,10 +191,10 @@ _USER_SET = frozenset(name for name in THREAD_VARIABLES if name in os.environ)
 def _stop_requested(signum: int, frame: FrameType | None) -> None:
     """SIGTERM (:func:`orchestrator.processes.stop_pool`): a running stage stops as on Ctrl-C in the
     driver's process, so its ``finally`` blocks run and its own pools and process trees are stopped;
-    then the worker exits (:func:`_execute`). An idle worker exits at once."""
+    then the worker exits (:func:`_execute`). An idle worker, or one asked a second time, exits at once."""
     global _STOPPING
-    if not _BUSY:
-        os._exit(128 + signum)
+    if not _BUSY or _STOPPING:  # idle, or asked again while stopping (a second Ctrl-C): exit now, not
+        os._exit(128 + signum)  # a KeyboardInterrupt inside whatever clean-up is running (its traceback)
     _STOPPING = True
     raise KeyboardInterrupt
 

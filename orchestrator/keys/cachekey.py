@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..cachers import get_cacher
-from ..engine.dag import Node
+from ..project.declaration import Stage
 from .fingerprint import WHOLE_MODULE, CodeFingerprint
 from .hashing import SCHEME, hash_struct
 
@@ -75,23 +75,24 @@ def input_label(artifact: str, label: str) -> str:
     return f"{artifact}@{label}" if label else artifact
 
 
-def key_parts(node: Node, fingerprint: CodeFingerprint, input_hashes: Mapping[str, str]) -> KeyParts:
-    """The key parts of ``node`` given the content hashes of its inputs (by input label)."""
+def key_parts(stage: Stage, key_params: Mapping[str, Any], fingerprint: CodeFingerprint,
+              input_hashes: Mapping[str, str]) -> KeyParts:
+    """The key parts of one instance of ``stage``: the params its key sees, its code, its inputs' content hashes."""
     cachers = {
-        output: f"{name}@{get_cacher(name).version}" for output, name in node.stage.cachers.items()
+        output: f"{name}@{get_cacher(name).version}" for output, name in stage.cachers.items()
     }
     return KeyParts(
-        stage=node.stage.name,
+        stage=stage.name,
         code=dict(fingerprint.parts),
-        params=dict(node.key_params),
+        params=dict(key_params),
         inputs=dict(input_hashes),
         cachers=cachers,
     )
 
 
-def code_label(node: Node) -> str:
+def code_label(stage: Stage) -> str:
     """The code-part label of the stage function itself."""
-    fn = node.stage.fn
+    fn = stage.fn
     return f"{fn.__module__}:{fn.__qualname__}"
 
 

@@ -20,13 +20,12 @@ import importlib
 import importlib.util
 import logging
 import sys
-import sysconfig
 import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import LIBRARY_DIR
+from ..project.loader import installed_roots, is_project_file
 from .codeast import find_definition, launched_scripts, relative, strip_docstrings
 from .codevalues import code_struct
 from .codewalk import Walk
@@ -38,7 +37,6 @@ __all__ = ["CodeFingerprint", "Fingerprinter", "WHOLE_MODULE", "fingerprint_of"]
 
 #: marks the label of a part that hashes a whole module (the conservative fallback)
 WHOLE_MODULE = " (whole module: "
-_LIBRARY = Path(LIBRARY_DIR)
 
 
 @dataclass(frozen=True)
@@ -64,20 +62,12 @@ class CodeFingerprint:
         return tuple(label for label in self.parts if WHOLE_MODULE in label)
 
 
-def _excluded_roots() -> tuple[Path, ...]:
-    paths = sysconfig.get_paths()
-    roots = {Path(paths[k]).resolve() for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    roots.add(Path(sys.prefix).resolve())
-    roots.add(Path(sys.base_prefix).resolve())
-    return tuple(roots)
-
-
 class Fingerprinter:
     """Computes and memoizes code fingerprints for one project root."""
 
     def __init__(self, project_root: Path) -> None:
         self.root = project_root.resolve()
-        self._excluded = tuple(r for r in _excluded_roots() if not self.root.is_relative_to(r))
+        self._installed = installed_roots(self.root)
         self._local_files: dict[str, bool] = {}
         self._content: dict[int, tuple[Any, str, tuple[str, ...]]] = {}
         self._scripts: dict[Path, tuple[str, list[Path]]] = {}
@@ -168,9 +158,7 @@ class Fingerprinter:
         known = self._local_files.get(filename)
         if known is None:
             path = Path(filename).resolve()
-            known = (path.is_relative_to(self.root) and not path.is_relative_to(_LIBRARY)
-                     and not any(path.is_relative_to(r) for r in self._excluded)
-                     and "site-packages" not in path.parts)
+            known = is_project_file(path, self.root, self._installed)
             self._local_files[filename] = known
         return known
 

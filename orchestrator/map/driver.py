@@ -25,10 +25,10 @@ from typing import Any
 from ..engine.options import MapEngine, MapOptions
 from ..engine.task import FailureKind, Task, TaskError, TaskFailed
 from ..executors.resources import cpus, usable_cpus
-from ..keys.filehashes import FileHashes
 from ..processes import forkserver, stop_pool
 from ..project.declaration import Stage
 from ..store.base import Store
+from ..store.filehashes import FileHashes
 from .failures import (
     ItemFailure,
     at_every_position,

@@ -69,7 +69,7 @@ class SegmentStore:
         """Store the results of ``items`` (same order) as one segment."""
         import cloudpickle
 
-        staged = self.store.staging_path(".seg")
+        staged = self.store.workspace.staging_path(".seg")
         with open(staged, "wb") as handle:
             cloudpickle.dump(list(results), handle, protocol=pickle.HIGHEST_PROTOCOL)
         digest, _, _ = self.store.ingest(staged)

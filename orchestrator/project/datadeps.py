@@ -11,7 +11,7 @@ string::
     def count(input_path: Annotated[Path, Data(pattern="**/*.txt")]): ...
 
 The content is a *manifest*: every file under the path (matching the pattern) with its size
-and content hash, memoized by size and mtime (:class:`~orchestrator.keys.filehashes.FileHashes`),
+and content hash, memoized by size and mtime (:class:`~orchestrator.store.filehashes.FileHashes`),
 so a rerun over unchanged data only stats the files. Manifests are kept in the store under
 their digest, so a plan can say what changed: ``data/corpus: 5 files added, 1 changed``.
 """
@@ -68,7 +68,7 @@ class Manifests:
     """Content manifests of data paths under a project root, memoized per (path, pattern)."""
 
     def __init__(self, root: Path, store: Any) -> None:
-        from ..keys.filehashes import FileHashes
+        from ..store.filehashes import FileHashes
 
         self.root = root
         self.store = store

@@ -168,24 +168,9 @@ def stage(
         A decorator turning the function into a :class:`Stage`.
     """
 
-    def decorate(fn: Callable[..., Any]) -> Stage:
-        return _build(
-            fn,
-            outputs=outputs,
-            inputs=inputs,
-            cachers=cachers,
-            name=name,
-            version=version,
-            is_aggregate=False,
-            map_over=map_over,
-            batch_size=batch_size,
-            resources=resources,
-            retries=retries,
-            scripts=scripts,
-            options=options,
-        )
-
-    return decorate
+    declared = Declaration(outputs, inputs, cachers, name, version, False, map_over, batch_size, resources,
+                           retries, scripts, options)
+    return lambda fn: _build(fn, declared)
 
 
 def aggregate(
@@ -202,24 +187,8 @@ def aggregate(
     (an input produced by another aggregate is received as is).
     """
 
-    def decorate(fn: Callable[..., Any]) -> Stage:
-        return _build(
-            fn,
-            outputs=outputs,
-            inputs=inputs,
-            cachers=cachers,
-            name=name,
-            version=version,
-            is_aggregate=True,
-            map_over=None,
-            batch_size=None,
-            resources=None,
-            retries=0,
-            scripts=(),
-            options={},
-        )
-
-    return decorate
+    declared = Declaration(outputs, inputs, cachers, name, version, is_aggregate=True)
+    return lambda fn: _build(fn, declared)
 
 
 def _names(value: Sequence[str] | str, what: str, where: str) -> tuple[str, ...]:
@@ -236,32 +205,40 @@ def _names(value: Sequence[str] | str, what: str, where: str) -> tuple[str, ...]
     return names
 
 
-def _build(fn: Callable[..., Any], **declared: Any) -> Stage:
+@dataclass(frozen=True)
+class Declaration:
+    """What a ``@stage(...)`` or ``@aggregate(...)`` decorator says, before it meets its function."""
+
+    outputs: Sequence[str] | str = ()
+    inputs: Sequence[str] | str = ()
+    cachers: Mapping[str, str] | None = None
+    name: str | None = None
+    version: str | int | None = None
+    is_aggregate: bool = False
+    map_over: str | None = None
+    batch_size: int | None = None
+    resources: Mapping[str, Any] | None = None
+    retries: int = 0
+    scripts: Sequence[str] = ()
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _build(fn: Callable[..., Any], declared: Declaration) -> Stage:
     """Build the stage; a mistake is reported at the user's decorator line."""
     try:
-        built = _build_stage(fn, **declared)
+        built = _build_stage(fn, declared)
         claim_name(built.fn, built.name)
         return built
     except DefinitionError as exc:
         raise DefinitionError(f"{user_site()}: {exc}") from None
 
 
-def _build_stage(
-    fn: Callable[..., Any],
-    *,
-    outputs: Sequence[str] | str,
-    inputs: Sequence[str] | str,
-    cachers: Mapping[str, str] | None,
-    name: str | None,
-    version: str | int | None,
-    is_aggregate: bool,
-    map_over: str | None,
-    batch_size: int | None,
-    resources: Mapping[str, Any] | None,
-    retries: int,
-    scripts: Sequence[str],
-    options: Mapping[str, Any],
-) -> Stage:
+def _build_stage(fn: Callable[..., Any], declared: Declaration) -> Stage:
+    outputs, inputs, cachers, name, version = (declared.outputs, declared.inputs, declared.cachers, declared.name,
+                                               declared.version)
+    is_aggregate, map_over, batch_size, resources = (declared.is_aggregate, declared.map_over,
+                                                     declared.batch_size, declared.resources)
+    retries, scripts, options = declared.retries, declared.scripts, declared.options
     if isinstance(fn, Stage):
         raise DefinitionError(f"stage {fn.name!r} is decorated twice. Fix: keep one decorator.")
     if not callable(fn):
@@ -291,19 +268,19 @@ def _build_stage(
             f"stage {stage_name!r}: {sorted(set(ins) & set(outs))} is both input and output."
         )
     signature = inspect.signature(fn)
-    declared = signature.parameters
+    parameters = signature.parameters
     for artifact in ins:
-        if artifact not in declared:
+        if artifact not in parameters:
             raise DefinitionError(
                 f"stage {stage_name!r}: input {artifact!r} is not a parameter of "
-                f"{fn.__name__}{signature}.{did_you_mean(artifact, declared)} "
+                f"{fn.__name__}{signature}.{did_you_mean(artifact, parameters)} "
                 f"Fix: add a parameter named {artifact!r} or correct inputs=."
             )
     params: list[Param] = []
     datas = data_params(fn)
     path_inputs: set[str] = set()
     takes_ctx = False
-    for pname, parameter in declared.items():
+    for pname, parameter in parameters.items():
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             raise DefinitionError(
                 f"stage {stage_name!r}: *args/**kwargs are not supported. "

@@ -65,7 +65,7 @@ def files(pattern: str, *, name: str) -> Stage:
 
 def source_digest(root: Path, pattern: str, store: Any) -> str:
     """A digest of the files matching ``pattern``: paths, sizes and content hashes (memoized)."""
-    from ..keys.filehashes import FileHashes
+    from ..store.filehashes import FileHashes
 
     memo = FileHashes(store)
     entries = [[str(p), p.stat().st_size, memo.hash(p)] for p in list_files(root, pattern)]

@@ -14,6 +14,7 @@ import importlib.util
 import os
 import pkgutil
 import sys
+import sysconfig
 import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LIBRARY_DIR, DefinitionError, ProjectError
-from ..records.environment import process_started
+from ..processes import process_started
 from .declaration import Stage
+
+_LIBRARY = Path(LIBRARY_DIR)
 
 __all__ = ["Project", "find_project", "collect_stages"]
 
@@ -200,21 +203,35 @@ def _stamp(path: str) -> tuple[str, tuple[int, int] | None]:
     return path, (stat.st_mtime_ns, stat.st_size)
 
 
+def installed_roots(root: Path) -> tuple[Path, ...]:
+    """Where installed code lives (the standard library, site-packages, the interpreter's prefixes),
+    leaving out any that hold the project itself."""
+    paths = sysconfig.get_paths()
+    roots = {Path(paths[k]).resolve() for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots |= {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
+    return tuple(r for r in roots if not root.is_relative_to(r))
+
+
+def is_project_file(path: Path, root: Path, installed: tuple[Path, ...]) -> bool:
+    """Whether the resolved ``path`` is the project's own code: under ``root``, not this library, not installed
+    (a virtualenv inside the project)."""
+    return (path.is_relative_to(root) and not path.is_relative_to(_LIBRARY) and "site-packages" not in path.parts
+            and not any(path.is_relative_to(r) for r in installed))
+
+
 def _project_modules(project: Project) -> dict[str, str]:
     """Imported modules whose source is in the project (not in a virtualenv inside it)."""
     found = {}
-    excluded = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
-    own = __name__.split(".")[0]  # this library, when the project holds it (its own example project)
+    installed = installed_roots(project.root)
     prefix = str(project.root)
     for name, module in list(sys.modules.items()):
         filename = getattr(module, "__file__", None)
-        if not filename or name == own or name.startswith(own + "."):
+        if not filename:
             continue
         if os.path.isabs(filename) and not filename.startswith(prefix):  # cheap: most modules are elsewhere
             continue
         path = Path(filename).resolve()
-        if (path.is_relative_to(project.root) and "site-packages" not in path.parts
-                and not any(path.is_relative_to(r) for r in excluded if not project.root.is_relative_to(r))):
+        if is_project_file(path, project.root, installed):  # (not this library, when the project holds it)
             found[name] = str(path)
     return found
 

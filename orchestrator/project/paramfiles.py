@@ -155,7 +155,7 @@ def python_sets(path: Path) -> tuple[list[dict[str, Any]], list[Path]]:
     The files (a TOML config under ``configs/`` that the builder loads) go into the run's
     source snapshot beside the param file.
     """
-    from ..engine.readwatch import watching
+    from .readwatch import watching
 
     with watching() as watch:
         sets = _build_sets(path)

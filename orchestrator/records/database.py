@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import RecordsError
-from .environment import process_alive
+from ..processes import process_alive
 
 logger = logging.getLogger(__name__)
 

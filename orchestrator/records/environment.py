@@ -7,13 +7,11 @@ simply records no commit.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import re
 import shlex
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +21,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GitState", "ProcessInfo", "command_line", "git_state", "package_versions", "process_alive", "this_process"]
+__all__ = ["GitState", "command_line", "git_state", "package_versions"]
 
 # Distributions whose versions are worth recording (the ones installed are).
 KEY_PACKAGES = (
@@ -33,16 +31,6 @@ KEY_PACKAGES = (
 )
 MAX_DIFF_BYTES = 1_000_000
 GIT_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True)
-class ProcessInfo:
-    """The process doing a run, enough to tell later whether it is still alive."""
-
-    host: str
-    user: str
-    pid: int
-    start: str  # the process start time in clock ticks since boot (Linux), "" elsewhere
 
 
 @dataclass(frozen=True)
@@ -57,73 +45,6 @@ class GitState:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
         return {"commit": self.commit, "branch": self.branch, "dirty": self.dirty, "diff": self.diff}
-
-
-def _start_ticks(pid: int) -> str:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    # the command name (field 2) may contain spaces; fields after its closing parenthesis are fixed
-    fields = text.rsplit(")", 1)[-1].split()
-    return fields[19] if len(fields) > 19 else ""
-
-
-@functools.cache
-def process_started() -> float:
-    """When this process started, in seconds since the epoch, never early (Linux: /proc); elsewhere, now.
-
-    Boot time is given in whole seconds and the start in clock ticks: the sum is rounded up.
-    """
-    ticks = _start_ticks(os.getpid())
-    try:
-        with open("/proc/stat", "rb") as handle:
-            boot = next(int(line.split()[1]) for line in handle if line.startswith(b"btime "))
-    except (OSError, ValueError, IndexError, StopIteration):
-        return time.time()
-    if not ticks:
-        return time.time()
-    tick = 1 / os.sysconf("SC_CLK_TCK")
-    return boot + int(ticks) * tick + 1.0 + tick
-
-
-def hostname() -> str:
-    """This machine's name."""
-    return os.uname().nodename if hasattr(os, "uname") else os.environ.get("COMPUTERNAME", "")
-
-
-def _user() -> str:
-    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
-        if os.environ.get(name):
-            return os.environ[name]
-    try:
-        import pwd
-
-        return pwd.getpwuid(os.getuid()).pw_name
-    except (ImportError, KeyError, OSError):
-        return ""
-
-
-def this_process() -> ProcessInfo:
-    """Host, user, pid and start time of the current process."""
-    return ProcessInfo(hostname(), _user(), os.getpid(), _start_ticks(os.getpid()))
-
-
-def process_alive(host: str, pid: int | None, start: str) -> bool | None:
-    """Whether the process that wrote a run is still running: None when it ran on another host."""
-    if host != hostname():
-        return None
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    if start and _start_ticks(pid) not in ("", start):
-        return False  # the pid was reused by a newer process
-    return True
 
 
 def command_line(argv: list[str] | None = None) -> str:

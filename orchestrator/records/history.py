@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RecordNotFound, did_you_mean
+from ..processes import process_alive
 from .database import connect_read_only, database_path, guarded
-from .environment import process_alive
 from .values import ArtifactInfo, ExecutionRecord, RunRecord
 
 __all__ = ["History", "open_history"]

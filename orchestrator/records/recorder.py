@@ -26,17 +26,12 @@ from ..engine.dag import Dag, Node
 from ..engine.driver import NodeOutcome, RunObserver, RunResult, Status
 from ..engine.planner import Decision
 from ..keys.cachekey import code_label
+from ..processes import this_process
 from ..project.loader import Project
 from ..project.params import Experiment
 from ..store.base import Store
 from .database import close_dead_runs, connect, database_path, guarded
-from .environment import (
-    command_line,
-    git_state,
-    package_versions,
-    python_version,
-    this_process,
-)
+from .environment import command_line, git_state, package_versions, python_version
 from .snapshot import take_snapshot
 from .values import ArtifactInfo, ExecutionRecord, RunRecord, final_metrics
 
@@ -133,7 +128,7 @@ class RunRecorder(RunObserver):
         self.conn = connect(self.path)
         root = self.project.root
         for node in dag.nodes.values():
-            self._labels.setdefault(node.stage.name, code_label(node))
+            self._labels.setdefault(node.stage.name, code_label(node.stage))
         experiment = self.experiment
         experiment_json = {
             "names": list(experiment.names),
@@ -171,7 +166,7 @@ class RunRecorder(RunObserver):
         now = time.time()
         self._started[node.id] = now
         seq = self._seq_of(node.id)
-        log_path = str(self.store.log_path(self.run_id, node.id))
+        log_path = str(self.store.workspace.log_path(self.run_id, node.id))
         row = (self.run_id, node.id, seq, node.stage.name, node.param_set, decision.key, "running", now, None,
                0.0, 0, _dumps(list(decision.reasons)), "{}", log_path, None, None)
         parts = decision.parts

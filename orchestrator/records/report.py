@@ -8,7 +8,6 @@ text that came from a run (params, names, messages, reportables) is escaped.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,9 +18,10 @@ from .values import ExecutionRecord, RunRecord
 
 if TYPE_CHECKING:
     from .history import History
+from ..units import byte_size, local_time
 from .markup import esc, markdown, png_data_uri, sanitize_table
 
-__all__ = ["badge", "flatten", "local_time", "page", "render_page", "render_report", "report_path", "write_html",
+__all__ = ["badge", "flatten", "page", "render_page", "render_report", "report_path", "write_html",
            "write_report"]
 
 ROW_LIMIT = 300  # rows per table in a report; cached stages beyond it are only counted
@@ -64,19 +64,6 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
-
-
-def local_time(stamp: float | None) -> str:
-    """Local date and time of a timestamp (``-`` for none)."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else "-"
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def _number(value: Any) -> Any:
@@ -140,7 +127,7 @@ def _timings(executions: list[ExecutionRecord]) -> str:
         width = 160 * e.seconds / longest
         rows.append(f"<tr><td>{esc(e.stage)}</td><td>{esc(e.param_set)}</td><td>{badge(e.status)}</td>"
                     f'<td class="num">{e.seconds:.2f}</td><td><div class="bar" style="width:{width:.0f}px"></div></td>'
-                    f'<td class="num">{_size(e.peak_rss) if e.peak_rss else "-"}</td>'
+                    f'<td class="num">{byte_size(e.peak_rss) if e.peak_rss else "-"}</td>'
                     f"<td><code>{esc((e.key or '')[:10])}</code></td><td>{esc('; '.join(e.reasons))}</td></tr>")
     return ('<div class="scroll"><table id="timings-table"><tr><th>stage</th><th>param set</th><th>status</th>'
             "<th>seconds</th><th></th><th>peak memory</th><th>key</th><th>why</th></tr>"
@@ -223,7 +210,7 @@ def _reportables(executions: list[ExecutionRecord]) -> str:
 
 def _artifacts(executions: list[ExecutionRecord]) -> str:
     rows = [f"<tr><td>{esc(e.stage)}</td><td>{esc(e.param_set)}</td><td>{esc(a.name)}</td>"
-            f"<td><code>{esc(a.hash[:16])}</code></td><td class=\"num\">{_size(a.size)}</td><td>{esc(a.cacher)}</td></tr>"
+            f"<td><code>{esc(a.hash[:16])}</code></td><td class=\"num\">{byte_size(a.size)}</td><td>{esc(a.cacher)}</td></tr>"
             for e in executions for a in e.outputs.values()]
     if not rows:
         return '<p class="muted">No artifacts.</p>'

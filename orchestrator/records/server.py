@@ -17,10 +17,11 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from ..errors import RecordNotFound, RecordsError
+from ..units import local_time
 from .history import History
 from .markup import esc
 from .provenance import run_diff
-from .report import badge, local_time, page, render_report
+from .report import badge, page, render_report
 from .values import RunRecord
 
 logger = logging.getLogger(__name__)

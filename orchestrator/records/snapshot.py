@@ -63,7 +63,7 @@ def take_snapshot(store: Store, root: Path, folders: Iterable[Path] | None = Non
                 snapshot[relative] = f"unsaved:{digest}"
                 continue
             if digest not in published and not store.has_object(digest):
-                staged = store.staging_path()
+                staged = store.workspace.staging_path()
                 shutil.copyfile(path, staged)
                 digest = store.ingest(staged)[0]
         except OSError as exc:  # a file vanishing mid-run is not worth failing the run for

@@ -54,7 +54,7 @@ def serialize_output(store: Store, name: str, obj: Any, declared: str | None) ->
         raise OutputNotStored("outputs", f"output {name!r} is the path {obj}, which does not exist. "
                                  "Fix: write the file (e.g. under ctx.scratch_dir) before returning its path.")
     cacher = get_cacher(declared) if declared else choose_cacher(obj)
-    staged = store.staging_path(cacher.extension)
+    staged = store.workspace.staging_path(cacher.extension)
     try:
         if cacher.kind == "file" and streams(cacher):
             with Spool(staged) as spool:

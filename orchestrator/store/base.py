@@ -24,9 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import stat
-import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,6 @@ from typing import Any
 from ..errors import CorruptObjectError, StoreError
 from ..keys.hashing import hash_file
 from .localfs import (
-    bounded_name,
     describe_entry,
     entry_kind,
     first_non_folder,
@@ -44,6 +41,7 @@ from .localfs import (
     remove,
 )
 from .records import ArtifactRecord, KeyRecord, artifact_hash
+from .workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
@@ -56,18 +54,16 @@ def describe(record: ArtifactRecord, stage: str = "", param_set: str = "") -> st
 
 
 class Store:
-    """Store logic over primitives; ``root`` is the local working folder."""
+    """Store logic over primitives: objects, key records, refs; ``root`` is the local folder (see ``workspace``)."""
 
     url: str
     root: Path
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.tmp = self.root / "tmp"
-        self.attempts = self.root / "attempts"
+        self.workspace = Workspace(self.root, self.prepare)
         self._ready = False
         self._refs: dict[str, dict[str, Any]] | None = None
-        self._logs: dict[tuple[str, str], Path] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
@@ -128,7 +124,7 @@ class Store:
     # -- setup -----------------------------------------------------------------------------
     def folders(self) -> tuple[Path, ...]:
         """The folders of the store on the local disk (created on demand)."""
-        return self.tmp, self.attempts
+        return self.workspace.folders()
 
     def layout_problems(self, deep: bool = False) -> list[Path]:
         """The store's folders (or the store itself) that exist as something else: a file, a FIFO, a broken link.
@@ -149,9 +145,9 @@ class Store:
         if blocked:
             raise not_a_folder(blocked[0], self.root)
         try:
-            for folder in (self.tmp, self.attempts):
+            for folder in self.workspace.folders():
                 folder.mkdir(parents=True, exist_ok=True)
-            probe = self.tmp / f".probe-{os.urandom(16).hex()}"
+            probe = self.workspace.tmp / f".probe-{os.urandom(16).hex()}"
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
@@ -162,11 +158,6 @@ class Store:
         self._ready = True
 
     # -- objects ---------------------------------------------------------------------------
-    def staging_path(self, suffix: str = "") -> Path:
-        """A fresh local path under ``tmp/`` for a cacher to write to."""
-        self.prepare()
-        return self.tmp / f"{os.urandom(16).hex()}{suffix}"
-
     def ingest(self, staged: Path) -> tuple[str, int, str]:
         """Hash a staged file or folder and publish it as an object; returns (hash, size, kind).
 
@@ -219,7 +210,7 @@ class Store:
         """Write the object of an inline output (verified first) as a file of its own."""
         from .inline import verified_bytes
 
-        staged = self.staging_path()
+        staged = self.workspace.staging_path()
         staged.write_bytes(verified_bytes(record, where))
         self.ingest(staged)
 
@@ -298,50 +289,3 @@ class Store:
             refs.setdefault(stage, {})[param_set] = parts
         self.write_text("refs.json", json.dumps(refs, sort_keys=True, default=str))
         self._refs = refs
-
-    # -- local working folders -------------------------------------------------------------
-    def attempt_dir(self, stage: str, key: str) -> Path:
-        """A persistent local working folder for (stage, key), kept across failed attempts."""
-        path = self._inside(self.attempts / bounded_name(stage) / key[:16])
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
-    def drop_attempt(self, stage: str, key: str) -> None:
-        """Remove the attempt folder after a success."""
-        shutil.rmtree(self._inside(self.attempts / bounded_name(stage) / key[:16]), ignore_errors=True)
-
-    def _inside(self, path: Path) -> Path:
-        """``path``, checked to stay inside the store (a name from user text never escapes it)."""
-        if not path.resolve().is_relative_to(self.root.resolve()):
-            raise StoreError(f"{path} would be outside the store {self.root}. Fix: give the stage a name "
-                             "without path separators or '..' (name=...).")
-        return path
-
-    def scratch_dir(self) -> Path:
-        """A fresh, private local scratch folder under ``tmp/`` (the caller removes it)."""
-        self.prepare()
-        import tempfile
-
-        return Path(tempfile.mkdtemp(prefix="scratch-", dir=self.tmp))
-
-    def log_path(self, run_id: str, node_id: str) -> Path:
-        """Where a node's captured output goes for a run (``runs/<run>/logs/<node>.log``)."""
-        found = self._logs.get((run_id, node_id))
-        if found is None:  # asked three times per node: by the task, the run record and the outcome
-            if self._logs and next(iter(self._logs))[0] != run_id:
-                self._logs.clear()  # one run's at a time: a notebook's store lives for many runs
-            safe = bounded_name("".join(c if c.isalnum() or c in "-_.@[],=" else "_" for c in node_id))
-            found = self._logs[(run_id, node_id)] = self._inside(self.root / "runs" / run_id / "logs" / f"{safe}.log")
-        return found
-
-    def clean_tmp(self, older_than: float = 24 * 3600) -> None:
-        """Remove staging leftovers of killed processes older than ``older_than`` seconds."""
-        if not self.tmp.is_dir():
-            return
-        cutoff = time.time() - older_than
-        for entry in self.tmp.iterdir():
-            try:
-                if entry.lstat().st_mtime < cutoff:
-                    remove(entry)
-            except OSError:
-                continue

@@ -123,7 +123,7 @@ def collect_garbage(store: Store, *, keep_last: int | None = None, older_than: f
 def _stale_attempts(store: Store, cutoff: float, leased: set[str]) -> list[Path]:
     """Attempt folders (checkpoints of failed trainings) untouched since ``cutoff``, of keys no run holds."""
     found = []
-    for stage in store.attempts.iterdir() if store.attempts.is_dir() else ():
+    for stage in store.workspace.attempts.iterdir() if store.workspace.attempts.is_dir() else ():
         for folder in stage.iterdir() if stage.is_dir() else ():
             newest = max((p.stat().st_mtime for p in folder.rglob("*")), default=folder.stat().st_mtime)
             if newest < cutoff and not any(key.startswith(folder.name) for key in leased):

@@ -33,8 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..processes import alive
-from ..records.environment import hostname
+from ..processes import alive, hostname
 from ..settings import env_number
 from .base import Store
 

@@ -190,7 +190,7 @@ class LocalStore(Store):
     def discard_object(self, object_hash: str) -> None:
         path = self.object_path(object_hash)
         if os.path.lexists(path):
-            quarantine = self.staging_path(".discard")
+            quarantine = self.workspace.staging_path(".discard")
             os.rename(path, quarantine)
             remove(quarantine)
 

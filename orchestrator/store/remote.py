@@ -127,7 +127,7 @@ class RemoteStore(Store):
     def _publish(self, staged: Path, object_hash: str) -> None:
         upload = staged
         if staged.is_dir():
-            upload = self.staging_path(".tar")
+            upload = self.workspace.staging_path(".tar")
             with tarfile.open(upload, "w") as archive:
                 archive.add(staged, arcname=".")
         try:
@@ -163,7 +163,7 @@ class RemoteStore(Store):
             os.utime(target)  # most recently used
             return target
         self.prepare()
-        staged = self.staging_path(".download")
+        staged = self.workspace.staging_path(".download")
         try:  # ranged reads into a local file: memory stays at one chunk, whatever the object's size
             with self.fs.open(self._object(object_hash), "rb", block_size=CHUNK, cache_type="none") as remote, \
                     open(staged, "wb") as local:
@@ -171,7 +171,7 @@ class RemoteStore(Store):
         except FileNotFoundError as exc:
             raise CorruptObjectError(f"stored object {object_hash[:12]} is missing from {self.url}.") from exc
         if kind == "dir":
-            folder = self.staging_path(".dir")
+            folder = self.workspace.staging_path(".dir")
             with tarfile.open(staged) as archive:
                 archive.extractall(folder, filter="data")
             staged.unlink()

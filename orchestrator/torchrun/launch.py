@@ -2,7 +2,7 @@
 
 The launcher builds an argv list (never a shell string) for torchrun (``python -m
 orchestrator.torchrun.agent``: torchrun's own ``main``, tied to this process) and runs it with
-:func:`orchestrator.processes.run_supervised` (own session, timeout, SIGTERM then SIGKILL
+:func:`orchestrator.torchrun.processtree.run_supervised` (own session, timeout, SIGTERM then SIGKILL
 to the whole tree, no orphan ranks). One node: ``--standalone`` with a
 fresh rendezvous port per launch, and every listener kept on 127.0.0.1 (see
 :mod:`orchestrator.torchrun.loopback`). Several nodes: ``--nnodes/--node-rank/--rdzv-endpoint`` are
@@ -29,8 +29,8 @@ from pathlib import Path
 
 from ..engine.capture import log_only
 from ..executors.resources import usable_cpus
-from ..processes import run_supervised
 from .agent import LOOPBACK_ENV, PARENT_ENV
+from .processtree import run_supervised
 
 logger = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ import json
 import os
 from pathlib import Path
 
-from ..store.base import Store
-from ..store.localfs import write_atomic
-from .hashing import hash_file
+from ..keys.hashing import hash_file
+from .base import Store
+from .localfs import write_atomic
 
 __all__ = ["FileHashes"]
 
