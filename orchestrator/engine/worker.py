@@ -95,12 +95,14 @@ def _execute(task: Task, progress: Callable[[str, Any], None] | None, held: dict
         try:
             staged = {name: serialize_output(store, name, obj, task.cachers.get(name)) for name, obj in values.items()}
             del value, kwargs
-            outputs = {name: publish_output(store, name, cacher, path) for name, (cacher, path) in staged.items()}
+            outputs = {name: publish_output(store, name, output) for name, output in staged.items()}
         except OutputNotStored as exc:
             raise TaskFailed(TaskError(FailureKind(exc.kind), exc.message, exc.exc_type, exc.traceback)) from exc
-        for name, (cacher, _) in staged.items():
-            if handoff is not None:  # popped straight into keep(): it sees whether anything else refers to it
-                handoff.keep(outputs[name].hash, cacher, values.pop(name))
+        for name, output in staged.items():
+            # popped straight into keep(): it sees whether anything else refers to it; a value holding paths
+            # is not handed on (a reload gives paths to the stored copies, which the consumer must see)
+            if handoff is not None and not output.refs:
+                handoff.keep(outputs[name].hash, output.cacher, values.pop(name))
         del values
         if ctx is not None and stage.options.get("keep_attempts") is not True:
             _drop_attempt(store, task)

@@ -3,7 +3,11 @@
 A segment is one content-addressed object holding the results of a chunk of items, plus
 a small index record listing the item hashes it covers::
 
-    maps/<mk[:2]>/<map key>/<segment object hash>.json   {"object": ..., "items": [...]}
+    maps/<mk[:2]>/<map key>/<segment object hash>.json   {"object": ..., "items": [...], "refs": [...]}
+
+Files an item returns as paths (written into ``ctx.scratch_dir``, say) are stored with the
+segment (:mod:`orchestrator.store.storedpaths`); ``refs`` lists them so gc keeps them as long
+as the segment.
 
 Workers write segments as they finish chunks, so a map killed at item 73,512 keeps every
 finished chunk; the next run reads the index and computes only the missing items.
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..store.base import Store
+from ..store.storedpaths import store_paths
 
 logger = logging.getLogger(__name__)
 
@@ -66,15 +71,16 @@ class SegmentStore:
         return index
 
     def write(self, items: Sequence[str], results: Sequence[Any]) -> Segment:
-        """Store the results of ``items`` (same order) as one segment."""
+        """Store the results of ``items`` (same order) as one segment, with the files they hold as paths."""
         import cloudpickle
 
+        results, refs = store_paths(self.store, list(results))
         staged = self.store.workspace.staging_path(".seg")
         with open(staged, "wb") as handle:
             cloudpickle.dump(list(results), handle, protocol=pickle.HIGHEST_PROTOCOL)
         digest, _, _ = self.store.ingest(staged)
         segment = Segment(digest, tuple(items))
-        record = json.dumps({"object": digest, "items": list(items), "created": time.time()})
+        record = json.dumps({"object": digest, "items": list(items), "created": time.time(), "refs": list(refs)})
         self.store.write_text(f"{self.folder}/{digest}.json", record)
         return segment
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import io
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -21,8 +22,9 @@ from ..keys.hashing import hash_bytes
 from .base import Store, describe
 from .inline import Spool, encode, verified_bytes
 from .records import ArtifactRecord, artifact_hash
+from .storedpaths import resolve_paths, store_paths
 
-__all__ = ["OutputNotStored", "load_artifact", "publish_output", "serialize_output"]
+__all__ = ["OutputNotStored", "Staged", "load_artifact", "publish_output", "serialize_output"]
 
 
 class OutputNotStored(Exception):
@@ -38,6 +40,11 @@ class OutputNotStored(Exception):
 
 def load_artifact(store: Store, record: ArtifactRecord, *, as_path: bool, stage: str = "", param_set: str = "") -> Any:
     """Verify a stored artifact and load it (or return its path)."""
+    value = _loaded(store, record, as_path=as_path, stage=stage, param_set=param_set)
+    return resolve_paths(store, value, describe(record, stage, param_set)) if record.refs and not as_path else value
+
+
+def _loaded(store: Store, record: ArtifactRecord, *, as_path: bool, stage: str, param_set: str) -> Any:
     if record.data is not None and not as_path:
         cacher = get_cacher(record.cacher)
         if streams(cacher):  # kept inside its key record: no file to open
@@ -48,19 +55,39 @@ def load_artifact(store: Store, record: ArtifactRecord, *, as_path: bool, stage:
     return get_cacher(record.cacher).load(path)
 
 
-def serialize_output(store: Store, name: str, obj: Any, declared: str | None) -> tuple[Cacher, Path | bytes]:
-    """Serialize one output with its cacher: to a local staging file, or to bytes when small (inline.py)."""
+@dataclass(frozen=True)
+class Staged:
+    """An output serialized by ``cacher``: a local staging file, or bytes small enough to keep inline;
+    ``refs`` are the objects of the files it holds as paths."""
+
+    cacher: Cacher
+    content: Path | bytes
+    refs: tuple[str, ...] = ()
+
+
+def serialize_output(store: Store, name: str, obj: Any, declared: str | None) -> Staged:
+    """Serialize one output with its cacher: to a local staging file, or to bytes when small (inline.py).
+
+    With the pickle cacher, files the value holds as paths are stored first (:mod:`.storedpaths`).
+    """
     if isinstance(obj, Path) and not obj.exists() and declared in (None, "file", "dir"):
         raise OutputNotStored("outputs", f"output {name!r} is the path {obj}, which does not exist. "
                                  "Fix: write the file (e.g. under ctx.scratch_dir) before returning its path.")
     cacher = get_cacher(declared) if declared else choose_cacher(obj)
+    refs: tuple[str, ...] = ()
+    if cacher.name == "pickle":
+        try:
+            obj, refs = store_paths(store, obj)
+        except OSError as exc:
+            raise _storage_failure(store, name, exc, f"holds a path whose file could not be stored: "
+                                   f"{type(exc).__name__}: {exc}.") from exc
     staged = store.workspace.staging_path(cacher.extension)
     try:
         if cacher.kind == "file" and streams(cacher):
             with Spool(staged) as spool:
                 cacher.write(obj, cast(IO[bytes], spool))  # a binary file, as io.RawIOBase
             if spool.inline is not None:
-                return cacher, spool.inline
+                return Staged(cacher, spool.inline, refs)
         else:
             cacher.save(obj, staged)
     except Exception as exc:
@@ -68,16 +95,17 @@ def serialize_output(store: Store, name: str, obj: Any, declared: str | None) ->
         hint = "" if declared == "pickle" else f" Fix: declare cachers={{{name!r}: 'pickle'}} or return a supported type."
         raise _storage_failure(store, name, exc, f"({type(obj).__name__}) could not be stored with cacher "
                                f"{cacher.name!r}: {type(exc).__name__}: {exc}.{hint}") from exc
-    return cacher, staged
+    return Staged(cacher, staged, refs)
 
 
-def publish_output(store: Store, name: str, cacher: Cacher, staged: Path | bytes) -> ArtifactRecord:
+def publish_output(store: Store, name: str, output: Staged) -> ArtifactRecord:
     """Hash a staged output and publish it to the store (small ones go into the key record)."""
+    cacher, staged, refs = output.cacher, output.content, output.refs
     if isinstance(staged, bytes):
         digest = hash_bytes(staged)
         return ArtifactRecord(name=name, hash=artifact_hash(cacher.name, cacher.version, digest), object=digest,
                               cacher=cacher.name, cacher_version=cacher.version, size=len(staged),
-                              data=encode(staged))
+                              data=encode(staged), refs=refs)
     try:
         digest, size, kind = store.ingest(staged)
     except Exception as exc:
@@ -92,6 +120,7 @@ def publish_output(store: Store, name: str, cacher: Cacher, staged: Path | bytes
         cacher_version=cacher.version,
         size=size,
         kind=kind,
+        refs=refs,
     )
 
 

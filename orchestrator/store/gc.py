@@ -98,8 +98,8 @@ def collect_garbage(store: Store, *, keep_last: int | None = None, older_than: f
         while kept and _reachable_size(kept, sizes) > max_size and now - kept[0].created > grace:
             drop.append(kept.pop(0))
     segments = _segments(store, None if cutoff is None else cutoff, leased_keys(store))
-    reachable = snapshot | {a.object for r in kept for a in r.outputs.values() if a.data is None}  # (inline: below)
-    reachable |= {obj for rel, obj, fresh in segments if fresh}
+    reachable = snapshot | _objects(kept)
+    reachable |= {obj for rel, objects, fresh in segments if fresh for obj in objects}
     garbage = [(h, size) for h, (size, mtime) in sizes.items() if h not in reachable and now - mtime > grace]
     stale_segments = [(rel, obj) for rel, obj, fresh in segments if not fresh]
     attempts = _stale_attempts(store, cutoff, keys) if cutoff is not None else []
@@ -131,8 +131,14 @@ def _stale_attempts(store: Store, cutoff: float, leased: set[str]) -> list[Path]
     return found
 
 
+def _objects(records: list[Any]) -> set[str]:
+    """The objects key records reach: their outputs' (but those kept inline) and the files those hold."""
+    found = {a.object for r in records for a in r.outputs.values() if a.data is None}
+    return found | {ref for r in records for a in r.outputs.values() for ref in a.refs}
+
+
 def _reachable_size(records: list[Any], sizes: dict[str, tuple[int, float]]) -> int:
-    objects = {a.object for r in records for a in r.outputs.values() if a.data is None}
+    objects = _objects(records)
     return sum(sizes[h][0] for h in objects if h in sizes) + _inline_size(records)
 
 
@@ -153,8 +159,8 @@ def _runs(store: Store) -> list[Any]:
     return history.runs() if history is not None else []
 
 
-def _segments(store: Store, cutoff: float | None, leased: set[str]) -> list[tuple[str, str, bool]]:
-    """Every map segment record as (relative path, object, kept?).
+def _segments(store: Store, cutoff: float | None, leased: set[str]) -> list[tuple[str, list[str], bool]]:
+    """Every map segment record as (relative path, its objects: the segment's and its items' files, kept?).
 
     The segments of a map key that a live run holds (a map running or resuming now) are kept
     whatever their age: its driver reads them to skip finished items.
@@ -171,6 +177,7 @@ def _segments(store: Store, cutoff: float | None, leased: set[str]) -> list[tupl
                 except ValueError:
                     continue
                 created = float(data.get("created", 0))
-                found.append((f"{folder}/{name}", str(data.get("object", "")),
+                objects = [str(data.get("object", "")), *map(str, data.get("refs", []))]
+                found.append((f"{folder}/{name}", objects,
                               held or cutoff is None or created >= cutoff))
     return found

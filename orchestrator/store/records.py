@@ -32,6 +32,8 @@ class ArtifactRecord:
         object: The content hash of the stored bytes (the object's name in the store).
         data: Those bytes, base64-encoded, when they are kept inside the key record
             (outputs of at most :data:`~orchestrator.store.inline.INLINE_LIMIT` bytes); else None.
+        refs: Objects the stored value refers to: files it held as paths, kept in the store
+            (:mod:`orchestrator.store.storedpaths`). gc keeps them, verify checks them.
     """
 
     name: str
@@ -42,12 +44,20 @@ class ArtifactRecord:
     size: int
     kind: str = "file"
     data: str | None = None
+    refs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "refs", tuple(self.refs))  # (a list, as read back from JSON)
 
     def to_dict(self) -> dict[str, Any]:
-        """The record as stored (``data`` only when the bytes are inline)."""
+        """The record as stored (``data`` only when the bytes are inline, ``refs`` only when there are some)."""
         values = dict(vars(self))
         if values["data"] is None:
             del values["data"]
+        if values["refs"]:
+            values["refs"] = list(values["refs"])
+        else:
+            del values["refs"]
         return values
 
 

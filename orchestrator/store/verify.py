@@ -1,5 +1,9 @@
 """``experiment cache verify``: check the store's folders, and every stored artifact against its content hash.
 
+It also checks what artifacts refer to: the files a value holds (``refs``) must be intact, and a
+pickled value must not hold a path outside the store (an artifact written before paths were
+stored, or a path that did not exist when it was written).
+
 Nothing is opened before its type is known (a FIFO where an object belongs is reported, never read),
 and without ``--repair`` nothing is written: verify works on a read-only store.
 """
@@ -16,12 +20,16 @@ from pathlib import Path
 
 from ..errors import CorruptObjectError, StoreError
 from .base import Store, describe
+from .records import ArtifactRecord
+from .storedpaths import paths_in_pickle
 from .inline import verified_bytes
 from .localfs import not_a_folder
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Problem", "VerifyReport", "verify_store"]
+
+SCAN_LIMIT = 256 * 2**20  # pickled artifacts up to this size are read for the paths they hold
 
 
 @dataclass(frozen=True)
@@ -72,12 +80,15 @@ def verify_store(store: Store, *, repair: bool = False,
             artifacts += 1
             try:
                 if artifact.data is not None:  # kept in the key record: check it there, write no file
-                    verified_bytes(artifact, describe(artifact, record.stage, record.param_set))
+                    content: bytes | Path = verified_bytes(artifact, describe(artifact, record.stage, record.param_set))
                 else:
-                    store.verified_path(artifact, stage=record.stage, param_set=record.param_set)
+                    content = store.verified_path(artifact, stage=record.stage, param_set=record.param_set)
             except CorruptObjectError as exc:
                 problems.append(Problem(record.stage, record.param_set, artifact.name, record.key,
                                         artifact.object, str(exc).split(". Fix:")[0]))
+                continue
+            problems += [Problem(record.stage, record.param_set, artifact.name, record.key, "", message)
+                         for message in _reference_problems(store, artifact, content)]
         if progress is not None:
             progress(records)
     if repair:
@@ -90,6 +101,27 @@ def verify_store(store: Store, *, repair: bool = False,
             logger.info("forgot %s [%s] (%s): the next run recomputes it", problem.stage, problem.param_set,
                         problem.artifact)
     return VerifyReport(records, artifacts, tuple(problems), repair)
+
+
+def _reference_problems(store: Store, artifact: ArtifactRecord, content: bytes | Path) -> list[str]:
+    """What is wrong with the files an intact artifact refers to: stored ones missing or corrupt, and
+    (pickled values) paths that point outside the store, which clean-up or another machine will not have."""
+    found = [f"the file {ref[:12]} it holds is missing from the store or corrupt" for ref in artifact.refs
+             if not store.object_is_intact(ref)]
+    if artifact.cacher != "pickle" or artifact.kind != "file":
+        return found
+    if isinstance(content, Path):
+        if content.stat().st_size > SCAN_LIMIT:
+            return found
+        content = content.read_bytes()
+    root = store.root.resolve()
+    for text in dict.fromkeys(paths_in_pickle(content)):
+        path = Path(text) if Path(text).is_absolute() else Path.cwd() / text
+        if not path.resolve().is_relative_to(root):
+            state = "still there" if path.exists() else "gone now"
+            found.append(f"holds the path {text}, which points outside the store ({state}): a run on another "
+                         "machine or after clean-up cannot read it")
+    return found
 
 
 def _layout_problem(store: Store, path: Path) -> Problem:
