@@ -89,3 +89,53 @@ def test_a_wrong_element_type_names_the_element(make_project):
     })
     proc = proj.experiment("run", "p", check=2)
     assert "param sizes[1] of stage 'f' must be int, but param set 'p' gives 'four'" in proc.stderr
+
+
+def test_a_dataclass_builder_field_of_the_wrong_type_is_named(make_project):
+    proj = _project(make_project, **{"params/built.py": '''
+import dataclasses
+
+
+@dataclasses.dataclass
+class Run:
+    name: str
+    lr: float = 0.1
+    sizes: list[int] = dataclasses.field(default_factory=lambda: [8, 4])
+
+
+def get_params():
+    return [Run("ok"), Run("bad", sizes=[8, "four"])]
+'''})
+    proc = proj.experiment("params", "built", check=2)
+    assert "get_params()[1] (Run): field sizes[1] must be int, but it is 'four' (str)" in proc.stderr
+    proj.write({"params/built.py": proj.root.joinpath("params/built.py").read_text().replace(
+        'Run("bad", sizes=[8, "four"])', 'Run("bad", lr="fast")')})
+    proc = proj.experiment("params", "built", check=2)
+    assert "get_params()[1] (Run): field lr must be float, but it is 'fast' (str)" in proc.stderr
+
+
+def test_pydantic_builders_are_converted_and_checked(make_project):
+    proj = _project(make_project, **{"params/built.py": '''
+from pydantic import BaseModel
+
+
+class Model(BaseModel):
+    depth: int = 2
+    dropout: float = 0.1
+
+
+class Run(BaseModel):
+    name: str
+    model: Model = Model()
+
+
+def get_params():
+    return [Run(name="small"), Run(name="deep", model=Model(depth=6))]
+'''})
+    sets = json.loads(proj.experiment("params", "built", "--json").stdout)
+    assert sets["deep"]["model"] == {"depth": 6, "dropout": 0.1}
+    assert statuses(proj.run_json("built"))[("fit", "deep")] == "ran"
+    proj.write({"params/built.py": proj.root.joinpath("params/built.py").read_text().replace(
+        "Model(depth=6)", 'Model(depth="six")')})
+    proc = proj.experiment("params", "built", check=2)
+    assert "get_params() raised ValidationError" in proc.stderr and "depth" in proc.stderr

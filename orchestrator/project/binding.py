@@ -15,6 +15,7 @@ from ..errors import DefinitionError, ParamsError, did_you_mean
 from ..keys.fingerprint import CodeFingerprint
 from .declaration import Param, Stage
 from .params import ParamSet
+from .paramtypes import label_of, type_mismatch
 
 __all__ = ["RESERVED_PARAMS", "as_lists", "bind", "bind_aggregate", "check_unknown_keys", "data_keys"]
 
@@ -38,67 +39,22 @@ def data_keys(stage: Stage, params: Mapping[str, Any], data: Callable[[Any, str]
             for p in stage.all_params if p.data is not None and params.get(p.name) is not None}
 
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "int": (int,),
-    "float": (int, float),
-    "str": (str,),
-    "bool": (bool,),
-    "list": (list,),
-    "dict": (dict,),
-    "tuple": (list, tuple),
-}
-
-
-def _label(annotation: Any) -> str:
-    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-
-
-def _element_type(annotation: Any) -> tuple[str, str] | None:
-    """``("list", "int")`` for ``list[int]``, ``tuple[int, ...]`` or their string forms; else None."""
-    import re
-    import typing
-
-    if isinstance(annotation, str):
-        match = re.fullmatch(r"\s*(list|tuple|List|Tuple)\[\s*(\w+)\s*(,\s*\.\.\.\s*)?\]\s*", annotation)
-        return (match.group(1).lower(), match.group(2)) if match else None
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (list, tuple) and args and (origin is list or (len(args) == 2 and args[1] is Ellipsis)):
-        return origin.__name__, getattr(args[0], "__name__", "")
-    return None
-
-
-def _check_elements(stage: Stage, param: Param, value: Any, param_set: str) -> None:
-    """A wrong element names the element (``sizes[1]``), not the whole list."""
-    found = _element_type(param.annotation)
-    if found is None or not isinstance(value, (list, tuple)):
-        return
-    expected = _TYPES.get(found[1])
-    if expected is None:
-        return
-    for index, item in enumerate(value):
-        if isinstance(item, bool) and bool not in expected or not isinstance(item, expected):
-            raise ParamsError(
-                f"param {param.name}[{index}] of stage {stage.name!r} must be {found[1]}, but param set "
-                f"{param_set!r} gives {item!r} ({type(item).__name__}). Fix: correct that element in the param file."
-            )
-
 
 def _check_type(stage: Stage, param: Param, value: Any, param_set: str) -> None:
-    _check_elements(stage, param, value, param_set)
-    label = _label(param.annotation)
-    expected = _TYPES.get(label)
-    if expected is None or (value is None and param.default is None):
+    found = None if value is None and param.default is None else type_mismatch(param.annotation, value)
+    if found is None:
         return
-    if isinstance(value, bool) and bool not in expected:
-        ok = False
-    else:
-        ok = isinstance(value, expected)
-    if not ok:
+    where, label, bad = found
+    if where:  # a wrong element names the element (``sizes[1]``), not the whole list
         raise ParamsError(
-            f"param {param.name!r} of stage {stage.name!r} must be {label}, but param set "
-            f"{param_set!r} gives {value!r} ({type(value).__name__}). Fix: --set {param.name}=<{label}> "
-            "or correct the param file."
+            f"param {param.name}{where} of stage {stage.name!r} must be {label}, but param set "
+            f"{param_set!r} gives {bad!r} ({type(bad).__name__}). Fix: correct that element in the param file."
         )
+    raise ParamsError(
+        f"param {param.name!r} of stage {stage.name!r} must be {label}, but param set "
+        f"{param_set!r} gives {value!r} ({type(value).__name__}). Fix: --set {param.name}=<{label}> "
+        "or correct the param file."
+    )
 
 
 def bind(stage: Stage, param_set: ParamSet) -> dict[str, Any]:
@@ -115,7 +71,7 @@ def bind(stage: Stage, param_set: ParamSet) -> dict[str, Any]:
                     "in a dict in the stage's module."
                 )
             _check_type(stage, param, value, param_set.name)
-            if _label(param.annotation) == "float" and type(value) is int:
+            if label_of(param.annotation) == "float" and type(value) is int:
                 value = float(value)  # lr=1 and lr=1.0 are the same param value, and the same key
             values[param.name] = value
         elif not param.required:

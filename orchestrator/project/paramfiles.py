@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import typing
 from pathlib import Path
 from typing import Any
 
 from ..errors import ParamsError, did_you_mean
+from .paramtypes import type_mismatch
 
 __all__ = ["SUFFIXES", "TOP_LEVEL", "UNSET", "python_sets", "read_document", "yaml_value"]
 
@@ -188,6 +190,7 @@ def _build_sets(path: Path) -> list[dict[str, Any]]:
         if values is None:
             raise ParamsError(f"{path}: get_params()[{index}] is a {type(entry).__name__}; each set must be a "
                               "dict, a dataclass or a pydantic model.")
+        _check_fields(entry, f"{path}: get_params()[{index}]")
         found.append({**values, "name": str(values.get("name", f"{path.stem}[{index}]"))})
     return found
 
@@ -201,3 +204,22 @@ def _as_dict(entry: Any) -> dict[str, Any] | None:
     if callable(dump):
         return dict(dump())
     return None
+
+
+def _check_fields(entry: Any, where: str) -> None:
+    """A dataclass's fields against their annotations (pydantic models check themselves when built)."""
+    if not dataclasses.is_dataclass(entry) or isinstance(entry, type):
+        return
+    try:
+        hints = typing.get_type_hints(type(entry))
+    except Exception:  # noqa: BLE001 - an annotation that does not evaluate: its string form is checked
+        hints = {}
+    for field in dataclasses.fields(entry):
+        value = getattr(entry, field.name)
+        if value is None and field.default is None:
+            continue
+        found = type_mismatch(hints.get(field.name, field.type), value)
+        if found is not None:
+            place, label, bad = found
+            raise ParamsError(f"{where} ({type(entry).__name__}): field {field.name}{place} must be {label}, "
+                              f"but it is {bad!r} ({type(bad).__name__}). Fix: correct it in get_params().")

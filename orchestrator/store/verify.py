@@ -20,10 +20,10 @@ from pathlib import Path
 
 from ..errors import CorruptObjectError, StoreError
 from .base import Store, describe
-from .records import ArtifactRecord
-from .storedpaths import paths_in_pickle
 from .inline import verified_bytes
 from .localfs import not_a_folder
+from .records import ArtifactRecord
+from .storedpaths import paths_in_pickle
 
 logger = logging.getLogger(__name__)
 
