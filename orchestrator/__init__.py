@@ -29,7 +29,7 @@ _EXPORTS = {
     "Status": "engine.driver",
     "StoreError": "errors",
     "UsageError": "errors",
-    "aggregate": "project.declaration",
+    "aggregate": "project.decorators",
     "files": "project.filesets",
     "load": "api",
     "open_session": "api",
@@ -37,7 +37,7 @@ _EXPORTS = {
     "register_cacher": "cachers",
     "register_executor": "executors",
     "run": "api",
-    "stage": "project.declaration",
+    "stage": "project.decorators",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -72,5 +72,6 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from .executors import Executor, register_executor
     from .project.datadeps import Data
-    from .project.declaration import Stage, aggregate, stage
+    from .project.declaration import Stage
+    from .project.decorators import aggregate, stage
     from .project.filesets import files

@@ -19,15 +19,16 @@ from typing import Any
 
 from ..errors import StoreError
 from ..executors import Executor
-from ..keys.cachekey import input_label, map_key
+from ..keys.cachekey import input_label
 from ..keys.fingerprint import CodeFingerprint
 from ..store.base import ArtifactRecord, KeyRecord, Store
 from ..store.leases import Leases
+from .claims import Claims
 from .dag import Dag, Node
 from .options import RunOptions
 from .outcomes import NodeOutcome, Observers, RunObserver, RunResult, RunStatus, Status
 from .planner import Action, Decision, decide, recheck
-from .task import FailureKind, InputSpec, Task, TaskError, TaskResult
+from .task import FailureKind, TaskError, TaskResult, task_for
 
 logger = logging.getLogger(__name__)
 
@@ -80,14 +81,14 @@ class _Driver:
         self.attempts: dict[str, int] = {}
         self.stopped = False
         self.submitting: tuple[str, Decision] | None = None
-        self.leases = Leases(store)
+        self.claims = Claims(Leases(store))
         self.warned_reads: set[str] = set()
         self.blocked: dict[str, float] = {}  # nodes whose key another run is computing -> since when
         self.refs: dict[tuple[str, str], Any] = {}  # key parts of what ran, for the next plan's reasons
         self.refs_written = time.monotonic()
 
     def run(self) -> None:
-        with self.leases:
+        with self.claims:
             while self.ready or self.running or (self.blocked and not self.stopped):
                 while self.ready and not self.stopped and len(self.running) < max(1, self.executor.capacity):
                     self._start(self.ready.popleft())
@@ -119,8 +120,7 @@ class _Driver:
             node, self.fingerprints[node.stage.name], hashes, self.store, forced=node.stage.name in self.forced
         )
         if decision.action is Action.RUN and decision.key is not None:
-            shared = _map_key(node, decision)  # a map's items: one computation at a time, and gc keeps them
-            if not self.leases.acquire(decision.key) or (shared and not self._lease_map(shared, decision.key)):
+            if not self.claims.take(node, decision):
                 if nid not in self.blocked:
                     logger.info("%s [%s]: another run is computing it; waiting to reuse its result",
                                 node.stage.name, node.param_set)
@@ -129,7 +129,7 @@ class _Driver:
             # another run may have stored it since we decided (or while we waited)
             again = recheck(decision, self.store) if node.stage.name not in self.forced else decision
             if again.action is Action.CACHED:
-                self._release(node, decision)
+                self.claims.release(node, decision)
                 decision = again
         self.blocked.pop(nid, None)
         if decision.action is Action.CACHED and decision.record is not None:
@@ -155,61 +155,18 @@ class _Driver:
             "annotated Annotated[Path, Data()] that names it, or an input made with files('...', name=...) "
             "(run --strict-data makes this an error).", node.stage.name, shown, "is" if len(reads) == 1 else "are")
 
-    def _lease_map(self, shared: str, key: str) -> bool:
-        """Hold the map key too (released with the node's key); on failure, let go of the node's."""
-        if self.leases.acquire(shared):
-            return True
-        self.leases.release(key)
-        return False
-
-    def _release(self, node: Node, decision: Decision) -> None:
-        shared = _map_key(node, decision)
-        if shared:
-            self.leases.release(shared)
-        if decision.key is not None:
-            self.leases.release(decision.key)
-
     def _submit(self, node: Node, decision: Decision) -> None:
         nid = node.id
         if self.refs and time.monotonic() - self.refs_written > REFS_EVERY:
             self.write_refs()  # before a stage that may run long (and be killed), not only at the end
-        task = self._task(node, decision)
+        task = task_for(node, decision, {r.producer: self.outputs[r.producer] for r in node.inputs}, self.store,
+                        run_id=self.run_id, project_root=self.project_root, options=self.options,
+                        code=self.fingerprints[node.stage.name].digest)
         self.observer.node_started(node, decision)
         self.submitting = (nid, decision)
         future = self.executor.submit(task)
         self.submitting = None
         self.running[future] = (nid, decision)
-
-    def _task(self, node: Node, decision: Decision) -> Task:
-        specs = tuple(
-            InputSpec(
-                name=ref.artifact,
-                label=ref.label,
-                record=self.outputs[ref.producer][ref.artifact],
-                producer=ref.producer,
-                as_path=ref.artifact in node.stage.path_inputs,
-            )
-            for ref in node.inputs
-        )
-        return Task(
-            node=node.id,
-            stage=node.stage.name,
-            module=node.stage.module,
-            param_set=node.param_set,
-            key=decision.key or "",
-            params=node.params,
-            set_values=node.set_values,
-            seed=node.seed,
-            inputs=specs,
-            cachers=dict(node.stage.cachers),
-            store=self.store.url,
-            project_root=self.project_root,
-            log_path=str(self.store.workspace.log_path(self.run_id, node.id)),
-            options=self.options,
-            map_key=_map_key(node, decision),
-            resources=dict(node.stage.resources),
-            code=self.fingerprints[node.stage.name].digest,
-        )
 
     def _finish(self, nid: str, decision: Decision, future: Future[TaskResult]) -> None:
         node = self.dag.nodes[nid]
@@ -229,7 +186,7 @@ class _Driver:
         if result.error is None:
             result = self._record(node, decision, result)
         if decision.key is not None:  # only now: a run waiting on this key finds the record
-            self._release(node, decision)
+            self.claims.release(node, decision)
         if result.error is not None and result.error.kind is FailureKind.CORRUPT and self._recover(nid, result.error):
             return
         if result.error is not None and result.error.kind is FailureKind.SHARDED:
@@ -377,8 +334,3 @@ def execute_dag(
     result = RunResult(run_id, status, tuple(ordered), time.perf_counter() - started, store.url)
     observer.run_finished(result)
     return result
-
-
-def _map_key(node: Node, decision: Decision) -> str:
-    """The key a map node's items are stored under ("" for other nodes)."""
-    return map_key(decision.parts, node.stage.map_over) if node.stage.map_over and decision.parts else ""

@@ -12,10 +12,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ..store.base import ArtifactRecord
+from ..store.base import ArtifactRecord, Store
+from .claims import map_key_of
+from .dag import Node
 from .options import RunOptions
+from .planner import Decision
 
-__all__ = ["FailureKind", "InputSpec", "Task", "TaskError", "TaskFailed", "TaskResult"]
+__all__ = ["FailureKind", "InputSpec", "Task", "TaskError", "TaskFailed", "TaskResult", "task_for"]
 
 
 @dataclass(frozen=True)
@@ -102,3 +105,37 @@ class TaskResult:
     extras: Mapping[str, Any] = field(default_factory=dict)
     error: TaskError | None = None
     peak_rss: int = 0
+
+
+def task_for(node: Node, decision: Decision, outputs: Mapping[str, Mapping[str, ArtifactRecord]], store: Store, *,
+             run_id: str, project_root: str, options: RunOptions, code: str) -> Task:
+    """The task that computes ``node`` under ``decision``'s key; ``outputs`` are its producers' records."""
+    specs = tuple(
+        InputSpec(
+            name=ref.artifact,
+            label=ref.label,
+            record=outputs[ref.producer][ref.artifact],
+            producer=ref.producer,
+            as_path=ref.artifact in node.stage.path_inputs,
+        )
+        for ref in node.inputs
+    )
+    return Task(
+        node=node.id,
+        stage=node.stage.name,
+        module=node.stage.module,
+        param_set=node.param_set,
+        key=decision.key or "",
+        params=node.params,
+        set_values=node.set_values,
+        seed=node.seed,
+        inputs=specs,
+        cachers=dict(node.stage.cachers),
+        store=store.url,
+        project_root=project_root,
+        log_path=str(store.workspace.log_path(run_id, node.id)),
+        options=options,
+        map_key=map_key_of(node, decision),
+        resources=dict(node.stage.resources),
+        code=code,
+    )

@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from ..project.loader import installed_roots, is_project_file
-from .codeast import find_definition, launched_scripts, relative, strip_docstrings
+from .codeast import find_definition, launched_scripts, strip_docstrings
 from .codevalues import code_struct
 from .codewalk import Walk
 from .hashing import hash_bytes, hash_struct
+from .scripts import ScriptFiles
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class Fingerprinter:
         self._installed = installed_roots(self.root)
         self._local_files: dict[str, bool] = {}
         self._content: dict[int, tuple[Any, str, tuple[str, ...]]] = {}
-        self._scripts: dict[Path, tuple[str, list[Path]]] = {}
+        self._scripts = ScriptFiles(self, self.root)
         self._module_trees: dict[str, tuple[Any, ast.Module | None]] = {}
         self._sources: dict[str, tuple[Any, str, types.CodeType | None]] = {}
         self._index: dict[str, tuple[Any, dict[str, list[ast.AST]]]] = {}
@@ -89,7 +90,7 @@ class Fingerprinter:
         found_scripts = list(scripts) + [s for s in walk.scripts if s not in scripts]
         parts = walk.parts
         for script in found_scripts:
-            self._walk_script(self.root / script, parts, walk)
+            self._scripts.walk(self.root / script, parts, walk)
         if version is not None:
             parts["version"] = hash_struct(["Version", repr(version)])
         digest = hash_struct(["Code", sorted(parts.items())])
@@ -104,14 +105,14 @@ class Fingerprinter:
     # -- what is project code ------------------------------------------------------------
     def is_local(self, obj: Any) -> bool:
         module = sys.modules.get(getattr(obj, "__module__", "") or "")
-        return self._is_local_file(getattr(module, "__file__", None))
+        return self.is_local_file(getattr(module, "__file__", None))
 
     def is_local_module(self, module: types.ModuleType) -> bool:
         """A project module, or a namespace package (no ``__init__.py``) with a folder in the project."""
         filename = getattr(module, "__file__", None)
         if filename:
-            return self._is_local_file(filename)
-        return any(self._is_local_file(str(Path(folder) / "__init__.py")) for folder in getattr(module, "__path__", ()))
+            return self.is_local_file(filename)
+        return any(self.is_local_file(str(Path(folder) / "__init__.py")) for folder in getattr(module, "__path__", ()))
 
     def is_project_module_name(self, name: str) -> bool:
         """Whether the top-level package of ``name`` lives in the project (without importing it)."""
@@ -125,9 +126,9 @@ class Fingerprinter:
             return False
         if spec is None:
             return False
-        if spec.origin and self._is_local_file(spec.origin):
+        if spec.origin and self.is_local_file(spec.origin):
             return True
-        return any(self._is_local_file(str(Path(p) / "__init__.py")) for p in spec.submodule_search_locations or ())
+        return any(self.is_local_file(str(Path(p) / "__init__.py")) for p in spec.submodule_search_locations or ())
 
     def module_named(self, text: str) -> types.ModuleType | None:
         """The project module a string constant names (``"stages.config"``), if it names one."""
@@ -152,7 +153,8 @@ class Fingerprinter:
             logger.debug("cannot import %s for its fingerprint: %s", name, exc)
             return None
 
-    def _is_local_file(self, filename: str | None) -> bool:
+    def is_local_file(self, filename: str | None) -> bool:
+        """Whether ``filename`` is the project's own code (memoized)."""
         if not filename:
             return False
         known = self._local_files.get(filename)
@@ -242,7 +244,7 @@ class Fingerprinter:
         known = self._module_trees.get(module_name)
         if known is None or known[0] is not module:
             tree: ast.Module | None = None
-            if module is not None and self._is_local_file(getattr(module, "__file__", None)):
+            if module is not None and self.is_local_file(getattr(module, "__file__", None)):
                 try:
                     source = importlib.util.decode_source(Path(module.__file__).read_bytes())  # type: ignore[arg-type]
                     tree = strip_docstrings(ast.parse(source))  # type: ignore[assignment]
@@ -272,95 +274,6 @@ class Fingerprinter:
                 code = None
             found = self._sources[module_name] = (module, digest, code)
         return found[1], found[2]
-
-    # -- external scripts ------------------------------------------------------------------
-    def _walk_script(self, path: Path, parts: dict[str, str], walk: Walk | None = None) -> None:
-        """The script's whole normalized source, and what it uses of the project modules it imports.
-
-        A project module the script imports by name (``from stages.models import MLP``) counts by
-        the names it reads, fingerprinted as stage code is (``MLP`` and what it reaches); one it
-        may use in full (``import *``, the module passed as a value), or that cannot be imported
-        here, counts as its whole file (``script:stages/models.py``).
-        """
-        stack = [path.resolve()]
-        seen: set[Path] = set()
-        if walk is not None:
-            whole, by_name = self._script_uses(path.resolve(), walk)
-            stack = whole + stack
-            seen |= by_name  # (keyed by the names the script uses: not as whole files)
-        while stack:
-            current = stack.pop()
-            if current in seen:
-                continue
-            seen.add(current)
-            label = f"script:{relative(current, self.root)}"
-            entry = self._scripts.get(current)
-            if entry is None:
-                try:
-                    source = importlib.util.decode_source(current.read_bytes())
-                except (OSError, UnicodeDecodeError, SyntaxError):
-                    parts[label] = hash_struct(["Missing", str(current)])
-                    continue
-                try:
-                    tree = ast.parse(source)
-                except SyntaxError:
-                    entry = (hash_struct(["Source", source]), [])
-                else:
-                    dump = ast.dump(strip_docstrings(tree), annotate_fields=False)
-                    entry = (hash_struct(["Ast", dump]), self._script_imports(tree, current))
-                self._scripts[current] = entry
-            parts[label] = entry[0]
-            stack.extend(entry[1])
-
-    def _script_uses(self, script: Path, walk: Walk) -> tuple[list[Path], set[Path]]:
-        """Fingerprint the names ``script`` uses of importable project modules.
-
-        Returns the files to take whole, and those of the modules keyed by name.
-        """
-        from .scriptdeps import used_names
-
-        try:
-            tree = ast.parse(importlib.util.decode_source(script.read_bytes()))
-        except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
-            return [], set()
-        whole: list[Path] = []
-        by_name: set[Path] = set()
-        for module_name, names in used_names(tree).items():
-            if not names and names is not None:
-                continue  # a package on the way to a module (`import a.b`): what of it is used is listed under a.b
-            if not self.is_project_module_name(module_name) or (script.parent / module_name.split(".")[0]).exists() \
-                    and script.parent != self.root:
-                continue  # not the project's, or resolved beside the script: the file walk takes it whole
-            module = self.load_module(module_name)
-            if module is None or not self.is_local_module(module):
-                continue
-            values = [getattr(module, name, None) for name in names or ()]
-            if names is None or any(v is None or isinstance(v, types.ModuleType) for v in values):
-                file = getattr(module, "__file__", None)
-                whole += [Path(file).resolve()] if file else []
-                continue
-            for name in sorted(names or ()):
-                walk.reach(getattr(module, name), f"{module_name}:{name}")
-            file = getattr(module, "__file__", None)
-            by_name |= {Path(file).resolve()} if file else set()
-        return whole, by_name - set(whole)
-
-    def _script_imports(self, tree: ast.AST, script: Path) -> list[Path]:
-        names: list[str] = []
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names += [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                names.append(node.module)
-                names += [f"{node.module}.{alias.name}" for alias in node.names]
-        found: list[Path] = []
-        for name in names:
-            rel = Path(*name.split("."))
-            for base in (script.parent, self.root):
-                for candidate in (base / rel.with_suffix(".py"), base / rel / "__init__.py"):
-                    if candidate.is_file() and self._is_local_file(str(candidate)):
-                        found.append(candidate.resolve())
-        return found
 
 
 _SHARED: dict[str, Fingerprinter] = {}

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ..keys.hashing import hash_struct
-from .declaration import Stage, stage
+from .declaration import Stage
+from .decorators import stage
 
 __all__ = ["FileList", "files", "list_files", "source_digest"]
 
