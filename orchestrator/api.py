@@ -15,11 +15,14 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .engine.dag import ALL, Dag, build_dag
 from .engine.driver import Observers, RunObserver, RunResult, execute_dag
 from .engine.options import RunOptions
+
+if TYPE_CHECKING:
+    from .records.compare import Comparison
 from .engine.planner import Action, Plan, make_plan
 from .errors import ArtifactNotCached, CorruptObjectError, UsageError, did_you_mean
 from .executors import get_executor
@@ -92,6 +95,43 @@ class Session:
                 project_root=str(self.project.root),
                 options=options,
             )
+
+    def compare(self) -> Comparison:
+        """The param sets side by side: varying params, latest metrics, and whether each is still fresh
+        (see :mod:`orchestrator.records.compare`)."""
+        import time
+
+        from .records import open_history
+        from .records.compare import compare
+        from .records.database import database_path
+        from .store.records import ArtifactRecord
+
+        history = open_history(self.store.root) if database_path(self.store.root).exists() else None
+        now = time.time()
+
+        def latest(stage: str, param_set: str) -> tuple[str, Any] | None:
+            execution = next(iter(history.history_of(stage, param_set, now + 1)), None) if history else None
+            if execution is None:
+                return None
+            return execution.run_id, (self.store.get_record(execution.key) if execution.key else None) or execution
+
+        def loaded(source: Any, output: str) -> Any:
+            stored = source.outputs.get(output)
+            if stored is None:
+                return None
+            record = stored if isinstance(stored, ArtifactRecord) else ArtifactRecord(
+                stored.name, stored.hash, stored.object, stored.cacher, stored.cacher_version, stored.size, stored.kind)
+            try:
+                value = load_artifact(self.store, record, as_path=False)
+            except Exception:  # noqa: BLE001 - gone from the store since: the row shows no such numbers
+                return None
+            return value if isinstance(value, Mapping) else None
+
+        try:
+            return compare(self.dag, self.plan(), {s.name: s.values for s in self.experiment.sets}, latest, loaded)
+        finally:
+            if history is not None:
+                history.close()
 
     def _check_forced(self, force: Sequence[str]) -> None:
         for name in force:

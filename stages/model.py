@@ -27,7 +27,7 @@ def fit(train_features: Path, lr: float, hidden: int, epochs: int = 3, batch_siz
     return {"checkpoint": out["checkpoint"], "train_metrics": json.loads(out["train_metrics"].read_text())}
 
 
-@stage(inputs=["checkpoint", "test_features"], outputs=["metrics"])
+@stage(inputs=["checkpoint", "test_features"], outputs=["metrics"], metrics=["metrics"])
 def evaluate(checkpoint: Path, test_features: pd.DataFrame) -> dict:
     """Accuracy and loss of the trained checkpoint on the held-out split."""
     import torch

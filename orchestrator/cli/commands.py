@@ -208,8 +208,10 @@ def cache_ls(cache_dir: str | None, as_json: bool) -> None:
     render.cache_listing(store, as_json=as_json)
 
 
+from .compare import register as _register_compare  # noqa: E402  (compare)
 from .records import register as _register_records  # noqa: E402  (the run-record commands)
 
+_register_compare(main)
 _register_records(main)
 
 

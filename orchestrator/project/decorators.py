@@ -191,6 +191,12 @@ def _build_stage(fn: Callable[..., Any], declared: Declaration) -> Stage:
                 f"stage {stage_name!r}: cachers= names {output!r}, which is not an output "
                 f"{list(outs)}.{did_you_mean(output, outs)}"
             )
+    declared_metrics = options.get("metrics")
+    if declared_metrics is not None and (isinstance(declared_metrics, str) or not set(declared_metrics) <= set(outs)):
+        raise DefinitionError(
+            f"stage {stage_name!r}: metrics={declared_metrics!r} must list some of its outputs {list(outs)}. "
+            "Fix: metrics=['scores'] names an output whose value is a flat dict of numbers."
+        )
     if map_over is not None and map_over not in ins:
         raise DefinitionError(
             f"stage {stage_name!r}: map_over={map_over!r} is not one of its inputs {list(ins)}."
