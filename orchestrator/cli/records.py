@@ -110,6 +110,46 @@ def explain(stage: str, param_set: str | None, run: str | None, cache_dir: str |
 
 
 @click.command(context_settings=CONTEXT)
+@click.argument("name", metavar="ARTIFACT")
+@click.option("--set", "param_set", metavar="NAME", default=None, help="The param set (required when several have it).")
+@click.option("--run", "run", metavar="RUN", default=None, help=f"{RUN_HELP} Default: the last run with ARTIFACT.")
+@click.option("--path", "as_path", is_flag=True, help="Print the stored file's path only (for other tools).")
+@_cache_option
+@_json_option
+@handle_errors
+def artifact(name: str, param_set: str | None, run: str | None, as_path: bool, cache_dir: str | None,
+             as_json: bool) -> None:
+    """Print a stored artifact as a person wants to see it: a table's head and shape, a dict as JSON, an
+    array's shape and summary, a file's path and size."""
+    from ..errors import RecordNotFound
+    from ..project.loader import find_project
+    from ..records.provenance import find_artifact
+    from ..store.artifactio import load_artifact
+    from ..store.location import open_store
+    from .artifact_view import describe_value, jsonable
+
+    with history(cache_dir) as records:
+        record, execution = find_artifact(records, name, run=run, param_set=param_set)
+    store = open_store(find_project().cache_dir(cache_dir))
+    key_record = store.get_record(execution.key or "")
+    if key_record is None or name not in key_record.outputs:
+        raise RecordNotFound(f"artifact {name!r} of {execution.stage} [{execution.param_set}] (run {record.id}) is no "
+                             f"longer in the store (collected by cache gc). Fix: experiment run it again.")
+    stored = key_record.outputs[name]
+    if as_path:
+        click.echo(str(store.verified_path(stored, stage=execution.stage, param_set=execution.param_set)))
+        return
+    value = load_artifact(store, stored, as_path=False, stage=execution.stage, param_set=execution.param_set)
+    if as_json:
+        _echo_json({"artifact": name, "stage": execution.stage, "set": execution.param_set, "run": record.id,
+                    "cacher": stored.cacher, "size": stored.size, "type": type(value).__name__,
+                    "value": jsonable(value)})
+        return
+    click.echo(f"{name} of {execution.stage} [{execution.param_set}], run {record.id} ({stored.cacher})", err=True)
+    click.echo(describe_value(value))
+
+
+@click.command(context_settings=CONTEXT)
 @click.argument("artifact", metavar="ARTIFACT_OR_HASH")
 @click.option("--run", "run", metavar="RUN", default=None, help=f"For an artifact name: {RUN_HELP}")
 @click.option("--set", "param_set", metavar="NAME", default=None, help="For an artifact name: only this param set.")
@@ -211,5 +251,5 @@ def ui(port: int, cache_dir: str | None) -> None:
 
 def register(group: click.Group) -> None:
     """Add the run-record commands to the ``experiment`` group."""
-    for command in (runs, show, explain, lineage, diff, log, report, ui):
+    for command in (runs, show, artifact, explain, lineage, diff, log, report, ui):
         group.add_command(command)

@@ -18,7 +18,7 @@ from ..keys.fingerprint import WHOLE_MODULE
 from .history import History
 from .values import ExecutionRecord, RunRecord, final_metrics
 
-__all__ = ["Explanation", "Lineage", "explain", "lineage", "run_diff"]
+__all__ = ["Explanation", "Lineage", "explain", "find_artifact", "lineage", "run_diff"]
 
 MAX_DEPTH = 200
 
@@ -170,6 +170,30 @@ def lineage(history: History, ref: str, *, run: str | None = None, param_set: st
     if len(digests) > 1:
         raise RecordNotFound(f"hash prefix {ref!r} matches {len(digests)} artifacts. Fix: type more of the hash.")
     return [_build(history, digests[0], None, {}, 0)]
+
+
+def find_artifact(history: History, name: str, *, run: str | None = None,
+                  param_set: str | None = None) -> tuple[RunRecord, ExecutionRecord]:
+    """The one execution that stored artifact ``name`` (in ``run``, default the last run with it).
+
+    Raises:
+        RecordNotFound: no such artifact, or several param sets have it and none was chosen (they are listed).
+    """
+    names = history.artifact_names() if history.exists else []
+    if name not in names:
+        raise RecordNotFound(f"no artifact named {name!r} in the run records.{did_you_mean(name, names)} "
+                             "Fix: run the experiment that produces it, or pick a name from experiment show RUN.")
+    record = history.run(run) if run else _last_run_with_artifact(history, name)
+    found = [e for e in history.executions(record, parts=False) if name in e.outputs and e.key]
+    chosen = [e for e in found if param_set is None or e.param_set == param_set]
+    if len(chosen) == 1:
+        return record, chosen[0]
+    sets = sorted(e.param_set for e in found)
+    if not chosen:
+        raise RecordNotFound(f"run {record.id} has no artifact {name!r} for param set {param_set!r}."
+                             f"{did_you_mean(param_set or '', sets)} Fix: --set one of {', '.join(sets)}.")
+    raise RecordNotFound(f"run {record.id} has artifact {name!r} for {len(sets)} param sets: {', '.join(sets)}. "
+                         "Fix: --set NAME picks one.")
 
 
 def _last_run_with_artifact(history: History, name: str) -> RunRecord:
