@@ -29,7 +29,6 @@ from .executors import get_executor
 from .keys.fingerprint import CodeFingerprint, Fingerprinter
 from .project.datadeps import Manifests
 from .project.declaration import Stage
-from .project.filesets import source_digest
 from .project.loader import Project, collect_stages, find_project, import_modules
 from .project.params import Experiment, load_experiment
 from .store.artifactio import load_artifact
@@ -167,9 +166,8 @@ def open_session(
     fingerprinter = Fingerprinter(project.root)
     fingerprints = {name: fingerprinter.of_stage(stage) for name, stage in stages.items()}
     store = open_store(project.cache_dir(cache_dir))
-    sources = {name: source_digest(project.root, str(s.options["glob"]), store)
-               for name, s in stages.items() if s.options.get("glob")}
-    manifests = Manifests(project.root, store)  # content of params annotated as data
+    manifests = Manifests(project.root, store)  # content of params annotated as data, and of files() patterns
+    sources = {name: manifests.digest(str(s.options["glob"]), "**/*") for name, s in stages.items() if s.options.get("glob")}
     dag = build_dag(stages, experiment.sets, fingerprints, list(targets or experiment.targets or ()) or None, sources,
                     manifests.digest)
     manifests.save()

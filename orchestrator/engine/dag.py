@@ -137,7 +137,7 @@ def build_dag(
             refs = tuple(InputRef(a, node_id(producers[a], param_set.name)) for a in stage.inputs)
             nid = node_id(name, param_set.name)
             if sources and name in sources:
-                params = {**params, "files": sources[name]}
+                params = {**params, "data:files": sources[name]}  # (the plan names the files that changed)
             nodes[nid] = replace(_node(nid, stage, param_set.name, params, param_set.values, refs, fingerprints[name],
                                        data_keys(stage, params, data)), parent=param_set.parent)
     for name in (s for s in order if s in needed and stages[s].aggregate):

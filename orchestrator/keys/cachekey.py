@@ -130,7 +130,8 @@ def changes(old: Mapping[str, Any] | None, new: KeyParts, own_label: str = "",
             if before is not None and after is not None and before != after:
                 param = name[len("data:"):]
                 what = describe_data(str(before), str(after)) if describe_data else "changed"
-                reasons.append(f"data {param} ({_short(new.params.get(param))}): {what}")
+                shown = f" ({_short(new.params[param])})" if param in new.params else ""  # (files(): no such param)
+                reasons.append(f"data {param}{shown}: {what}")
             continue
         if name not in old_params:
             reasons.append(f"param {name} is new: {_short(new.params[name])}")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..errors import DefinitionError
 from ..keys.hashing import hash_struct
 from .declaration import Stage
 from .decorators import stage
@@ -40,12 +41,14 @@ def _file_list(paths: list[Path], digest: str) -> FileList:
     return result
 
 
-def files(pattern: str, *, name: str) -> Stage:
+def files(pattern: str, *, name: str, allow_empty: bool = False) -> Stage:
     """Declare an artifact ``name``: the sorted list of files matching ``pattern``.
 
     ``pattern`` is relative to the project root (``"data/raw/**/*.jsonl"``). The artifact's
     key covers each file's path, size and content hash (memoized by size and mtime, so a
-    rerun over unchanged files does not reread them); map stages over it cache per file.
+    rerun over unchanged files does not reread them); map stages over it cache per file, and
+    the plan says which files were added, removed or changed. A pattern that matches nothing
+    fails the stage, naming the pattern, unless ``allow_empty=True``.
 
     Example::
 
@@ -57,7 +60,12 @@ def files(pattern: str, *, name: str) -> Stage:
     caller = sys._getframe(1).f_globals.get("__name__", __name__)
 
     def list_matching(ctx):  # type: ignore[no-untyped-def]
-        return _file_list(list_files(ctx.project_root, pattern), source_digest(ctx.project_root, pattern, ctx.store))
+        found = list_files(ctx.project_root, pattern)
+        if not found and not allow_empty:
+            raise DefinitionError(f"files({pattern!r}, name={name!r}) matches no file under {ctx.project_root}. "
+                                  "Fix: correct the pattern (relative to the project root), add the files, or pass "
+                                  "allow_empty=True to accept an empty list.")
+        return _file_list(found, source_digest(ctx.project_root, pattern, ctx.store))
 
     list_matching.__module__ = caller
     list_matching.__qualname__ = list_matching.__name__ = f"files_{name}"
