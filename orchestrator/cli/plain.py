@@ -54,6 +54,18 @@ def terminal(stream: IO[str]) -> bool:
         return False
 
 
+def console(stderr: bool = False) -> Any:
+    """A rich console for stdout (or stderr): on a terminal, as wide as it is; elsewhere (a file, a pipe,
+    SLURM, CI) so wide that nothing wraps, so lines and hashes stay whole for grep and other tools."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, highlight=False, width=None if terminal(stream) else UNWRAPPED)
+
+
+UNWRAPPED = 100_000  # columns of a console that is not a terminal: lines are never wrapped
+
+
 def width() -> int:
     """The columns to fit the summary in, as rich measures them: ``COLUMNS``, else the first of stdin,
     stdout and stderr that is a terminal, else 80."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -15,8 +14,9 @@ from ..records.provenance import Explanation, Lineage
 from ..records.report import flatten
 from ..records.values import ExecutionRecord, RunRecord
 from ..units import byte_size, local_time
+from .plain import console
 
-out = Console(highlight=False)
+out = console()
 STATUS_STYLE = {"succeeded": "green", "ran": "green", "cached": "cyan", "failed": "bold red", "skipped": "yellow",
                 "interrupted": "magenta", "running": "bold yellow", "sharded": "blue"}
 
@@ -58,14 +58,24 @@ def runs_table(runs: Sequence[RunRecord], where: str) -> None:
         out.print(f"No runs recorded in {escape(where)} yet. Run: experiment run NAME")
         return
     table = Table(title=f"{len(runs)} runs in {where}", title_justify="left")
-    for column in ("run", "started", "status", "seconds", "ran", "cached", "failed", "title"):
-        table.add_column(column, justify="right" if column in ("seconds", "ran", "cached", "failed") else "left")
-    for run in runs:
+    for column in ("run", "started", "status", "seconds", "ran", "cached", "failed", "params", "title"):
+        right = column in ("seconds", "ran", "cached", "failed")
+        table.add_column(column, justify="right" if right else "left", no_wrap=column in ("run", "started"),
+                         overflow="ellipsis" if column in ("params", "title") else "fold",
+                         max_width=40 if column == "title" else None)
+    for run in runs:  # a run id is never cut (it is what the other commands take); a long title is
         seconds = f"{run.seconds:.1f}" if run.seconds is not None else "-"
         table.add_row(run.id, local_time(run.started), status(run.status), seconds, str(run.counts.get("ran", "")),
                       str(run.counts.get("cached", "")), str(run.counts.get("failed", "")),
-                      Text(run.title, overflow="fold"))
+                      Text(run_params(run)), Text(run.title, overflow="ellipsis", no_wrap=True))
     out.print(table)
+
+
+def run_params(run: RunRecord) -> str:
+    """The param files of a run and its ``--set`` overrides: ``sweep --set lr=0.1``."""
+    names = [str(n) for n in run.experiment.get("names", ())]
+    overrides = [f"--set {o}" for o in run.experiment.get("overrides", ())]
+    return " ".join([*names, *overrides])
 
 
 def params_table(sets: Mapping[str, Mapping[str, Any]]) -> Table:

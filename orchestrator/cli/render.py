@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -31,13 +30,14 @@ from .plain import (
     Grid,
     StatusLines,
     column_widths,
+    console,
     failure_lines,
     summary_grid,
     summary_head,
 )
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+err = console(stderr=True)
+out = console()
 
 
 def log_line(level: int, name: str, message: str) -> None:
