@@ -69,18 +69,19 @@ class Session:
         options: RunOptions | Mapping[str, Any] | None = None,
         desc: str = "",
         record: bool = True,
+        tags: Sequence[str] = (),
     ) -> RunResult:
         """Run what is missing or stale; see :func:`orchestrator.engine.driver.execute_dag`.
 
         ``options`` are run-wide settings passed to every task: a :class:`RunOptions`, or a flat
         mapping of its fields (``workers``, ``shard``, ``max_item_failures``, ``devices``, ``strict_data``).
-        Unless ``record`` is false the run is recorded in ``<cache>/runs.db``, titled ``desc``,
+        Unless ``record`` is false the run is recorded in ``<cache>/runs.db``, titled ``desc``, with ``tags``,
         and its HTML report written (see :mod:`orchestrator.records`).
         """
         from .records import RunRecorder
 
         self._check_forced(force)
-        recorder = RunRecorder(self.store, self.project, self.experiment, desc=desc) if record else None
+        recorder = RunRecorder(self.store, self.project, self.experiment, desc=desc, tags=tags) if record else None
         with get_executor(executor, **dict(executor_options or {})) as engine, recorder or contextlib.nullcontext():
             return execute_dag(
                 self.dag,

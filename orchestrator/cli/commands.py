@@ -81,17 +81,20 @@ def main(debug: bool, verbose: int) -> None:
 @click.option("--address", default=None, help="Cluster address for --executor dask/ray.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary instead.")
 @click.option("--desc", default="", metavar="TEXT", help="Describe the run (the title of its record and report).")
+@click.option("--tag", "tags", multiple=True, metavar="TAG", help="Tag the run (repeatable; experiment runs --tag TAG).")
 @click.option("--strict-data", is_flag=True,
               help="Fail a stage that reads a file its key does not cover (default: warn).")
 @handle_errors
 def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, ...], cache_dir: str | None,
         force: tuple[str, ...], workers: int | None, shard: tuple[int, int] | None, max_item_failures: int | None,
         devices: str | None, dry_run: bool, keep_going: bool, executor: str, jobs: int | None,
-        address: str | None, as_json: bool, desc: str, strict_data: bool) -> None:
+        address: str | None, as_json: bool, desc: str, tags: tuple[str, ...], strict_data: bool) -> None:
     """Run the experiment PARAMS_SET... (files in params/): only what is missing or stale."""
     from ..api import open_session
+    from ..records.annotations import check_tags
     from . import plain
 
+    tags = check_tags(tags)  # a bad tag is a usage error before anything runs
     resume_gc()  # before the user's modules are imported
     with stdout_to_stderr(as_json):  # with --json, stdout carries the JSON document only
         session = open_session(names, overrides=overrides, targets=targets or None, cache_dir=cache_dir)
@@ -115,7 +118,8 @@ def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
     with observer, stdout_to_stderr(as_json):
         result = session.run(force=force, executor=executor, keep_going=keep_going,
                              observer=None if as_json else observer, executor_options=engine_options,
-                             options=run_options(workers, shard, max_item_failures, devices, strict_data), desc=desc)
+                             options=run_options(workers, shard, max_item_failures, devices, strict_data), desc=desc,
+                             tags=tags)
     from ..records import report_path
 
     report = report_path(session.store.root, result.run_id)

@@ -32,17 +32,23 @@ def _json_option(fn: Any) -> Any:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead.")(fn)
 
 
-def history(cache_dir: str | None) -> History:
-    """The run records of the project's store (or of ``cache_dir``)."""
+def records_dir(cache_dir: str | None) -> Path:
+    """Where the run records of the project's store (or of ``cache_dir``) live."""
     from ..project.loader import find_project
-    from ..records import open_history
 
     location = find_project().cache_dir(cache_dir)
     if isinstance(location, str):  # a remote store keeps its run records in its local working folder
         from ..store.location import open_store
 
         location = open_store(location).root
-    return open_history(Path(location))
+    return Path(location)
+
+
+def history(cache_dir: str | None) -> History:
+    """The run records of the project's store (or of ``cache_dir``)."""
+    from ..records import open_history
+
+    return open_history(records_dir(cache_dir))
 
 
 def _echo_json(data: Any) -> None:
@@ -53,15 +59,16 @@ def _echo_json(data: Any) -> None:
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs.")
 @click.option("--status", type=click.Choice(["running", "succeeded", "failed", "interrupted"]), default=None,
               help="Only runs that ended this way (a killed run counts as interrupted).")
+@click.option("--tag", default=None, metavar="TAG", help="Only runs with this tag.")
 @_cache_option
 @_json_option
 @handle_errors
-def runs(limit: int, status: str | None, cache_dir: str | None, as_json: bool) -> None:
+def runs(limit: int, status: str | None, tag: str | None, cache_dir: str | None, as_json: bool) -> None:
     """List recorded runs, newest first."""
     from . import records_view as view
 
     with history(cache_dir) as records:
-        found = records.runs(limit=limit, status=status)
+        found = records.runs(limit=limit, status=status, tag=tag)
         if as_json:
             _echo_json([view.run_json(r) for r in found])
         else:
@@ -249,7 +256,34 @@ def ui(port: int, cache_dir: str | None) -> None:
         server.server_close()
 
 
+@click.command(context_settings=CONTEXT)
+@click.argument("run", metavar="RUN")
+@click.argument("tags", nargs=-1, required=True, metavar="TAG...")
+@click.option("--remove", is_flag=True, help="Remove these tags instead.")
+@_cache_option
+@handle_errors
+def tag(run: str, tags: tuple[str, ...], remove: bool, cache_dir: str | None) -> None:
+    """Tag a run (experiment runs --tag TAG finds it again). RUN is an id, a prefix of one, or 'last'."""
+    from ..records.annotations import tag_run
+
+    record = tag_run(records_dir(cache_dir), run, tags, remove=remove)
+    click.echo(f"run {record.id}: {', '.join(record.tags) or 'no tags'}")
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("run", metavar="RUN")
+@click.argument("text", metavar="TEXT")
+@_cache_option
+@handle_errors
+def note(run: str, text: str, cache_dir: str | None) -> None:
+    """Add a dated note to a run (shown by experiment show RUN)."""
+    from ..records.annotations import note_run
+
+    record = note_run(records_dir(cache_dir), run, text)
+    click.echo(f"run {record.id}: {len(record.notes)} note{'s' if len(record.notes) != 1 else ''}")
+
+
 def register(group: click.Group) -> None:
     """Add the run-record commands to the ``experiment`` group."""
-    for command in (runs, show, artifact, explain, lineage, diff, log, report, ui):
+    for command in (runs, show, artifact, tag, note, explain, lineage, diff, log, report, ui):
         group.add_command(command)

@@ -33,6 +33,7 @@ def run_json(run: RunRecord, executions: Sequence[ExecutionRecord] | None = None
         "started": run.started, "ended": run.ended, "seconds": run.seconds, "command": run.command,
         "host": run.host, "user": run.user, "pid": run.pid, "project": run.project,
         "counts": dict(run.counts), "metrics": dict(run.metrics), "report": run.report,
+        "tags": list(run.tags), "notes": [dict(n) for n in run.notes], "params": run_params(run),
     }
     if executions is not None:
         data.update(experiment=dict(run.experiment), environment=dict(run.environment), git=dict(run.git),
@@ -67,7 +68,9 @@ def runs_table(runs: Sequence[RunRecord], where: str) -> None:
         seconds = f"{run.seconds:.1f}" if run.seconds is not None else "-"
         table.add_row(run.id, local_time(run.started), status(run.status), seconds, str(run.counts.get("ran", "")),
                       str(run.counts.get("cached", "")), str(run.counts.get("failed", "")),
-                      Text(run_params(run)), Text(run.title, overflow="ellipsis", no_wrap=True))
+                      Text(run_params(run)),
+                      Text(("[" + ", ".join(run.tags) + "] " if run.tags else "") + run.title, overflow="ellipsis",
+                           no_wrap=True))
     out.print(table)
 
 
@@ -99,6 +102,10 @@ def show(run: RunRecord, executions: Sequence[ExecutionRecord]) -> None:
     took = f"{run.seconds:.1f}s" if run.seconds is not None else "(still running)"
     out.print(Text(f"  started {local_time(run.started)}, took {took}; {run.user}@{run.host} pid {run.pid}"))
     out.print(Text(f"  command: {run.command}"))
+    if run.tags:
+        out.print(Text(f"  tags: {', '.join(run.tags)}"))
+    for entry in run.notes:
+        out.print(Text(f"  note ({local_time(entry.get('time'))}): {entry.get('text', '')}"))
     git = run.git
     if git.get("commit"):
         out.print(f"  git {git['commit'][:12]} {escape(git.get('branch', ''))}"

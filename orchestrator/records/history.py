@@ -72,8 +72,8 @@ class History:
             return cursor.fetchall()
 
     # -- runs ----------------------------------------------------------------------------
-    def runs(self, *, limit: int | None = None, status: str | None = None) -> list[RunRecord]:
-        """Runs, newest first; ``status`` filters on the effective status."""
+    def runs(self, *, limit: int | None = None, status: str | None = None, tag: str | None = None) -> list[RunRecord]:
+        """Runs, newest first; ``status`` filters on the effective status, ``tag`` on the run's tags."""
         if not self.exists:
             return []
         where, args = "", []
@@ -81,8 +81,9 @@ class History:
             where, args = "WHERE status IN (?, 'running')", [status]
         # newest first in the order the database received them, not by any machine's clock
         rows = self._query(f"SELECT *, rowid AS seq FROM runs {where} ORDER BY rowid DESC", args)
-        records = (self._run(row) for row in rows)
-        chosen = [r for r in records if not status or r.status == status]
+        tags = self._tags()
+        records = (self._run(row, tags) for row in rows)
+        chosen = [r for r in records if (not status or r.status == status) and (not tag or tag in r.tags)]
         return chosen[:limit] if limit else chosen
 
     def run(self, ref: str) -> RunRecord:
@@ -125,7 +126,18 @@ class History:
         raise RecordNotFound(f"no recorded run has a stage {stage!r}.{did_you_mean(stage, stages)} "
                              f"Recorded stages: {', '.join(sorted(stages)) or 'none (run an experiment first)'}.")
 
-    def _run(self, row: sqlite3.Row) -> RunRecord:
+    def _tags(self, run_id: str | None = None) -> dict[str, tuple[str, ...]]:
+        """run id -> its tags (of one run, or of every run)."""
+        sql, args = ("SELECT run_id, tag FROM tags WHERE run_id = ? ORDER BY tag", [run_id]) if run_id else (
+            "SELECT run_id, tag FROM tags ORDER BY tag", [])
+        found: dict[str, list[str]] = {}
+        for row in self._query(sql, args):
+            found.setdefault(row["run_id"], []).append(row["tag"])
+        return {k: tuple(v) for k, v in found.items()}
+
+    def _run(self, row: sqlite3.Row, tags: Mapping[str, tuple[str, ...]] | None = None) -> RunRecord:
+        if tags is None:
+            tags = self._tags(row["id"])
         status = row["status"]
         if status == "running" and process_alive(row["host"], row["pid"], row["pid_start"]) is False:
             status = "interrupted"
@@ -137,6 +149,7 @@ class History:
             git=_json(row["git"], {}), snapshot=_json(row["snapshot"], {}), dag=_json(row["dag"], {}),
             counts=_json(row["counts"], {}), metrics=_json(row["metrics"], {}), report=row["report"],
             finished_seq=row["finished_seq"] if "finished_seq" in row.keys() else None,
+            tags=tags.get(row["id"], ()), notes=tuple(_json(row["notes"], [])) if "notes" in row.keys() else (),
         )
 
     # -- executions ------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,9 @@ class RunRecorder(RunObserver):
     """
 
     def __init__(self, store: Store, project: Project, experiment: Experiment, *, desc: str = "",
-                 command: str | None = None, report: bool = True, path: Path | None = None) -> None:
+                 command: str | None = None, report: bool = True, path: Path | None = None,
+                 tags: Sequence[str] = ()) -> None:
+        self.tags = tuple(dict.fromkeys(str(t) for t in tags))
         self.project, self.experiment = project, experiment
         self.store = store
         self.path = Path(path) if path is not None else database_path(store.root)
@@ -161,6 +163,7 @@ class RunRecorder(RunObserver):
             conn.execute("INSERT INTO runs (id, description, status, started, project, cwd, command, host, user, "
                          "pid, pid_start, experiment, environment, git, snapshot, dag) "
                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            conn.executemany("INSERT INTO tags (run_id, tag) VALUES (?, ?)", [(run_id, t) for t in self.tags])
 
     def node_started(self, node: Node, decision: Decision) -> None:
         now = time.time()

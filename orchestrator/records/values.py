@@ -35,6 +35,8 @@ class RunRecord:
     report: str
     #: the order the run finished in, assigned by the run database (None while running)
     finished_seq: int | None = None
+    tags: tuple[str, ...] = ()
+    notes: tuple[Mapping[str, Any], ...] = ()  # {"time": ..., "text": ...}, oldest first
 
     @property
     def title(self) -> str:
