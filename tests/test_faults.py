@@ -260,7 +260,7 @@ def test_a_full_disk_under_the_run_database_is_said_to_be_full_never_damaged(mak
         cache = small / "cache"
         proj.run_json("p", "--target", "big", "--set", "mb=0", "--cache-dir", str(cache))
         filler = small / "filler"
-        with open(filler, "wb") as handle:  # leave no room at all
+        with open(filler, "wb", buffering=0) as handle:  # leave no room at all (unbuffered: closing flushes nothing)
             try:
                 while True:
                     handle.write(b"\0" * 65536)
