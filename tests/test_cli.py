@@ -110,6 +110,11 @@ def test_plan_json_and_cache_ls(project):
     assert {row["artifact"] for row in listing} == {"numbers", "doubled", "shifted", "total", "summary"}
     table = project.experiment("cache", "ls").stdout
     assert "make_numbers" in table and "numbers" in table
+    only = json.loads(project.experiment("cache", "ls", "--stage", "shift", "--json").stdout)
+    assert [row["artifact"] for row in only] == ["shifted"]
+    named = json.loads(project.experiment("cache", "ls", "--artifact", "total", "--set", "base", "--json").stdout)
+    assert [(row["stage"], row["param_set"]) for row in named] == [("total", "base")]
+    assert json.loads(project.experiment("cache", "ls", "--set", "other", "--json").stdout) == []
 
 
 def test_cache_dir_env_override(project, tmp_path):

@@ -200,16 +200,20 @@ def cache() -> None:
 
 @cache.command("ls", context_settings=CONTEXT)
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Artifact store.")
+@click.option("--stage", default=None, metavar="STAGE", help="Only this stage's artifacts.")
+@click.option("--artifact", "artifact_name", default=None, metavar="NAME", help="Only artifacts with this name.")
+@click.option("--set", "param_set", default=None, metavar="NAME", help="Only this param set's artifacts.")
 @click.option("--json", "as_json", is_flag=True, help="Print the listing as JSON.")
 @handle_errors
-def cache_ls(cache_dir: str | None, as_json: bool) -> None:
+def cache_ls(cache_dir: str | None, stage: str | None, artifact_name: str | None, param_set: str | None,
+             as_json: bool) -> None:
     """List stored artifacts: stage, param set, artifact, size, age."""
     from ..project.loader import find_project
     from ..store.location import open_store
     from . import render
 
     store = open_store(find_project().cache_dir(cache_dir))
-    render.cache_listing(store, as_json=as_json)
+    render.cache_listing(store, as_json=as_json, stage=stage, artifact_name=artifact_name, param_set=param_set)
 
 
 from .compare import register as _register_compare  # noqa: E402  (compare)

@@ -203,12 +203,17 @@ def param_sets(experiment: Experiment, *, as_json: bool) -> None:
         out.print(Text("  " + yaml.safe_dump(values, sort_keys=True).rstrip().replace("\n", "\n  ")))
 
 
-def cache_listing(store: Store, *, as_json: bool) -> None:
-    """Print every stored artifact with its stage, param set, size and age."""
+def cache_listing(store: Store, *, as_json: bool, stage: str | None = None, artifact_name: str | None = None,
+                  param_set: str | None = None) -> None:
+    """Print every stored artifact (of ``stage``, named ``artifact_name``, of ``param_set``) with its size and age."""
     rows: list[dict[str, Any]] = []
     now = time.time()
     for record in store.records():
+        if (stage and record.stage != stage) or (param_set and record.param_set != param_set):
+            continue
         for artifact in record.outputs.values():
+            if artifact_name and artifact.name != artifact_name:
+                continue
             rows.append({"stage": record.stage, "param_set": record.param_set, "artifact": artifact.name,
                          "cacher": artifact.cacher, "size": artifact.size, "age_seconds": round(now - record.created),
                          "hash": artifact.hash, "key": record.key})

@@ -219,11 +219,14 @@ class History:
         raise RecordNotFound(f"stage {stage!r} did not run for param set {param_set!r} in run {run.id}."
                              f"{did_you_mean(param_set or '', sets)} Fix: --set one of {', '.join(sets)}.")
 
-    def history_of(self, stage: str, param_set: str | None, before: float) -> Iterator[ExecutionRecord]:
-        """Earlier executions of ``stage`` (for ``param_set``, or any set) that stored a result, newest first."""
+    def history_of(self, stage: str, param_set: str | None, before: float, *,
+                   computed: bool = False) -> Iterator[ExecutionRecord]:
+        """Earlier executions of ``stage`` (for ``param_set``, or any set) that had a result, newest first:
+        that computed and stored it (``computed``), or that also reused one."""
+        statuses = "('ran')" if computed else "('ran', 'cached')"
         sql = ("SELECT e.*, k.code_label, k.code, k.params, k.inputs, k.cachers, k.extras AS key_extras "
                "FROM runs r CROSS JOIN executions e ON e.run_id = r.id LEFT JOIN keys k ON e.key = k.key "
-               "WHERE r.started < ? AND e.stage = ? AND e.status IN ('ran', 'cached')")
+               f"WHERE r.started < ? AND e.stage = ? AND e.status IN {statuses}")
         args: list[Any] = [before, stage]
         if param_set is not None:
             sql += " AND e.param_set = ?"

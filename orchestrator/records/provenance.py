@@ -56,10 +56,11 @@ def _parts(e: ExecutionRecord) -> KeyParts | None:
 
 
 def _explain_one(history: History, run: RunRecord, e: ExecutionRecord) -> Explanation:
-    previous = next(history.history_of(e.stage, e.param_set, run.started), None)
+    # compared with the execution that computed the result before this one, not one that only reused it
+    previous = next(history.history_of(e.stage, e.param_set, run.started, computed=True), None)
     compared_set = None
     if previous is None:
-        previous = next(history.history_of(e.stage, None, run.started), None)
+        previous = next(history.history_of(e.stage, None, run.started, computed=True), None)
         compared_set = previous.param_set if previous is not None else None
     parts = _parts(e)
     diff: list[str] = []

@@ -31,6 +31,19 @@ def test_explain_names_a_changed_helper_and_a_changed_param(project):
     assert "Did you mean 'double_all'?" in proc.stderr
 
 
+def test_explain_compares_with_the_execution_that_computed_the_previous_result(project):
+    first = project.run_json("base", "--set", "scale=2")["run_id"]  # computes scale=2
+    project.run_json("base")  # computes scale=1
+    project.run_json("base", "--set", "scale=2")  # reuses the first run's result: computes nothing
+    project.run_json("base", "--set", "scale=5")
+    [why] = as_json(project, "explain", "double_all")
+    runs = [r["id"] for r in as_json(project, "runs")]  # newest first
+    # its last execution that stored a result is the second run (scale=1), not the third, which only reused one
+    assert why["changes"] == ["param scale 1 -> 5"] and why["previous_run"] == runs[2]
+    [reused] = as_json(project, "explain", "double_all", "--run", "last~1")
+    assert reused["status"] == "cached" and reused["stored_by"] == first
+
+
 def test_lineage_of_an_aggregate_walks_back_to_the_first_stage(project):
     project.run_json("grid")
     [tree] = as_json(project, "lineage", "summary")
