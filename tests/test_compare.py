@@ -112,3 +112,12 @@ def test_metrics_must_name_outputs(make_project):
     proj = make_project({**FILES, "stages/s.py": STAGES.replace('metrics=["scores"]', 'metrics=["score"]')})
     proc = proj.experiment("compare", "sweep", check=2)
     assert "metrics=['score'] must list some of its outputs ['scores']" in proc.stderr
+
+
+def test_a_sweep_run_ends_with_its_sets_side_by_side(make_project):
+    proj = make_project(FILES)
+    out = proj.experiment("run", "sweep").stdout
+    header = next(line for line in out.splitlines() if line.startswith("set "))
+    assert header.split()[:3] == ["set", "depth", "lr"] and "scores.accuracy" in header
+    single = proj.experiment("run", "base").stdout  # one set: nothing to compare
+    assert not any(line.startswith("set ") for line in single.splitlines())

@@ -136,12 +136,21 @@ def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
             render.summary(result, command)
         else:
             plain.summary(result, command)
+        if result.ok and len(session.experiment.sets) > 1 and _reports_metrics(session, result):
+            from .compare import print_table  # a sweep ends with its sets side by side (experiment compare)
+
+            print_table(session.compare())
         if report.exists():
             click.echo(f"report: {report}")
     if result.status == "interrupted":
         sys.exit(130)
     if not result.ok:
         sys.exit(1)
+
+
+def _reports_metrics(session: Any, result: Any) -> bool:
+    return any(o.extras.get("metrics") for o in result.outcomes) or any(
+        s.options.get("metrics") for s in session.stages.values())
 
 
 @main.command(context_settings=CONTEXT)

@@ -15,7 +15,7 @@ from .options import CONTEXT, handle_errors, session_arguments
 from .startup import resume_gc
 from .streams import stdout_to_stderr
 
-__all__ = ["compare", "register"]
+__all__ = ["compare", "print_table", "register"]
 
 STATES = ("fresh", "stale", "missing")
 
@@ -60,7 +60,7 @@ def compare(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[s
     elif as_csv:
         click.echo(_csv(table), nl=False)
     else:
-        _print(table)
+        print_table(table)
 
 
 def _cell(value: Any) -> str:
@@ -79,7 +79,8 @@ def _csv(table: Any) -> str:
     return out.getvalue()
 
 
-def _print(table: Any) -> None:
+def print_table(table: Any) -> None:
+    """The comparison as a table: rich on a terminal, plain aligned lines elsewhere."""
     from .plain import Grid, grid_text, terminal
 
     best = table.best()
