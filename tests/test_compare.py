@@ -121,3 +121,15 @@ def test_a_sweep_run_ends_with_its_sets_side_by_side(make_project):
     assert header.split()[:3] == ["set", "depth", "lr"] and "scores.accuracy" in header
     single = proj.experiment("run", "base").stdout  # one set: nothing to compare
     assert not any(line.startswith("set ") for line in single.splitlines())
+
+
+def test_the_report_of_a_sweep_has_the_sets_side_by_side(make_project):
+    from pathlib import Path
+
+    proj = make_project(FILES)
+    summary = proj.run_json("sweep")
+    html = Path(summary["report"]).read_text()
+    table = html.split('id="compare-table"')[1].split("</table>")[0]
+    assert "scores.accuracy" in table and "train_loss" in table
+    assert table.count("<tr>") == 1 + 4 and "<b>" in table  # a header, a row per set, the best in bold
+    assert "sweep[lr=0.5,depth=4]" in table

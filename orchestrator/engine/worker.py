@@ -92,6 +92,10 @@ def _execute(task: Task, progress: Callable[[str, Any], None] | None, held: dict
                 value = _call(stage, kwargs)
         _check_reads(task, ctx, watch.undeclared(declared, Path(task.project_root or ".")))
         values = _split_outputs(stage, value)
+        for name in stage.options.get("metrics") or ():  # declared metrics outputs: in the records and reports too
+            if isinstance(values.get(name), Mapping):
+                ctx.report(name, {k: v for k, v in values[name].items()
+                                  if isinstance(v, (int, float)) and not isinstance(v, bool)})
         try:
             staged = {name: serialize_output(store, name, obj, task.cachers.get(name)) for name, obj in values.items()}
             del value, kwargs

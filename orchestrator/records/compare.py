@@ -23,7 +23,7 @@ from ..engine.planner import Action, Plan
 from ..errors import UsageError
 from .values import final_metrics
 
-__all__ = ["Comparison", "Row", "compare", "lower_is_better", "select"]
+__all__ = ["Comparison", "Row", "compare", "lower_is_better", "recorded", "select"]
 
 _LOWER = re.compile(r"(loss|err|error|mse|mae|rmse|perplexity|ppl|seconds|time|latency|wer|cer)", re.I)
 
@@ -115,6 +115,20 @@ def compare(dag: Dag, plan: Plan, sets: Mapping[str, Mapping[str, Any]], latest:
         rows.append(Row(name, state, why, {k: flat[name].get(k) for k in varying}, metrics, run_id))
     columns = sorted({m for r in rows for m in r.metrics}, key=lambda m: (m.split(".")[0], m))
     return Comparison(tuple(varying), tuple(columns), tuple(rows))
+
+
+def recorded(sets: Mapping[str, Mapping[str, Any]], executions: Iterable[Any]) -> Comparison:
+    """The comparison of one recorded run's sets (its report's table): metrics as the run left them."""
+    flat = {name: _flatten(values) for name, values in sets.items()}
+    varying = sorted({key for values in flat.values() for key in values
+                      if len({repr(v.get(key)) for v in flat.values()}) > 1}) if len(flat) > 1 else []
+    metrics: dict[str, dict[str, float]] = {name: {} for name in sets}
+    for e in executions:
+        if e.param_set in metrics and e.status in ("ran", "cached"):
+            metrics[e.param_set].update(_metrics(e.extras or {}))
+    rows = tuple(Row(name, "fresh", "", {k: flat[name].get(k) for k in varying}, metrics[name]) for name in sets)
+    columns = sorted({m for r in rows for m in r.metrics}, key=lambda m: (m.split(".")[0], m))
+    return Comparison(tuple(varying), tuple(columns), rows)
 
 
 def _metrics(extras: Mapping[str, Any]) -> dict[str, float]:

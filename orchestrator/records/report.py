@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .charts import metric_chart
+from .compare import recorded
 from .dagview import STATUS_COLOURS, dag_svg
 from .values import ExecutionRecord, RunRecord
 
@@ -146,6 +147,22 @@ def _failures(executions: list[ExecutionRecord]) -> str:
     return "".join(parts)
 
 
+def _comparison(record: RunRecord, executions: list[ExecutionRecord]) -> str:
+    """The sets side by side (experiment compare): varying params, then final metrics, the best in bold."""
+    table = recorded(record.param_sets, executions)
+    if len(table.rows) < 2 or not table.metrics:
+        return ""
+    best = table.best()
+    head = "".join(f"<th>{esc(c)}</th>" for c in ("set", *table.params, *table.metrics))
+    rows = "".join(
+        f"<tr><th>{esc(r.param_set)}</th>" + "".join(f"<td>{esc(r.params.get(p, '—'))}</td>" for p in table.params)
+        + "".join(f'<td class="num">{"<b>" if best.get(m) == r.param_set else ""}{esc(_number(r.metrics.get(m, "—")))}'
+                  f'{"</b>" if best.get(m) == r.param_set else ""}</td>' for m in table.metrics) + "</tr>"
+        for r in table.rows)
+    return f'<div class="scroll"><table id="compare-table"><tr>{head}</tr>{rows}</table></div>' \
+           '<p class="muted">the best of each column in bold; experiment compare says which are still fresh</p>'
+
+
 def _series_label(e: ExecutionRecord, stages: set[str]) -> str:
     return e.param_set if len(stages) == 1 else f"{e.stage} [{e.param_set}]"
 
@@ -265,7 +282,7 @@ def render_page(record: RunRecord, executions: list[ExecutionRecord], *, engine:
         f"</div>{_legend(statuses.values())}</section>",
         f'<section id="timings"><h2>Stages</h2>{_timings(rows)}{_omitted(omitted, record.id)}</section>',
         f'<section id="failures"><h2>Failures</h2>{failures}</section>' if failures else "",
-        f'<section id="metrics"><h2>Metrics</h2>{_metrics(executions)}</section>',
+        f'<section id="metrics"><h2>Metrics</h2>{_comparison(record, executions)}{_metrics(executions)}</section>',
         f'<section id="reports"><h2>Reportables</h2>{_reportables(executions)}</section>',
         f'<section id="artifacts"><h2>Artifacts</h2>{_artifacts(rows)}{_omitted(omitted, record.id)}</section>',
         f'<section id="environment"><h2>Environment</h2>{_environment(record)}</section></main>',
