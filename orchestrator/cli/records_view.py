@@ -199,6 +199,8 @@ def diff(data: Mapping[str, Any]) -> None:
     a, b = data["a"], data["b"]
     out.print(Text.assemble(("A ", "bold"), f"{a['id']}  ", status(a["status"]), f"  {a['title']}"))
     out.print(Text.assemble(("B ", "bold"), f"{b['id']}  ", status(b["status"]), f"  {b['title']}"))
+    for set_a, set_b in data["sets"].get("paired", ()):
+        out.print(f"param set {escape(set_a)} (A) compared with {escape(set_b)} (B): the closest params")
     for side, label in (("only_a", "only in A"), ("only_b", "only in B")):
         if data["sets"][side]:
             out.print(f"param sets {label}: {escape(', '.join(data['sets'][side]))}")

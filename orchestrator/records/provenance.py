@@ -212,6 +212,29 @@ def _stage_code(executions: list[ExecutionRecord]) -> dict[str, tuple[dict[str, 
     return code
 
 
+def _pair_sets(a: Mapping[str, Mapping[str, Any]], b: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """Sets of run A matched with sets of run B: same name first, then closest params (fewest differences)."""
+    pairs = [(name, name) for name in a if name in b]
+    left = [name for name in a if name not in b]
+    right = [name for name in b if name not in a]
+
+    def distance(x: Mapping[str, Any], y: Mapping[str, Any]) -> int:
+        return sum(1 for key in set(x) | set(y) if repr(x.get(key, _ABSENT)) != repr(y.get(key, _ABSENT)))
+
+    candidates = sorted((distance(a[x], b[y]), x, y) for x in left for y in right)
+    used_a: set[str] = set()
+    used_b: set[str] = set()
+    for _, x, y in candidates:
+        if x not in used_a and y not in used_b:
+            pairs.append((x, y))
+            used_a.add(x)
+            used_b.add(y)
+    return pairs
+
+
+_ABSENT = object()
+
+
 def _diff_maps(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
     missing = "(absent)"
     return [{"name": k, "a": a.get(k, missing), "b": b.get(k, missing)}
@@ -225,8 +248,13 @@ def run_diff(history: History, ref_a: str, ref_b: str) -> dict[str, Any]:
     a, b = history.run(ref_a), history.run(ref_b)
     ea, eb = history.executions(a), history.executions(b)
     sets_a, sets_b = a.param_sets, b.param_sets
-    params = [{"set": s, **row} for s in sorted(set(sets_a) & set(sets_b))
-              for row in _diff_maps(flatten(sets_a[s]), flatten(sets_b[s]))]
+    flat_a = {name: flatten(values) for name, values in sets_a.items()}
+    flat_b = {name: flatten(values) for name, values in sets_b.items()}
+    pairs = _pair_sets(flat_a, flat_b)  # by name, else by the closest params (runs of two param files)
+    label_a = {sa: sa if sa == sb else f"{sa} -> {sb}" for sa, sb in pairs}
+    label_b = {sb: label_a[sa] for sa, sb in pairs}
+    label_a["*"] = label_b["*"] = "*"  # aggregates
+    params = [{"set": label_a[sa], **row} for sa, sb in pairs for row in _diff_maps(flat_a[sa], flat_b[sb])]
     code_a, code_b = _stage_code(ea), _stage_code(eb)
     code = []
     for stage in sorted(set(code_a) & set(code_b)):
@@ -238,14 +266,21 @@ def run_diff(history: History, ref_a: str, ref_b: str) -> dict[str, Any]:
              "git commit": a.git.get("commit", ""), "git dirty": a.git.get("dirty", False)}
     env_b = {"python": b.environment.get("python"), **b.environment.get("packages", {}),
              "git commit": b.git.get("commit", ""), "git dirty": b.git.get("dirty", False)}
-    hashes_a = {f"{e.stage} [{e.param_set}] {n}": o.hash for e in ea for n, o in e.outputs.items()}
-    hashes_b = {f"{e.stage} [{e.param_set}] {n}": o.hash for e in eb for n, o in e.outputs.items()}
-    metrics_a = {f"{e.stage} [{e.param_set}] {n}": v for e in ea for n, v in final_metrics(e.extras).items()}
-    metrics_b = {f"{e.stage} [{e.param_set}] {n}": v for e in eb for n, v in final_metrics(e.extras).items()}
+    # sets without a counterpart are listed under "sets"; their artifacts and metrics are not a change
+    hashes_a = {f"{e.stage} [{label_a[e.param_set]}] {n}": o.hash for e in ea if e.param_set in label_a
+                for n, o in e.outputs.items()}
+    hashes_b = {f"{e.stage} [{label_b[e.param_set]}] {n}": o.hash for e in eb if e.param_set in label_b
+                for n, o in e.outputs.items()}
+    metrics_a = {f"{e.stage} [{label_a[e.param_set]}] {n}": v for e in ea if e.param_set in label_a
+                 for n, v in final_metrics(e.extras).items()}
+    metrics_b = {f"{e.stage} [{label_b[e.param_set]}] {n}": v for e in eb if e.param_set in label_b
+                 for n, v in final_metrics(e.extras).items()}
     return {
         "a": {"id": a.id, "title": a.title, "status": a.status, "started": a.started},
         "b": {"id": b.id, "title": b.title, "status": b.status, "started": b.started},
-        "sets": {"only_a": sorted(set(sets_a) - set(sets_b)), "only_b": sorted(set(sets_b) - set(sets_a))},
+        "sets": {"only_a": sorted(set(sets_a) - {sa for sa, _ in pairs}),
+                 "only_b": sorted(set(sets_b) - {sb for _, sb in pairs}),
+                 "paired": [[sa, sb] for sa, sb in pairs if sa != sb]},
         "params": params,
         "code": code,
         "stages": {"only_a": sorted({e.stage for e in ea} - {e.stage for e in eb}),

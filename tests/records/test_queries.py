@@ -113,3 +113,16 @@ def test_run_ids_by_prefix_and_unknown_ones(project):
     assert "no run 'nope'" in proc.stderr and "experiment runs" in proc.stderr
     proc = project.experiment("explain", "shift", "--set", "bsae", check=2)
     assert "Did you mean 'base'?" in proc.stderr
+
+
+def test_diff_across_param_files_pairs_sets_by_their_params(project):
+    base = project.run_json("base")["run_id"]
+    grid = project.run_json("grid")["run_id"]
+    data = as_json(project, "diff", base, grid)
+    assert data["sets"]["paired"] == [["base", "grid[scale=1]"]]  # the same params under another name
+    assert data["sets"]["only_b"] == ["grid[scale=2]"] and data["sets"]["only_a"] == []
+    assert data["params"] == []  # same params
+    # same results, nothing "(absent)": only the aggregate over the sets (one set against two) changed
+    assert [row["name"] for row in data["artifacts"]] == ["summary [*] summary"]
+    text = project.experiment("diff", base, grid).stdout
+    assert "base (A) compared with grid[scale=1] (B)" in text and "(absent)" not in text
