@@ -82,13 +82,16 @@ def main(debug: bool, verbose: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary instead.")
 @click.option("--desc", default="", metavar="TEXT", help="Describe the run (the title of its record and report).")
 @click.option("--tag", "tags", multiple=True, metavar="TAG", help="Tag the run (repeatable; experiment runs --tag TAG).")
+@click.option("--track", "trackers", multiple=True, type=click.Choice(["mlflow", "tensorboard"]),
+              help="Then export the run there (experiment export; repeatable).")
 @click.option("--strict-data", is_flag=True,
               help="Fail a stage that reads a file its key does not cover (default: warn).")
 @handle_errors
 def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, ...], cache_dir: str | None,
         force: tuple[str, ...], workers: int | None, shard: tuple[int, int] | None, max_item_failures: int | None,
         devices: str | None, dry_run: bool, keep_going: bool, executor: str, jobs: int | None,
-        address: str | None, as_json: bool, desc: str, tags: tuple[str, ...], strict_data: bool) -> None:
+        address: str | None, as_json: bool, desc: str, tags: tuple[str, ...], trackers: tuple[str, ...],
+        strict_data: bool) -> None:
     """Run the experiment PARAMS_SET... (files in params/): only what is missing or stale."""
     from ..api import open_session
     from ..records.annotations import check_tags
@@ -142,6 +145,10 @@ def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
             print_table(session.compare())
         if report.exists():
             click.echo(f"report: {report}")
+    for tracker in trackers:  # (the run is recorded, whatever its outcome: a failed run is worth a look too)
+        from .export import export_run
+
+        click.echo(export_run(tracker, session.store.root, result.run_id), err=as_json)
     if result.status == "interrupted":
         sys.exit(130)
     if not result.ok:
@@ -226,9 +233,11 @@ def cache_ls(cache_dir: str | None, stage: str | None, artifact_name: str | None
 
 
 from .compare import register as _register_compare  # noqa: E402  (compare)
+from .export import register as _register_export  # noqa: E402  (export)
 from .records import register as _register_records  # noqa: E402  (the run-record commands)
 
 _register_compare(main)
+_register_export(main)
 _register_records(main)
 
 
