@@ -26,6 +26,7 @@ __all__ = ["export_mlflow", "export_tensorboard"]
 
 _UNSAFE = re.compile(r"[^\w\-. /]")  # what MLflow accepts in metric and param names
 _BATCH = 900  # MLflow takes at most 1000 metrics per batch
+_TAG = "orchestrator" + "."  # MLflow tags: orchestrator.stage, .param_set, .key, .run_id, .status
 
 
 def _points(e: ExecutionRecord) -> Iterator[tuple[str, float, int, float | None]]:
@@ -67,8 +68,8 @@ def export_mlflow(history: History, ref: str, tracking_uri: str) -> list[str]:
     experiment_id = found.experiment_id if found is not None else client.create_experiment(name)
     created = []
     for e in executions:
-        tags = {"orchestrator.stage": e.stage, "orchestrator.param_set": e.param_set, "orchestrator.key": e.key or "",
-                "orchestrator.run_id": record.id, "orchestrator.status": e.status}
+        tags = {f"{_TAG}{k}": v for k, v in (("stage", e.stage), ("param_set", e.param_set), ("key", e.key or ""),
+                                              ("run_id", record.id), ("status", e.status))}
         run = client.create_run(experiment_id, tags=tags, run_name=f"{e.stage} [{e.param_set}]",
                                 start_time=int((e.started or record.started) * 1000))
         params = [Param(_UNSAFE.sub("_", k)[:250], str(v)[:500])
