@@ -6,7 +6,6 @@ import csv
 import io
 import json
 
-
 STAGES = '''
 import os
 

@@ -140,7 +140,9 @@ def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
         else:
             plain.summary(result, command)
         if result.ok and len(session.experiment.sets) > 1 and _reports_metrics(session, result):
-            from .compare import print_table  # a sweep ends with its sets side by side (experiment compare)
+            from .compare import (
+                print_table,  # a sweep ends with its sets side by side (experiment compare)
+            )
 
             print_table(session.compare())
         if report.exists():

@@ -109,3 +109,32 @@ def metric_chart(title: str, series: Mapping[str, Sequence[tuple[float, float]]]
                    f'{esc(label if len(label) <= 40 else label[:39] + "…")}</text>')
     out.append("</svg>")
     return "".join(out)
+
+
+def scatter_chart(title: str, points: Sequence[tuple[float, float, str]], x_label: str, y_label: str) -> str:
+    """An SVG scatter plot of (x, y, label) points, each labelled on hover; "" when there are none."""
+    points = [p for p in points if math.isfinite(p[0]) and math.isfinite(p[1])]
+    if not points:
+        return ""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x_low, x_high = min(xs), max(xs)
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM - 14
+    out, low, high = _frame(title, min(ys), max(ys), plot_h)
+
+    def place(x: float, y: float) -> tuple[float, float]:
+        return (LEFT + plot_w * (x - x_low) / ((x_high - x_low) or 1),
+                TOP + plot_h * (1 - (y - low) / ((high - low) or 1)))
+
+    for tick in nice_ticks(x_low, x_high, 6):
+        if x_low <= tick <= x_high:
+            x, _ = place(tick, low)
+            out.append(f'<text x="{x:.1f}" y="{TOP + plot_h + 14:.1f}" font-size="10" text-anchor="middle" '
+                       f'fill="#546e7a">{esc(_fmt(tick))}</text>')
+    out.append(f'<text x="{LEFT + plot_w / 2:.1f}" y="{HEIGHT - 4}" font-size="11" text-anchor="middle">'
+               f"{esc(x_label)}</text>")
+    for index, (x, y, label) in enumerate(points):
+        cx, cy = place(x, y)
+        out.append(f'<circle class="point" cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{PALETTE[index % len(PALETTE)]}">'
+                   f"<title>{esc(label)}: {esc(x_label)} {esc(_fmt(x))}, {esc(y_label)} {esc(_fmt(y))}</title></circle>")
+    out.append("</svg>")
+    return "".join(out)

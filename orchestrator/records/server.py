@@ -68,7 +68,7 @@ def index_page(runs: Sequence[RunRecord], sort: str, metric: str, descending: bo
             f'<td class="num">{"" if run.seconds is None else f"{run.seconds:.1f}"}</td>'
             f'<td class="num">{esc(run.counts.get("ran", 0))} / {esc(run.counts.get("cached", 0))} / '
             f'{esc(run.counts.get("failed", 0))}</td><td class="num metric">{"" if value is None else esc(_fmt(value))}</td>'
-            f"<td>{esc(run.title)}</td></tr>")
+            f'<td>{esc(run.title)} <a class="sets" href="/compare?run={quote(run.id)}">sets</a></td></tr>')
     options = "".join(f'<option value="{esc(m)}"{" selected" if m == metric else ""}>{esc(m)}</option>'
                       for m in metrics)
     chooser = (f'<form method="get" action="/" class="meta">metric: <select name="metric" id="metric">{options}'
@@ -156,7 +156,11 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, index_page(history.runs(), sort if sort in SORTS else "started",
                                    query.get("metric", [""])[0], descending), "text/html"
         if path.startswith("/runs/") and path.count("/") == 2:
-            return 200, render_report(history, path[len("/runs/"):]), "text/html"
+            record = history.run(path[len("/runs/"):])
+            html = render_report(history, record)
+            if record.status == "running":  # its stages' metrics arrive as they finish: look again
+                html = html.replace("<head>", '<head><meta http-equiv="refresh" content="5">', 1)
+            return 200, html, "text/html"
         if path == "/diff":
             chosen = query.get("run", [])
             if len(chosen) != 2:
@@ -164,6 +168,15 @@ class _Handler(BaseHTTPRequestHandler):
                                     '<a href="/">list of runs</a>, then compare.</p></main>')
                 return 400, body, "text/html"
             return 200, diff_page(run_diff(history, chosen[0], chosen[1])), "text/html"
+        if path == "/compare":
+            from .compare_page import compare_page
+
+            record = history.run(query.get("run", ["last"])[0])
+            executions = history.executions(record, parts=False)
+            first = lambda name: query.get(name, [""])[0]  # noqa: E731
+            return 200, compare_page(record, executions, sort=first("sort"), where=first("where"),
+                                     columns=query.get("col", []), x=first("x"), y=first("y"),
+                                     live=record.status == "running"), "text/html"
         if path == "/api/runs":
             data = [{"id": r.id, "title": r.title, "status": r.status, "started": r.started, "seconds": r.seconds,
                      "counts": dict(r.counts), "metrics": dict(r.metrics)} for r in history.runs()]

@@ -76,3 +76,22 @@ def test_requests_addressed_to_another_host_name_are_refused(served):
             assert exc.code == 403 and "only requests" in exc.read().decode()
     status, page = fetch(base.replace("127.0.0.1", "localhost") + "/api/runs")
     assert status == 200 and json.loads(page)
+
+
+def test_the_sets_of_a_run_compare_sort_filter_and_plot(served):
+    base, (first, _) = served
+    status, page = fetch(f"{base}/")
+    assert f'href="/compare?run={first}"' in page
+    status, page = fetch(f"{base}/compare?run={first}")
+    table = page.split('id="compare-table"')[1].split("</table>")[0]
+    assert status == 200 and table.count('class="set"') == 2 and "loss" in table and "lr" in table
+    assert 'class="num best"' in table
+    assert "<circle" in page.split('id="scatter"')[1]  # loss against lr, a point per set
+    ordered = fetch(f"{base}/compare?run={first}&sort=loss")[1].split('id="compare-table"')[1]
+    assert ordered.index("sweep[lr=0.3]") < ordered.index("sweep[lr=0.1]")  # lowest loss first
+    kept = fetch(f"{base}/compare?run={first}&where=lr+%3E+0.2")[1].split('id="compare-table"')[1].split("</table>")[0]
+    assert kept.count('class="set"') == 1 and "sweep[lr=0.3]" in kept
+    chosen = fetch(f"{base}/compare?run={first}&col=loss")[1].split('id="compare-table"')[1].split("</table>")[0]
+    assert "loss" in chosen and "scores.accuracy" not in chosen
+    status, page = fetch(f"{base}/compare?run={first}&where=__import__%28%27os%27%29")
+    assert status == 200 and 'id="where-error"' in page and "not allowed" in page
