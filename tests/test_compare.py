@@ -132,3 +132,20 @@ def test_the_report_of_a_sweep_has_the_sets_side_by_side(make_project):
     assert "scores.accuracy" in table and "train_loss" in table
     assert table.count("<tr>") == 1 + 4 and "<b>" in table  # a header, a row per set, the best in bold
     assert "sweep[lr=0.5,depth=4]" in table
+
+
+def test_recorded_runs_compare_by_run_and_set_with_runs_or_tag(make_project):
+    proj = make_project(FILES)
+    first = proj.run_json("sweep", "--tag", "paper")["run_id"]
+    second = proj.run_json("base", "--set", "lr=0.9", "--tag", "paper")["run_id"]
+    proj.run_json("base")  # untagged
+    table = json.loads(proj.experiment("compare", "--tag", "paper", "--json").stdout)
+    sets = {r["set"] for r in table["rows"]}
+    assert sets == {f"{first} sweep[lr={lr},depth={d}]" for lr in (0.1, 0.5) for d in (2, 4)} | {f"{second} base"}
+    assert {r["state"] for r in table["rows"]} == {"recorded"} and table["params"] == ["depth", "lr"]
+    assert all("scores.accuracy" in r["metrics"] for r in table["rows"])
+    one = json.loads(proj.experiment("compare", "--runs", second, "--json").stdout)
+    assert [r["set"] for r in one["rows"]] == [f"{second} base"] and one["rows"][0]["run"] == second
+    both = proj.experiment("compare", "sweep", "--runs", first, check=2)
+    assert "not both" in both.stderr
+    assert "no recorded run has the tag" in proj.experiment("compare", "--tag", "nope", check=None).stderr

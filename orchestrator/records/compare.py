@@ -23,7 +23,7 @@ from ..engine.planner import Action, Plan
 from ..errors import UsageError
 from .values import final_metrics
 
-__all__ = ["Comparison", "Row", "compare", "lower_is_better", "recorded", "select"]
+__all__ = ["Comparison", "Row", "across_runs", "compare", "lower_is_better", "recorded", "select"]
 
 _LOWER = re.compile(r"(loss|err|error|mse|mae|rmse|perplexity|ppl|seconds|time|latency|wer|cer)", re.I)
 
@@ -127,6 +127,28 @@ def recorded(sets: Mapping[str, Mapping[str, Any]], executions: Iterable[Any]) -
         if e.param_set in metrics and e.status in ("ran", "cached"):
             metrics[e.param_set].update(_metrics(e.extras or {}))
     rows = tuple(Row(name, "fresh", "", {k: flat[name].get(k) for k in varying}, metrics[name]) for name in sets)
+    columns = sorted({m for r in rows for m in r.metrics}, key=lambda m: (m.split(".")[0], m))
+    return Comparison(tuple(varying), tuple(columns), rows)
+
+
+def across_runs(history: Any, runs: Iterable[Any]) -> Comparison:
+    """One row per (run, param set) of recorded ``runs``, as they left them: ``RUN set`` rows, the params that
+    vary across all of them, their final metrics."""
+    sets: dict[str, Mapping[str, Any]] = {}
+    metrics: dict[str, dict[str, float]] = {}
+    owner: dict[str, str] = {}
+    for run in runs:
+        for e in history.executions(run, parts=False):
+            if e.param_set in run.param_sets and e.status in ("ran", "cached"):
+                label = f"{run.id} {e.param_set}"
+                sets.setdefault(label, run.param_sets[e.param_set])
+                owner[label] = run.id
+                metrics.setdefault(label, {}).update(_metrics(e.extras or {}))
+    flat = {name: _flatten(values) for name, values in sets.items()}
+    varying = sorted({key for values in flat.values() for key in values
+                      if len({repr(v.get(key)) for v in flat.values()}) > 1}) if len(flat) > 1 else []
+    rows = tuple(Row(name, "recorded", "", {k: flat[name].get(k) for k in varying}, metrics.get(name, {}), owner[name])
+                 for name in sets)
     columns = sorted({m for r in rows for m in r.metrics}, key=lambda m: (m.split(".")[0], m))
     return Comparison(tuple(varying), tuple(columns), rows)
 
