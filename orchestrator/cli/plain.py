@@ -157,7 +157,7 @@ def summary_grid(result: RunResult, width: int) -> Grid:
     return _counts(per_stage, seconds)
 
 
-def _label(name: str) -> str:
+def set_label(name: str) -> str:
     """A set's column header: what its name varies (``lr=0.01,hidden=32``), ``all sets`` for aggregates."""
     if name == ALL:
         return "all sets"
@@ -166,7 +166,7 @@ def _label(name: str) -> str:
 
 def _fits(stages: list[str], sets: list[str], width: int) -> bool:
     """Whether the stage x set table shows every name whole in ``width`` columns."""
-    widths = [max(map(len, stages))] + [max(len(_label(name)), len("cached 00.0s")) for name in sets]
+    widths = [max(map(len, stages))] + [max(len(set_label(name)), len("cached 00.0s")) for name in sets]
     return sum(widths) + 3 * len(widths) + 1 <= width
 
 
@@ -183,7 +183,7 @@ def _matrix(result: RunResult, stages: list[str], sets: list[str]) -> Grid:
             ran = outcome.status in (Status.RAN, Status.FAILED)
             row.append((outcome.status.value + (f" {outcome.seconds:.1f}s" if ran else ""), STYLE[outcome.status]))
         rows.append(tuple(row))
-    return Grid(("stage", *map(_label, sets)), tuple(rows), (False,) * (len(sets) + 1))
+    return Grid(("stage", *map(set_label, sets)), tuple(rows), (False,) * (len(sets) + 1))
 
 
 def _counts(per_stage: dict[str, Counter[Status]], seconds: dict[str, float]) -> Grid:

@@ -14,7 +14,7 @@ from ..records.provenance import Explanation, Lineage
 from ..records.report import flatten
 from ..records.values import ExecutionRecord, RunRecord
 from ..units import byte_size, local_time
-from .plain import console
+from .plain import console, set_label
 
 out = console()
 STATUS_STYLE = {"succeeded": "green", "ran": "green", "cached": "cyan", "failed": "bold red", "skipped": "yellow",
@@ -86,8 +86,8 @@ def params_table(sets: Mapping[str, Mapping[str, Any]]) -> Table:
     flat = {name: flatten(values) for name, values in sets.items()}
     table = Table(title="params", title_justify="left")
     table.add_column("param")
-    for name in flat:
-        table.add_column(Text(name))
+    for name in flat:  # headed by what each set varies (lr=0.01,hidden=32), as the run summary does
+        table.add_column(Text(set_label(name)))
     for key in sorted({k for values in flat.values() for k in values}):
         cells = [repr(flat[name].get(key, "—")) for name in flat]
         varying = len(flat) > 1 and len(set(cells)) > 1
