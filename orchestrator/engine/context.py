@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -20,7 +21,12 @@ from ..torchrun.request import (
     TorchrunRequest,
 )
 
-__all__ = ["StageContext"]
+__all__ = ["StageContext", "live_metrics_path"]
+
+
+def live_metrics_path(log_path: str | Path) -> Path:
+    """Where a node's metrics are appended as they are reported (beside its log), for live curves."""
+    return Path(log_path).with_suffix(".metrics.jsonl")
 
 
 class StageContext:
@@ -48,6 +54,7 @@ class StageContext:
         key: str,
         store: Store,
         project_root: Path,
+        live_metrics: Path | None = None,
     ) -> None:
         self.stage = stage
         self.param_set = param_set
@@ -62,6 +69,7 @@ class StageContext:
         self.workspace = store.workspace
         self._scratch: Path | None = None
         self._metrics: list[dict[str, Any]] = []
+        self._live = live_metrics  # each metric is appended here as it comes: the UI draws running curves
         self._reports: list[dict[str, Any]] = []
         self._notes: dict[str, Any] = {}  # what the library records about the execution (undeclared reads)
 
@@ -89,7 +97,15 @@ class StageContext:
         number = float(value)
         if not math.isfinite(number):
             self.logger.warning("metric %s is %s", name, number)
-        self._metrics.append({"name": str(name), "value": number, "step": step, "time": time.time()})
+        entry = {"name": str(name), "value": number, "step": step, "time": time.time()}
+        self._metrics.append(entry)
+        if self._live is not None:
+            try:
+                self._live.parent.mkdir(parents=True, exist_ok=True)
+                with open(self._live, "a", encoding="utf-8") as live:
+                    live.write(json.dumps(entry) + "\n")
+            except (OSError, ValueError):  # a display aid: a full disk or an odd value must not fail the stage
+                self._live = None
         if show:
             at = f" (step {step})" if step is not None else ""
             sys.stderr.write(f"  {self.stage} [{self.param_set}] {name} = {number:.6g}{at}\n")

@@ -30,7 +30,7 @@ from ..store.base import Store
 from ..store.location import open_store
 from ..torchrun.request import ScriptOutputs
 from .capture import capture, log_only, peak_rss, reset_peak_rss
-from .context import StageContext
+from .context import StageContext, live_metrics_path
 from .handoff import Handoff
 from .imported import code_mismatch, resolve_stage
 from .task import FailureKind, InputSpec, Task, TaskError, TaskFailed, TaskResult
@@ -80,6 +80,7 @@ def _execute(task: Task, progress: Callable[[str, Any], None] | None, held: dict
             key=task.key,
             store=store,
             project_root=Path(task.project_root),
+            live_metrics=live_metrics_path(task.log_path) if task.log_path else None,
         )
         declared = _declared_files(task, stage, kwargs, store)
         with watching() as watch:

@@ -7,11 +7,15 @@ text that came from a run (params, names, messages, reportables) is escaped.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..engine.context import live_metrics_path
 from .charts import metric_chart
 from .compare import recorded
 from .dagview import STATUS_COLOURS, dag_svg
@@ -167,9 +171,25 @@ def _series_label(e: ExecutionRecord, stages: set[str]) -> str:
     return e.param_set if len(stages) == 1 else f"{e.stage} [{e.param_set}]"
 
 
+def _live(e: ExecutionRecord) -> ExecutionRecord:
+    """A running execution with the metrics its stage has reported so far (appended beside its log)."""
+    if e.status != "running" or not e.log_path or (e.extras or {}).get("metrics"):
+        return e
+    try:
+        lines = live_metrics_path(e.log_path).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return e
+    points = []
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            points.append(json.loads(line))
+    return replace(e, extras={**(e.extras or {}), "metrics": points}) if points else e
+
+
 def _metrics(executions: list[ExecutionRecord]) -> str:
     found: dict[str, dict[str, list[tuple[float, float]]]] = {}
     stages_of: dict[str, set[str]] = {}
+    executions = [_live(e) for e in executions]
     for e in executions:
         for entry in e.extras.get("metrics", ()):
             stages_of.setdefault(str(entry.get("name")), set()).add(e.stage)

@@ -1,0 +1,45 @@
+"""Metrics of a stage that is still running reach its report (and the UI) as they are reported."""
+
+from __future__ import annotations
+
+import time
+
+STAGES = '''
+import time
+from pathlib import Path
+
+from orchestrator import stage
+
+
+@stage(outputs=["model"])
+def train(ctx, epochs: int = 3):
+    for epoch in range(epochs):
+        ctx.metric("val_loss", 1.0 / (epoch + 1), step=epoch, show=False)
+    release = Path(ctx.project_root) / "release"
+    while not release.exists():  # hold the stage open until the test has seen its curve
+        time.sleep(0.05)
+    return epochs
+'''
+
+
+def test_a_running_stages_curve_is_in_its_report(make_project):
+    from orchestrator.records import open_history, render_report
+
+    proj = make_project({"stages/__init__.py": "", "stages/s.py": STAGES, "params/p.yaml": "params: {}\n"})
+    proc = proj.start("run", "p")
+    try:
+        deadline, page = time.time() + 60, ""
+        while time.time() < deadline:
+            if (proj.root / "cache" / "runs.db").exists():
+                with open_history(proj.root / "cache") as history:
+                    runs = history.runs()
+                    if runs and runs[0].status == "running":
+                        page = render_report(history, runs[0])
+                        if "val_loss" in page:
+                            break
+            time.sleep(0.2)
+        metrics = page.split('id="metrics"')[1].split("</section>")[0] if 'id="metrics"' in page else ""
+        assert "val_loss" in metrics and "<svg" in metrics, page[-3000:]
+    finally:
+        (proj.root / "release").write_text("")
+        assert proc.wait(timeout=60) == 0
