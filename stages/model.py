@@ -28,8 +28,8 @@ def fit(train_features: Path, lr: float, hidden: int, epochs: int = 3, batch_siz
 
 
 @stage(inputs=["checkpoint", "test_features"], outputs=["metrics"], metrics=["metrics"])
-def evaluate(checkpoint: Path, test_features: pd.DataFrame) -> dict:
-    """Accuracy and loss of the trained checkpoint on the held-out split."""
+def evaluate(checkpoint: Path, test_features: pd.DataFrame, ctx) -> dict:
+    """Accuracy and loss of the trained checkpoint on the held-out split (also reported with ctx.metric)."""
     import torch
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -38,10 +38,13 @@ def evaluate(checkpoint: Path, test_features: pd.DataFrame) -> dict:
     x, y = tensors(test_features)
     with torch.no_grad():
         logits = net(x)
-    return {
+    scores = {
         "accuracy": float((logits.argmax(dim=1) == y).float().mean()),
         "loss": float(torch.nn.functional.cross_entropy(logits, y)),
     }
+    ctx.metric("test_accuracy", scores["accuracy"])
+    ctx.metric("test_loss", scores["loss"])
+    return scores
 
 
 @aggregate(inputs=["metrics"], outputs=["leaderboard"])

@@ -75,6 +75,7 @@ def test_rows_are_marked_stale_with_the_stage_and_reason_and_fill_runs_exactly_t
     proj.edit("stages/s.py", 'return {"accuracy": round(1 - model["loss"], 6)', 'return {"accuracy": round(1 - model["loss"], 5)')
     table = _compare(proj)
     assert {r["state"] for r in table["rows"]} == {"stale"}
+    assert len(_compare(proj, "--only-changed")["rows"]) == 4
     assert all(r["why"].startswith("evaluate: code changed") for r in table["rows"]), table["rows"]
     assert all("scores.accuracy" in r["metrics"] and r["run"] for r in table["rows"])  # the last result's numbers
 
@@ -99,6 +100,7 @@ def test_where_sort_state_and_csv(make_project):
     accuracies = [r["metrics"]["scores.accuracy"] for r in ordered]
     assert accuracies == sorted(accuracies, reverse=True)
     assert _compare(proj, "--state", "stale")["rows"] == []
+    assert _compare(proj, "--only-changed")["rows"] == []  # every row fresh
     rows = list(csv.DictReader(io.StringIO(proj.experiment("compare", "sweep", "--csv").stdout)))
     assert len(rows) == 4 and {"set", "state", "depth", "lr", "scores.accuracy"} <= set(rows[0])
     bad = proj.experiment("compare", "sweep", "--where", "__import__('os')", check=2)

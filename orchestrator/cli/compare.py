@@ -36,13 +36,14 @@ STATES = ("fresh", "stale", "missing", "recorded")
 @click.option("--sort", metavar="COLUMN", default=None, help="Best first by this metric (or param, ascending).")
 @click.option("--state", "states", multiple=True, type=click.Choice(STATES),
               help="Only rows in this state (repeatable).")
+@click.option("--only-changed", is_flag=True, help="Only rows that are not fresh (stale or missing).")
 @click.option("--fill", is_flag=True, help="Run the stale and missing rows (fresh ones stay cached), then compare.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print the table as CSV.")
 @handle_errors
 def compare(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, ...], cache_dir: str | None,
             run_refs: tuple[str, ...], tag: str | None, where: str | None, sort: str | None, states: tuple[str, ...],
-            fill: bool, as_json: bool, as_csv: bool) -> None:
+            only_changed: bool, fill: bool, as_json: bool, as_csv: bool) -> None:
     """Compare the param sets of PARAMS_SET...: the params that vary, the latest metrics, and whether each
     row is still fresh for today's code and param files (stale rows name the stage that would run and why).
 
@@ -63,6 +64,8 @@ def compare(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[s
         raise UsageError("compare needs PARAMS_SET... (or --runs RUN.../--tag TAG). Fix: experiment compare sweep.")
     else:
         table = _planned(names, overrides, targets, cache_dir, fill, as_json or as_csv)
+    if only_changed:
+        states = tuple(s for s in states or ("stale", "missing") if s in ("stale", "missing"))
     table = select(table, where=where, sort=sort, states=states or None)
     if as_json:
         click.echo(json.dumps(table.to_dict(), indent=1, default=str))
