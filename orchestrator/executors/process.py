@@ -191,10 +191,13 @@ _USER_SET = frozenset(name for name in THREAD_VARIABLES if name in os.environ)
 def _stop_requested(signum: int, frame: FrameType | None) -> None:
     """SIGTERM (:func:`orchestrator.processes.stop_pool`): a running stage stops as on Ctrl-C in the
     driver's process, so its ``finally`` blocks run and its own pools and process trees are stopped;
-    then the worker exits (:func:`_execute`). An idle worker, or one asked a second time, exits at once."""
+    then the worker exits (:func:`_execute`). An idle worker exits at once; one already stopping ignores
+    a second request."""
     global _STOPPING
-    if not _BUSY or _STOPPING:  # idle, or asked again while stopping (a second Ctrl-C): exit now, not
-        os._exit(128 + signum)  # a KeyboardInterrupt inside whatever clean-up is running (its traceback)
+    if _STOPPING:  # asked again (the pool stopped twice): the clean-up under way ends the worker (its
+        return  # semaphores released); raising again would break into it, and the driver's SIGKILL is the backstop
+    if not _BUSY:
+        os._exit(128 + signum)
     _STOPPING = True
     raise KeyboardInterrupt
 
@@ -215,6 +218,12 @@ def _execute(task: Task) -> TaskResult:
     finally:
         _BUSY = False
     # stopped: the stage's frames are gone; collecting them releases what they held (the semaphores of a map
-    # pool, which the resource tracker would otherwise report as leaked) before the worker exits
+    # pool, which the resource tracker would otherwise report as leaked) before the worker exits; what a
+    # thread of that pool still holds is released by multiprocessing's own exit finalizers, run here as a
+    # normal exit would (os._exit skips them)
     gc.collect()
+    with contextlib.suppress(Exception):
+        from multiprocessing import util
+
+        util._run_finalizers(0)  # (semaphores: unlinked and unregistered from the resource tracker)
     os._exit(128 + signal.SIGTERM)
