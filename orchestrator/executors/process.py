@@ -225,5 +225,5 @@ def _execute(task: Task) -> TaskResult:
     with contextlib.suppress(Exception):
         from multiprocessing import util
 
-        util._run_finalizers(0)  # (semaphores: unlinked and unregistered from the resource tracker)
+        util._run_finalizers(0)  # type: ignore[attr-defined]  # (semaphores: unlinked, unregistered)
     os._exit(128 + signal.SIGTERM)

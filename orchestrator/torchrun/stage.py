@@ -14,6 +14,7 @@ import json
 import logging
 import shutil
 import signal
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,8 @@ def run_torchrun(request: TorchrunRequest, ctx: LaunchSite) -> ScriptOutputs:
         timeout=request.timeout, all_ranks=request.all_ranks, python_path=(str(root),),
     )
     try:
-        result = launch(spec, request.on_output)
+        with _Follower(ctx, metrics_file):  # the script's log_metric values reach the stage as they come
+            result = launch(spec, request.on_output)
     except ValueError as exc:
         raise failure(f"could not be launched: {exc}") from exc
     except OSError as exc:
@@ -126,7 +128,6 @@ def run_torchrun(request: TorchrunRequest, ctx: LaunchSite) -> ScriptOutputs:
             "outputs= in ctx.torchrun.",
             returncode=0, log_path=str(result.log_path), tail=result.tail,
         )
-    _ingest_metrics(ctx, metrics_file)
     logger.info("%s [%s]: %s finished in %.1f s", ctx.stage, ctx.param_set, shown, result.seconds)
     return ScriptOutputs(produced)
 
@@ -175,15 +176,45 @@ def _check_outputs(outputs: Mapping[str, str], failure: Callable[..., ExternalSc
     return declared
 
 
-def _ingest_metrics(ctx: LaunchSite, metrics_file: Path) -> None:
-    if not metrics_file.is_file():
-        return
-    for line in metrics_file.read_text(encoding="utf-8").splitlines():
+class _Follower:
+    """Feeds the metrics a script appends to ``path`` (``log_metric``) to the stage while it runs, so
+    the run records and the UI show its curves live; what is left is read once the script ends."""
+
+    def __init__(self, ctx: LaunchSite, path: Path, every: float = 1.0) -> None:
+        self.ctx, self.path, self.every = ctx, path, every
+        self.offset = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="orchestrator-torchrun-metrics", daemon=True)
+
+    def __enter__(self) -> _Follower:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.read()
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.every):
+            self.read()
+
+    def read(self) -> None:
+        """Take the complete lines written since the last read."""
         try:
-            entry = json.loads(line)
-            ctx.metric(entry["name"], entry["value"], step=entry.get("step"), show=False)
-        except (ValueError, KeyError, TypeError):
-            logger.warning("%s: ignoring a malformed metrics line %r", ctx.stage, line[:200])
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+        except OSError:
+            return
+        complete = data[: data.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        for line in complete.decode("utf-8", "replace").splitlines():
+            try:
+                entry = json.loads(line)
+                self.ctx.metric(entry["name"], entry["value"], step=entry.get("step"), show=False)
+            except (ValueError, KeyError, TypeError):
+                logger.warning("%s: ignoring a malformed metrics line %r", self.ctx.stage, line[:200])
 
 
 def _remove(path: Path) -> None:
