@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from .markup import esc
 
@@ -56,6 +56,12 @@ def _frame(title: str, y_low: float, y_high: float, plot_h: float) -> tuple[list
     return out, low, high
 
 
+def _x_ticks(low: float, high: float, x_of: Callable[[float], float], y: float) -> list[str]:
+    """The x axis's tick labels between ``low`` and ``high``, at ``x_of(tick)``, on the line ``y``."""
+    return [f'<text x="{x_of(tick):.1f}" y="{y:.1f}" font-size="10" text-anchor="middle" fill="#546e7a">'
+            f"{esc(_fmt(tick))}</text>" for tick in nice_ticks(low, high, 6) if low <= tick <= high]
+
+
 def _bars(title: str, values: Mapping[str, float]) -> str:
     numbers = list(values.values())
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
@@ -92,11 +98,7 @@ def metric_chart(title: str, series: Mapping[str, Sequence[tuple[float, float]]]
         return (LEFT + plot_w * (x - x_low) / ((x_high - x_low) or 1),
                 TOP + plot_h * (1 - (y - low) / ((high - low) or 1)))
 
-    for tick in nice_ticks(x_low, x_high, 6):
-        if x_low <= tick <= x_high:
-            x, _ = place(tick, low)
-            out.append(f'<text x="{x:.1f}" y="{TOP + plot_h + 14:.1f}" font-size="10" text-anchor="middle" '
-                       f'fill="#546e7a">{esc(_fmt(tick))}</text>')
+    out += _x_ticks(x_low, x_high, lambda tick: place(tick, low)[0], TOP + plot_h + 14)
     for index, (label, points) in enumerate(series.items()):
         colour = PALETTE[index % len(PALETTE)]
         coords = " ".join("{:.1f},{:.1f}".format(*place(x, y)) for x, y in points)
@@ -125,11 +127,7 @@ def scatter_chart(title: str, points: Sequence[tuple[float, float, str]], x_labe
         return (LEFT + plot_w * (x - x_low) / ((x_high - x_low) or 1),
                 TOP + plot_h * (1 - (y - low) / ((high - low) or 1)))
 
-    for tick in nice_ticks(x_low, x_high, 6):
-        if x_low <= tick <= x_high:
-            x, _ = place(tick, low)
-            out.append(f'<text x="{x:.1f}" y="{TOP + plot_h + 14:.1f}" font-size="10" text-anchor="middle" '
-                       f'fill="#546e7a">{esc(_fmt(tick))}</text>')
+    out += _x_ticks(x_low, x_high, lambda tick: place(tick, low)[0], TOP + plot_h + 14)
     out.append(f'<text x="{LEFT + plot_w / 2:.1f}" y="{HEIGHT - 4}" font-size="11" text-anchor="middle">'
                f"{esc(x_label)}</text>")
     for index, (x, y, label) in enumerate(points):
