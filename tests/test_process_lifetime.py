@@ -401,3 +401,36 @@ def test_sigterm_and_sighup_to_the_cli_alone_stop_the_run_like_ctrl_c(make_proje
         os.kill(run.proc.pid, sig)
         _stopped_promptly(run, proj, started)
         assert "INTERRUPTED" in run.text()
+
+
+# (extra) a torchrun agent that hangs while stopping after the orchestrator died (seen in the kill -9 loop)
+
+
+def test_an_agent_whose_torchrun_hangs_ends_a_grace_period_after_its_launcher_died(tmp_path):
+    pid_file = tmp_path / "agent.pid"
+    agent = ("import os, signal, sys, time\nfrom orchestrator.torchrun.agent import tie_to_parent\n"
+             "tie_to_parent(grace=1.0)\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)  # a torchrun that hangs\n"
+             f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n")
+    launcher = ("import os, subprocess, sys, time\n"
+                "env = {**os.environ, 'ORCHESTRATOR_PARENT_PID': str(os.getpid())}\n"
+                f"subprocess.Popen([sys.executable, '-c', {agent!r}], env=env, start_new_session=True)\n"
+                "time.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", launcher])
+    try:
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        os.kill(parent.pid, signal.SIGKILL)  # the orchestrator dies; the agent ignores the SIGTERM it gets
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            if state == "Z":
+                break
+            time.sleep(0.1)
+        alive = Path(f"/proc/{child}").exists() and Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        assert not alive, "the agent outlived its launcher by more than its grace period"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            parent.kill()

@@ -18,24 +18,42 @@ import contextlib
 import os
 import signal
 import sys
+import threading
+import time
 import traceback
 from typing import Any
 
 from ..processes import die_with_parent
 
-__all__ = ["LOOPBACK_ENV", "PARENT_ENV", "main", "tie_to_parent"]
+__all__ = ["LOOPBACK_ENV", "PARENT_ENV", "STOP_GRACE", "main", "tie_to_parent"]
 
 PARENT_ENV = "ORCHESTRATOR_PARENT_PID"
 LOOPBACK_ENV = "ORCHESTRATOR_LOOPBACK"
 
 
-def tie_to_parent() -> None:
-    """Get SIGTERM when the launching process dies; exit now if it already has (Linux only)."""
+STOP_GRACE = 10.0  # seconds torchrun gets to stop its ranks once the launching process is gone
+
+
+def tie_to_parent(grace: float = STOP_GRACE) -> None:
+    """Get SIGTERM when the launching process dies; exit now if it already has (Linux only).
+
+    torchrun answers that SIGTERM by stopping its ranks and exiting. Should it hang doing so (seen
+    once in 38 kills of the kill -9 loop: an agent left running after its ranks were gone), a
+    watchdog thread ends the agent ``grace`` seconds after the launching process died.
+    """
     expected = os.environ.get(PARENT_ENV)
     if not expected or not die_with_parent(signal.SIGTERM):  # (Linux only; elsewhere the launcher cleans up)
         return
     if os.getppid() != int(expected):
         sys.exit(f"orchestrator.torchrun.agent: the launching process {expected} is gone; not starting")
+
+    def watch() -> None:
+        while os.getppid() == int(expected):
+            time.sleep(0.5)
+        time.sleep(grace)
+        os._exit(128 + signal.SIGTERM)  # (the ranks got torchrun's SIGTERM, or their own parent-death signal)
+
+    threading.Thread(target=watch, name="orchestrator-parent-watch", daemon=True).start()
 
 
 def _parse_args(args: list[str] | None) -> Any:
