@@ -40,6 +40,14 @@ def join(files):
     return " ".join(Path(p).read_text() for p in files)
 
 
+@stage(inputs=["words"], outputs=["records"], map_over="words")
+def record(words, ctx):
+    # a path inside an item's dict, not the item's result itself
+    path = ctx.scratch_dir / f"{os.urandom(4).hex()}.txt"
+    path.write_text(words)
+    return {"word": words, "file": path}
+
+
 @stage(outputs=["bundle"], cachers={"bundle": "pickle"})
 def bundle(ctx):
     model = ctx.scratch_dir / "model.bin"
@@ -143,3 +151,14 @@ def test_gc_keeps_the_files_an_artifact_holds(make_project):
     bundle = load("bundle", params="p", project_dir=proj.root)
     assert bundle["model"].read_bytes() == b"weights" * 100
     assert (bundle["logs"] / "epoch-0.txt").read_text() == "loss 1.0"
+
+
+def test_a_path_inside_a_map_items_dict_is_stored_too(make_project):
+    proj = make_project(FILES)
+    proj.run_json("p", "--target", "records", "--workers", "2")
+    shutil.rmtree(proj.root / "cache" / "tmp")
+
+    from orchestrator import load
+
+    records = load("records", params="p", project_dir=proj.root)
+    assert [r["file"].read_text() for r in records] == [r["word"] for r in records] == [f"word-{i}" for i in range(6)]

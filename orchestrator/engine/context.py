@@ -101,7 +101,8 @@ class StageContext:
         self._metrics.append(entry)
         if self._live is not None:
             try:
-                self._live.parent.mkdir(parents=True, exist_ok=True)
+                if not self._metrics[:-1]:  # the first one: the log folder may not exist yet
+                    self._live.parent.mkdir(parents=True, exist_ok=True)
                 with open(self._live, "a", encoding="utf-8") as live:
                     live.write(json.dumps(entry) + "\n")
             except (OSError, ValueError):  # a display aid: a full disk or an odd value must not fail the stage
