@@ -10,6 +10,7 @@ The CLI is a thin layer over these functions; notebooks call them directly::
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shlex
 from collections.abc import Mapping, Sequence
@@ -22,10 +23,11 @@ from .engine.driver import Observers, RunObserver, RunResult, execute_dag
 from .engine.options import RunOptions
 
 if TYPE_CHECKING:
+    from .engine.admission import Ledger
     from .records.compare import Comparison
 from .engine.planner import Action, Plan, make_plan
 from .errors import ArtifactNotCached, CorruptObjectError, UsageError, did_you_mean
-from .executors import get_executor
+from .executors import executor_class, get_executor
 from .keys.fingerprint import CodeFingerprint, Fingerprinter
 from .project.datadeps import Manifests
 from .project.declaration import Stage
@@ -34,6 +36,8 @@ from .project.params import Experiment, load_experiment
 from .store.artifactio import load_artifact
 from .store.base import Store
 from .store.location import open_store
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Session", "load", "open_session", "plan", "run"]
 
@@ -70,6 +74,7 @@ class Session:
         desc: str = "",
         record: bool = True,
         tags: Sequence[str] = (),
+        gpus: str | Sequence[int] | None = None,
     ) -> RunResult:
         """Run what is missing or stale; see :func:`orchestrator.engine.driver.execute_dag`.
 
@@ -77,12 +82,21 @@ class Session:
         mapping of its fields (``workers``, ``shard``, ``max_item_failures``, ``devices``, ``strict_data``).
         Unless ``record`` is false the run is recorded in ``<cache>/runs.db``, titled ``desc``, with ``tags``,
         and its HTML report written (see :mod:`orchestrator.records`).
+
+        On this node (the local and process executors) stages are admitted by the resources they ask
+        for and get GPUs of their own: ``gpus`` (``"0,1,2,3"``, ``"none"``; default: the project's
+        ``gpus`` setting, else what nvidia-smi shows) says which GPUs the run may use, and
+        ``executor_options={"jobs": "auto"}`` runs as many stages at once as the node's resources admit.
+
+        Raises:
+            ResourceError: a stage asks for more GPUs or memory than this node has (before anything runs).
         """
         from .records import RunRecorder
 
         self._check_forced(force)
+        executor_options, ledger = self._admission(executor, dict(executor_options or {}), gpus)
         recorder = RunRecorder(self.store, self.project, self.experiment, desc=desc, tags=tags) if record else None
-        with get_executor(executor, **dict(executor_options or {})) as engine, recorder or contextlib.nullcontext():
+        with get_executor(executor, **executor_options) as engine, recorder or contextlib.nullcontext():
             return execute_dag(
                 self.dag,
                 self.fingerprints,
@@ -94,7 +108,30 @@ class Session:
                 run_id=run_id,
                 project_root=str(self.project.root),
                 options=options,
+                resources=ledger,
             )
+
+    def _admission(self, executor: str, options: dict[str, Any],
+                   gpus: str | Sequence[int] | None) -> tuple[dict[str, Any], Ledger | None]:
+        """The one-node scheduler's ledger (None for cluster executors), checked against every stage."""
+        jobs = options.get("jobs")
+        if not executor_class(executor).one_node:
+            if jobs == "auto":
+                options.pop("jobs")
+            return options, None
+        from .engine.admission import Ledger
+        from .machine import inventory
+
+        try:
+            node = inventory(gpus if gpus is not None else self.project.config.get("gpus"))
+        except ValueError as exc:
+            raise UsageError(f"{exc}") from None
+        logger.info("this node: %s", node.describe())
+        ledger = Ledger(node, cores=jobs if isinstance(jobs, int) else None)
+        ledger.check({id(n.stage): n.stage for n in self.dag.nodes.values()}.values())
+        if jobs == "auto":  # as many as the resources admit: every core, and GPUs shared down to quarters
+            options["jobs"] = node.cpus + 4 * len(node.gpus)
+        return options, ledger
 
     def compare(self) -> Comparison:
         """The param sets side by side: varying params, latest metrics, and whether each is still fresh

@@ -87,6 +87,10 @@ class RecordNotFound(UsageError):
     """A run id (or prefix), stage, param set or artifact that the run records do not hold."""
 
 
+class ResourceError(UsageError):
+    """A stage asks for more GPUs or memory than the node has (or for a malformed amount)."""
+
+
 class StageFailed(OrchestratorError):
     """A stage raised, returned outputs that do not match its declaration, or could not be stored.
 

@@ -13,6 +13,7 @@ import click
 from .options import (
     CONTEXT,
     SESSION_COMMANDS,
+    JobsType,
     ShardType,
     handle_errors,
     run_options,
@@ -76,8 +77,11 @@ def main(debug: bool, verbose: int) -> None:
 @click.option("--keep-going", is_flag=True, help="After a failure, still run every branch that does not depend on it.")
 @click.option("--executor", default="local", show_default=True,
               help="Where stages run: local (in-process), process, dask, ray, slurm.")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
-              help="Stages run at once (implies --executor process when > 1).")
+@click.option("-j", "--jobs", type=JobsType(), default=None,
+              help="Stages run at once, or 'auto': as many as the node's GPUs, cores and memory admit "
+                   "(implies --executor process when not 1).")
+@click.option("--gpus", default=None, metavar="0,1,..|none",
+              help="GPUs this run may hand out (default: [tool.orchestrator] gpus, else nvidia-smi's).")
 @click.option("--address", default=None, help="Cluster address for --executor dask/ray.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary instead.")
 @click.option("--desc", default="", metavar="TEXT", help="Describe the run (the title of its record and report).")
@@ -89,7 +93,7 @@ def main(debug: bool, verbose: int) -> None:
 @handle_errors
 def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, ...], cache_dir: str | None,
         force: tuple[str, ...], workers: int | None, shard: tuple[int, int] | None, max_item_failures: int | None,
-        devices: str | None, dry_run: bool, keep_going: bool, executor: str, jobs: int | None,
+        devices: str | None, dry_run: bool, keep_going: bool, executor: str, jobs: int | str | None, gpus: str | None,
         address: str | None, as_json: bool, desc: str, tags: tuple[str, ...], trackers: tuple[str, ...],
         strict_data: bool) -> None:
     """Run the experiment PARAMS_SET... (files in params/): only what is missing or stale."""
@@ -114,7 +118,7 @@ def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
         observer = render.ProgressObserver(session)
     else:  # a log file or a pipe: plain text, no rich
         observer = plain.StatusLines(session.dag)
-    if jobs and jobs > 1 and executor == "local":
+    if jobs and jobs != 1 and executor == "local":
         executor = "process"
     engine_options = dict(session.project.config.get("executor", {}).get(executor, {}))
     engine_options.update({k: v for k, v in (("jobs", jobs), ("address", address)) if v is not None})
@@ -122,7 +126,7 @@ def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
         result = session.run(force=force, executor=executor, keep_going=keep_going,
                              observer=None if as_json else observer, executor_options=engine_options,
                              options=run_options(workers, shard, max_item_failures, devices, strict_data), desc=desc,
-                             tags=tags)
+                             tags=tags, gpus=gpus)
     from ..records import report_path
 
     report = report_path(session.store.root, result.run_id)

@@ -94,6 +94,23 @@ class ShardType(click.ParamType):
         return i, n
 
 
+class JobsType(click.ParamType):
+    """``-j N`` (a number of stages at once) or ``-j auto`` (as many as the node's resources admit)."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | str:
+        if isinstance(value, int) or value == "auto":
+            return value
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        if not text.isdigit() or int(text) < 1:
+            self.fail(f"{value!r} is neither a number of stages (1 or more) nor 'auto'. Fix: -j 4 or -j auto",
+                      param, ctx)
+        return int(text)
+
+
 def run_options(workers: int | None, shard: tuple[int, int] | None, max_item_failures: int | None,
                 devices: str | None, strict_data: bool) -> RunOptions:
     """The options ``experiment run``'s flags ask for (unset ones leave the stages' own)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import click
@@ -38,6 +39,7 @@ from .plain import (
 
 err = console(stderr=True)
 out = console()
+RUNNING_SHOWN = 8  # running nodes the live display lists (then a count)
 
 
 def log_line(level: int, name: str, message: str) -> None:
@@ -51,9 +53,11 @@ class ProgressObserver(StatusLines):
 
     def __init__(self, session: Session) -> None:
         super().__init__(session.dag)
-        self.current = ""
-        self.started = 0.0
-        self.map_state: Any = None
+        self.nodes = session.dag.nodes
+        self.running: dict[str, tuple[str, float]] = {}  # node -> (label, started)
+        self.map_states: dict[str, Any] = {}
+        self.gpus: Mapping[str, str] = {}  # node -> the GPUs it holds
+        self.parked: Sequence[str] = ()  # nodes waiting for GPUs, cores or memory
         from rich.live import Live
 
         self.live = Live(console=err, transient=True, refresh_per_second=8, get_renderable=self._render)
@@ -66,26 +70,42 @@ class ProgressObserver(StatusLines):
         self.live.stop()
 
     def _render(self) -> Text:
-        if not self.current:
+        done = (f"   {self.done}/{self.total} done", "dim")
+        if not self.running:
             return Text(f"  {self.done}/{self.total} done", style="dim")
-        elapsed = time.monotonic() - self.started
-        line = Text.assemble(("  RUNNING ", "bold green"), self.current, (f"  {elapsed:5.1f}s", "dim"),
-                             (f"   {self.done}/{self.total} done", "dim"))
-        if self.map_state is not None:
-            line.append("\n")
-            line.append_text(map_bar(self.map_state))
+        now = time.monotonic()
+        line = Text()
+        shown = list(self.running.items())[:RUNNING_SHOWN]
+        for i, (nid, (label, started)) in enumerate(shown):
+            if i:
+                line.append("\n")
+            gpus = self.gpus.get(nid)
+            line.append_text(Text.assemble(("  RUNNING ", "bold green"), label, (f"  {now - started:5.1f}s", "dim"),
+                                           (f"  GPU {gpus}", "cyan") if gpus else "", done if i == 0 else ""))
+            if nid in self.map_states:
+                line.append("\n")
+                line.append_text(map_bar(self.map_states[nid]))
+        if len(self.running) > len(shown):
+            line.append(f"\n  and {len(self.running) - len(shown)} more running", style="dim")
+        if self.parked:
+            names = ", ".join(f"{self.nodes[n].stage.name} [{self.nodes[n].param_set}]" for n in self.parked[:3])
+            more = f" and {len(self.parked) - 3} more" if len(self.parked) > 3 else ""
+            line.append(f"\n  WAITING for GPUs/cores: {names}{more}", style="yellow")
         return line
 
     def node_started(self, node: Node, decision: Decision) -> None:
-        self.current = f"{node.stage.name} [{node.param_set}]"
-        self.started = time.monotonic()
-        self.map_state = None
+        self.running[node.id] = (f"{node.stage.name} [{node.param_set}]", time.monotonic())
+        self.map_states.pop(node.id, None)
 
     def map_progress(self, node_id: str, progress: Any) -> None:
-        self.map_state = progress
+        self.map_states[node_id] = progress
+
+    def resources(self, holding: Mapping[str, str], waiting: Sequence[str]) -> None:
+        self.gpus, self.parked = dict(holding), tuple(waiting)
 
     def node_finished(self, outcome: NodeOutcome) -> None:
-        self.current = ""
+        self.running.pop(outcome.node, None)
+        self.map_states.pop(outcome.node, None)
         super().node_finished(outcome)
 
     def write(self, parts: list[Cell]) -> None:

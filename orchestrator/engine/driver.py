@@ -17,12 +17,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import replace
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import ResourceError, StoreError
 from ..executors import Executor
 from ..keys.cachekey import input_label
 from ..keys.fingerprint import CodeFingerprint
 from ..store.base import ArtifactRecord, KeyRecord, Store
 from ..store.leases import Leases
+from .admission import Grant, Ledger
 from .claims import Claims
 from .dag import Dag, Node
 from .options import RunOptions
@@ -60,6 +61,7 @@ class _Driver:
         project_root: str,
         run_id: str,
         options: RunOptions,
+        resources: Ledger | None = None,
     ) -> None:
         self.run_id = run_id
         self.dag = dag
@@ -86,10 +88,16 @@ class _Driver:
         self.blocked: dict[str, float] = {}  # nodes whose key another run is computing -> since when
         self.refs: dict[tuple[str, str], Any] = {}  # key parts of what ran, for the next plan's reasons
         self.refs_written = time.monotonic()
+        self.ledger = resources
+        self.grants: dict[str, Grant] = {}  # running node -> what it holds
+        self.parked: dict[str, Decision] = {}  # decided to run, waiting for resources a running node holds
+        self.unparked: dict[str, Decision] = {}  # parked ones back in the ready queue, with their decision
 
     def run(self) -> None:
         with self.claims:
-            while self.ready or self.running or (self.blocked and not self.stopped):
+            while self.ready or self.running or (self.blocked and not self.stopped) or (self.parked and not self.stopped):
+                if self.parked and not self.running:  # (cannot stay parked: nothing would give resources back)
+                    self._unpark()
                 while self.ready and not self.stopped and len(self.running) < max(1, self.executor.capacity):
                     self._start(self.ready.popleft())
                 if self.blocked and not self.stopped:
@@ -116,11 +124,17 @@ class _Driver:
     def _start(self, nid: str) -> None:
         node = self.dag.nodes[nid]
         hashes = {input_label(r.artifact, r.label): self.outputs[r.producer][r.artifact].hash for r in node.inputs}
-        decision = decide(
+        decision = self.unparked.pop(nid, None) or decide(
             node, self.fingerprints[node.stage.name], hashes, self.store, forced=node.stage.name in self.forced
         )
+        grant: Grant | None = None
+        if decision.action is Action.RUN and self.ledger is not None:
+            grant = self._admit(node, decision)
+            if grant is None:
+                return
         if decision.action is Action.RUN and decision.key is not None:
             if not self.claims.take(node, decision):
+                self._give(nid, grant)
                 if nid not in self.blocked:
                     logger.info("%s [%s]: another run is computing it; waiting to reuse its result",
                                 node.stage.name, node.param_set)
@@ -130,6 +144,7 @@ class _Driver:
             again = recheck(decision, self.store) if node.stage.name not in self.forced else decision
             if again.action is Action.CACHED:
                 self.claims.release(node, decision)
+                self._give(nid, grant)
                 decision = again
         self.blocked.pop(nid, None)
         if decision.action is Action.CACHED and decision.record is not None:
@@ -141,7 +156,38 @@ class _Driver:
             self._done(NodeOutcome(nid, node.stage.name, node.param_set, Status.CACHED, decision.key,
                                    0.0, (), record.outputs, extras=record.extras))
             return
+        if grant is not None:
+            self.grants[nid] = grant
         self._submit(node, decision)
+
+    def _admit(self, node: Node, decision: Decision) -> Grant | None:
+        """Reserve what ``node`` asks for, or park it until a running node gives resources back."""
+        assert self.ledger is not None
+        grant = self.ledger.take(self.ledger.request(node.stage))
+        if grant is None:
+            if not self.running:  # nothing will give anything back (checked before the run: should not happen)
+                raise ResourceError(f"stage {node.stage.name!r} [{node.param_set}] asks for more than this node "
+                                    "has free. Fix: lower its resources= or free GPUs.")
+            self.parked[node.id] = decision
+            self._show_resources()
+        return grant
+
+    def _give(self, nid: str, grant: Grant | None) -> None:
+        if grant is not None and self.ledger is not None:
+            self.ledger.give(grant)
+            self._unpark()
+
+    def _unpark(self) -> None:
+        """Resources came back: the parked nodes that fit now go first in line, in the order they parked."""
+        assert self.ledger is not None
+        fitting = [nid for nid in self.parked if not self.running or self.ledger.fits(self.dag.nodes[nid].stage)]
+        self.ready.extendleft(reversed(fitting))
+        for nid in fitting:
+            self.unparked[nid] = self.parked.pop(nid)
+
+    def _show_resources(self) -> None:
+        self.observer.resources({nid: grant.visible for nid, grant in self.grants.items() if grant.gpus},
+                                tuple(self.parked))
 
     def _warn_reads(self, node: Node, result: TaskResult) -> None:
         """Once per stage and run: the files it read that its key does not cover."""
@@ -162,11 +208,19 @@ class _Driver:
         task = task_for(node, decision, {r.producer: self.outputs[r.producer] for r in node.inputs}, self.store,
                         run_id=self.run_id, project_root=self.project_root, options=self.options,
                         code=self.fingerprints[node.stage.name].digest)
+        grant = self.grants.get(nid)
+        if self.ledger is not None and self.ledger.has_gpus:
+            task = replace(task, gpus=grant.visible if grant is not None else "")
+            if grant is not None and grant.gpus:
+                logger.info("%s [%s] runs on GPU %s%s", node.stage.name, node.param_set, grant.visible,
+                            f" ({grant.share:g} of it)" if grant.share < 1 else "")
         self.observer.node_started(node, decision)
         self.submitting = (nid, decision)
         future = self.executor.submit(task)
         self.submitting = None
         self.running[future] = (nid, decision)
+        if self.ledger is not None:
+            self._show_resources()
 
     def _finish(self, nid: str, decision: Decision, future: Future[TaskResult]) -> None:
         node = self.dag.nodes[nid]
@@ -183,6 +237,12 @@ class _Driver:
                                result.error.message, attempt + 1, node.stage.retries)
                 self._submit(node, decision)
                 return
+        grant = self.grants.pop(nid, None)
+        if grant is not None:
+            if grant.gpus:  # the run record keeps the devices of each execution
+                result = replace(result, extras={**result.extras, "gpus": grant.visible})
+            self._give(nid, grant)
+            self._show_resources()
         if result.error is None:
             result = self._record(node, decision, result)
         if decision.key is not None:  # only now: a run waiting on this key finds the record
@@ -305,8 +365,12 @@ def execute_dag(
     run_id: str | None = None,
     project_root: str = "",
     options: RunOptions | Mapping[str, Any] | None = None,
+    resources: Ledger | None = None,
 ) -> RunResult:
     """Run every node of ``dag`` that is not cached; stop at the first failure unless ``keep_going``.
+
+    ``resources`` (one-node executors) admits each stage by the GPUs, cores and memory it asks for
+    and reserves specific GPUs for it (see :mod:`orchestrator.engine.admission`).
 
     Ctrl-C (KeyboardInterrupt) ends the run with status ``"interrupted"``; every stage that
     finished before stays stored, so the next run resumes after it.
@@ -317,7 +381,8 @@ def execute_dag(
     store.workspace.clean_tmp()
     started = time.perf_counter()
     driver = _Driver(dag, fingerprints, store, executor, forced=forced, keep_going=keep_going,
-                     observer=observer, project_root=project_root, run_id=run_id, options=RunOptions.of(options))
+                     observer=observer, project_root=project_root, run_id=run_id, options=RunOptions.of(options),
+                     resources=resources)
     observer.run_started(run_id, dag)
     status = RunStatus.SUCCEEDED
     try:

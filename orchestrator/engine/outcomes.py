@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Any
@@ -114,6 +114,9 @@ class RunObserver:
     def map_progress(self, node_id: str, progress: Any) -> None:
         """A map stage advanced (``progress`` is a :class:`~orchestrator.map.driver.MapProgress`)."""
 
+    def resources(self, holding: Mapping[str, str], waiting: Sequence[str]) -> None:
+        """GPUs changed hands (one-node scheduling): node -> the GPUs it holds, nodes waiting for resources."""
+
     def waiting(self) -> None:
         """The driver is about to wait for running nodes (or another run): write down what is pending."""
 
@@ -142,6 +145,10 @@ class Observers(RunObserver):
     def map_progress(self, node_id: str, progress: Any) -> None:
         for observer in self.observers:
             observer.map_progress(node_id, progress)
+
+    def resources(self, holding: Mapping[str, str], waiting: Sequence[str]) -> None:
+        for observer in self.observers:
+            observer.resources(holding, waiting)
 
     def waiting(self) -> None:
         for observer in self.observers:

@@ -58,6 +58,7 @@ class Task:
     resources: Mapping[str, Any] = field(default_factory=dict)
     code: str = ""  # the code fingerprint the key was computed for: a worker in another process checks it
     code_root: str = ""  # where to import the project's code from, when not project_root (a snapshot)
+    gpus: str | None = None  # the GPUs reserved for it (CUDA_VISIBLE_DEVICES); None: leave the environment alone
 
 
 class FailureKind(StrEnum):

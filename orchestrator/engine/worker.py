@@ -9,15 +9,18 @@ Ctrl-C's ``KeyboardInterrupt``, which still propagates) fails like any stage.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import CorruptObjectError, DefinitionError, user_traceback
+from ..machine import RESERVED_ENV
 from ..project.declaration import Stage
 from ..project.readwatch import watching
 from ..store.artifactio import (
@@ -54,12 +57,30 @@ def execute(task: Task, progress: Callable[[str, Any], None] | None = None,
     # the previous task's outputs this one reads; the others are dropped before it starts
     held = handoff.take({s.record.hash for s in task.inputs if not s.as_path}) if handoff is not None else {}
     reset_peak_rss()  # this stage's peak, not the process's whole life (earlier stages, imports)
-    with capture(task.log_path):
+    with capture(task.log_path), reserved_gpus(task.gpus):
         result = _execute(task, progress, held, handoff, in_process)
         if result.error is not None:  # a failed stage always leaves a log, ending with why it failed
             error = result.error
             log_only()(f"\n{task.stage} [{task.param_set}] failed: {error.message}\n{error.traceback or ''}")
     return replace(result, peak_rss=peak_rss())
+
+
+@contextlib.contextmanager
+def reserved_gpus(gpus: str | None) -> Iterator[None]:
+    """While the task runs, it (and every process it starts) sees only the GPUs reserved for it."""
+    if gpus is None:
+        yield
+        return
+    saved = {name: os.environ.get(name) for name in ("CUDA_VISIBLE_DEVICES", RESERVED_ENV)}
+    os.environ["CUDA_VISIBLE_DEVICES"] = os.environ[RESERVED_ENV] = gpus
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _execute(task: Task, progress: Callable[[str, Any], None] | None, held: dict[str, Any],

@@ -11,7 +11,7 @@ from ..engine.task import Task, TaskResult
 from ..errors import UsageError, did_you_mean
 from ..registry import Registry
 
-__all__ = ["Executor", "get_executor", "register_executor", "registered_executors"]
+__all__ = ["Executor", "executor_class", "get_executor", "register_executor", "registered_executors"]
 
 
 class Executor(ABC):
@@ -24,11 +24,15 @@ class Executor(ABC):
         * A worker that dies must resolve the future with a ``TaskResult`` whose error
           has ``kind="worker"`` (or raise from ``Future.result()``): never hang.
         * ``capacity`` is how many tasks the driver keeps in flight.
+        * ``one_node``: tasks run on this machine (see :mod:`orchestrator.engine.admission`).
         * ``idle()`` (optional) is called while the driver waits with nothing to submit.
         * ``close()`` releases workers; executors are also context managers.
     """
 
     name: ClassVar[str]
+    #: runs tasks on this node: the driver admits them by the node's GPUs, cores and memory and
+    #: reserves GPUs for each (cluster executors leave that to their cluster's resource system)
+    one_node: ClassVar[bool] = False
     capacity: int = 1
     #: set by the driver: called with (node_id, MapProgress) while a map stage runs
     progress: Callable[[str, Any], None] | None = None
@@ -71,6 +75,15 @@ def register_executor(executor: type[Executor] | str, name: str | None = None) -
 def registered_executors() -> list[str]:
     """Names of every registered executor."""
     return _REGISTRY.names()
+
+
+def executor_class(name: str) -> type[Executor]:
+    """The executor class registered as ``name`` (imported now).
+
+    Raises:
+        UsageError: no executor of that name.
+    """
+    return _REGISTRY.get(name)
 
 
 def get_executor(name: str, **options: Any) -> Executor:

@@ -17,6 +17,7 @@ class LocalExecutor(Executor):
     """Sequential, in-process: the simplest to debug (breakpoints work inside stages)."""
 
     name = "local"
+    one_node = True
     capacity = 1
 
     def __init__(self, **_: Any) -> None:

@@ -43,6 +43,7 @@ class ProcessExecutor(Executor):
     """
 
     name = "process"
+    one_node = True
 
     def __init__(self, jobs: int | None = None, **_: Any) -> None:
         self.capacity = max(1, int(jobs or usable_cpus()))

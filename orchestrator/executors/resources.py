@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from typing import Any
+
+from ..machine import usable_cpus
 
 __all__ = ["cpus", "gpus", "memory_bytes", "usable_cpus"]
 
@@ -15,14 +16,6 @@ _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 def cpus(resources: Mapping[str, Any], default: float = 1) -> float:
     """CPU cores a stage asks for."""
     return float(resources.get("cpus", default))
-
-
-def usable_cpus() -> int:
-    """Cores this process may run on: its CPU affinity (a SLURM or cgroup allocation), not the whole node."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
 
 
 def gpus(resources: Mapping[str, Any]) -> float:

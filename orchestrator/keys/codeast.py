@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LAUNCHERS", "find_definition", "launched_scripts", "normalized_ast", "relative", "strip_docstrings"]
+__all__ = ["LAUNCHERS", "find_definition", "launched_gpus", "launched_scripts", "normalized_ast", "relative", "strip_docstrings"]
 
 LAUNCHERS = frozenset({"torchrun"})  # ctx methods whose first literal argument is a script
 
@@ -74,6 +74,22 @@ def launched_scripts(nodes: Iterable[ast.AST]) -> list[str]:
         ):
             scripts.append(node.args[0].value)
     return scripts
+
+
+def launched_gpus(nodes: Iterable[ast.AST]) -> int | None:
+    """GPUs the ``ctx.torchrun(...)`` calls among ``nodes`` ask for: the largest literal ``gpus=``, else
+    ``nproc_per_node=`` (one GPU per rank), else 1 (``"auto"`` or a value known only at run time);
+    None without such a call."""
+    asked: int | None = None
+    for node in nodes:
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in LAUNCHERS):
+            continue
+        literal = {k.arg: k.value.value for k in node.keywords if k.arg and isinstance(k.value, ast.Constant)}
+        counts = [v for v in (literal.get("gpus"), literal.get("nproc_per_node"))
+                  if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+        count = counts[0] if counts else 1
+        asked = max(asked or 0, count)
+    return asked
 
 
 def relative(path: Path, root: Path) -> str:

@@ -43,6 +43,7 @@ from .worker import (
     MapWorker,
     WorkerSpec,
     chunk_of,
+    check_devices,
     init_worker,
     run_chunk,
 )
@@ -219,6 +220,7 @@ def _compute(spec: WorkerSpec, stage: Stage, items: Items, positions: list[int],
         return
     context: Any
     if devices:
+        check_devices(stage.name, devices)
         context = multiprocessing.get_context("spawn")
     else:  # workers fork from a server that has already imported all this (and dies with this process)
         context = forkserver(["orchestrator.map.worker", "orchestrator.store.artifactio", "orchestrator.engine.context",

@@ -134,7 +134,43 @@ def init_worker(spec: WorkerSpec, devices: Any) -> None:
     if spec.task.project_root and spec.task.project_root not in sys.path:
         sys.path.insert(0, spec.task.project_root)
     device = devices.get() if devices is not None else None
-    _WORKER = MapWorker(spec, device)
+    _WORKER = MapWorker(spec, own_device(device))
+
+
+def own_device(device: Any) -> Any:
+    """Under the scheduler's GPU reservation, ``cuda:N`` is the N-th GPU the stage holds: this worker
+    then sees only that one (``CUDA_VISIBLE_DEVICES``), as ``cuda:0``. Other devices pass unchanged."""
+    import os
+    import re
+
+    from ..machine import RESERVED_ENV
+
+    reserved = [g for g in os.environ.get(RESERVED_ENV, "").split(",") if g]
+    match = re.fullmatch(r"cuda:(\d+)", str(device)) if reserved else None
+    if match is None:
+        return device
+    os.environ["CUDA_VISIBLE_DEVICES"] = reserved[int(match.group(1))]  # (checked by check_devices)
+    return "cuda:0"
+
+
+def check_devices(stage: str, devices: list[Any]) -> None:
+    """Every ``cuda:N`` of a device map is a GPU the stage holds (under the scheduler's reservation).
+
+    Raises:
+        ValueError: one is not; the message has the fix.
+    """
+    import os
+    import re
+
+    from ..machine import RESERVED_ENV
+
+    reserved = [g for g in os.environ.get(RESERVED_ENV, "").split(",") if g]
+    for device in devices if reserved else ():
+        match = re.fullmatch(r"cuda:(\d+)", str(device))
+        if match and int(match.group(1)) >= len(reserved):
+            raise ValueError(f"{stage}: device {device} asked, but the stage holds {len(reserved)} GPU(s) "
+                             f"({','.join(reserved)}). Fix: resources={{'gpus': {int(match.group(1)) + 1}}} on "
+                             "the stage, or fewer devices.")
 
 
 def run_chunk(chunk: Chunk) -> ChunkResult:

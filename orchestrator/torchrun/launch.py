@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..engine.capture import log_only
-from ..executors.resources import usable_cpus
+from ..machine import RESERVED_ENV, usable_cpus
+from ..machine import query_gpus as machine_gpus
 from .agent import LOOPBACK_ENV, PARENT_ENV
 from .processtree import run_supervised
 
@@ -143,32 +143,17 @@ def write_stderr(line: str) -> None:
 
 
 def query_gpus(env: Mapping[str, str] | None = None) -> list[tuple[int, float, float]]:
-    """Visible GPUs as ``(index, memory used fraction, utilization %)``, via nvidia-smi.
+    """Visible GPUs as ``(index, memory used fraction, utilization %)``; under the scheduler's reservation
+    (:data:`orchestrator.machine.RESERVED_ENV`) exactly the reserved ones, free (they are this stage's).
 
     Empty when nvidia-smi is missing or fails (a CPU-only machine). Honors a numeric
     ``CUDA_VISIBLE_DEVICES`` in ``env``.
     """
-    tool = shutil.which("nvidia-smi")
-    if tool is None:
-        return []
-    query = [tool, "--query-gpu=index,memory.used,memory.total,utilization.gpu", "--format=csv,noheader,nounits"]
-    try:
-        out = subprocess.run(query, capture_output=True, text=True, timeout=20, check=True).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        logger.warning("nvidia-smi failed (%s); treating this machine as CPU-only", exc)
-        return []
-    gpus = []
-    for row in out.strip().splitlines():
-        try:
-            index, used, total, util = (float(x) for x in row.split(","))
-        except ValueError:
-            continue
-        gpus.append((int(index), used / total if total else 0.0, util))
-    visible = (env if env is not None else os.environ).get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and all(p.strip().isdigit() for p in visible.split(",") if p.strip()):
-        allowed = {int(p) for p in visible.split(",") if p.strip()}
-        gpus = [g for g in gpus if g[0] in allowed]
-    return gpus
+    environ = env if env is not None else os.environ
+    reserved = environ.get(RESERVED_ENV)
+    if reserved is not None:
+        return [(int(i), 0.0, 0.0) for i in reserved.split(",") if i.strip().isdigit()]
+    return [(g.index, g.memory_used, g.utilization) for g in machine_gpus(env)]
 
 
 def choose_devices(nproc_per_node: int | str, gpus: int | None, visible: Sequence[tuple[int, float, float]]) -> Devices:
