@@ -13,18 +13,19 @@ import contextlib
 import logging
 import os
 import shlex
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .engine.dag import ALL, Dag, build_dag
-from .engine.driver import Observers, RunObserver, RunResult, execute_dag
+from .engine.driver import Observers, RunObserver, RunResult, execute_dag, new_run_id
 from .engine.options import RunOptions
 
 if TYPE_CHECKING:
     from .engine.admission import Ledger
     from .records.compare import Comparison
+    from .search.study import SearchFeed
 from .engine.planner import Action, Plan, make_plan
 from .errors import ArtifactNotCached, CorruptObjectError, UsageError, did_you_mean
 from .executors import executor_class, get_executor
@@ -32,7 +33,7 @@ from .keys.fingerprint import CodeFingerprint, Fingerprinter
 from .project.datadeps import Manifests
 from .project.declaration import Stage
 from .project.loader import Project, collect_stages, find_project, import_modules
-from .project.params import Experiment, load_experiment
+from .project.params import Experiment, ParamSet, load_experiment
 from .store.artifactio import load_artifact
 from .store.base import Store
 from .store.location import open_store
@@ -55,6 +56,7 @@ class Session:
     fingerprints: Mapping[str, CodeFingerprint]
     dag: Dag
     store: Store
+    build: Callable[[Sequence[ParamSet]], Dag] | None = None  # the DAG of further param sets (a search's trials)
 
     def plan(self, force: Sequence[str] = ()) -> Plan:
         """Decide every node against the store, without running anything."""
@@ -96,20 +98,39 @@ class Session:
         self._check_forced(force)
         executor_options, ledger = self._admission(executor, dict(executor_options or {}), gpus)
         recorder = RunRecorder(self.store, self.project, self.experiment, desc=desc, tags=tags) if record else None
+        run_id = run_id or new_run_id()
         with get_executor(executor, **executor_options) as engine, recorder or contextlib.nullcontext():
+            feed = self._search_feed(run_id, engine.capacity, ledger) if self.experiment.search else None
             return execute_dag(
                 self.dag,
                 self.fingerprints,
                 self.store,
                 engine,
                 forced=force,
-                keep_going=keep_going,
-                observer=Observers(*[o for o in (observer, recorder) if o is not None]),
+                keep_going=keep_going or feed is not None,  # (a failed trial is one trial of the search)
+                observer=Observers(*[o for o in (observer, feed, recorder) if o is not None]),
                 run_id=run_id,
                 project_root=str(self.project.root),
                 options=options,
                 resources=ledger,
+                feed=feed,
             )
+
+    def _search_feed(self, run_id: str, capacity: int, ledger: Ledger | None) -> SearchFeed:
+        """The feed of a search run: the known trials first, then new ones in waves (see :mod:`orchestrator.search`)."""
+        from .records import report_path
+        from .search.study import SearchFeed
+        from .search.trials import TrialLog
+
+        search = self.experiment.search
+        assert search is not None and self.build is not None
+        log = TrialLog(self.store.root, search)
+        usable = ledger.usable if ledger is not None else 0
+        parallel = search.spec.parallel or (min(capacity, usable) if usable else capacity)
+        return SearchFeed(search, log.read(), self.dag, self.build, log, parallel,
+                          lambda nid: self.store.workspace.log_path(run_id, nid),
+                          report_path(self.store.root, run_id).with_name("search.json"),
+                          self.store.root / "search.db")
 
     def _admission(self, executor: str, options: dict[str, Any],
                    gpus: str | Sequence[int] | None) -> tuple[dict[str, Any], Ledger | None]:
@@ -206,10 +227,27 @@ def open_session(
     store = open_store(project.cache_dir(cache_dir))
     manifests = Manifests(project.root, store)  # content of params annotated as data, and of files() patterns
     sources = {name: manifests.digest(str(s.options["glob"]), "**/*") for name, s in stages.items() if s.options.get("glob")}
-    dag = build_dag(stages, experiment.sets, fingerprints, list(targets or experiment.targets or ()) or None, sources,
-                    manifests.digest)
+    chosen = list(targets or experiment.targets or ()) or None
+
+    def build(sets: Sequence[ParamSet]) -> Dag:
+        dag = build_dag(stages, sets, fingerprints, chosen, sources, manifests.digest,
+                        allow_empty=experiment.search is not None)
+        if experiment.search is not None and any(node.param_set == ALL for node in dag.nodes.values()):
+            aggregates = sorted({n.stage.name for n in dag.nodes.values() if n.param_set == ALL})
+            raise UsageError(f"search {experiment.search.name!r}: aggregate stage(s) {', '.join(aggregates)} would "
+                             "need every trial. Fix: name the per-trial artifacts under targets: in the param "
+                             "file, and compare trials with `experiment compare`.")
+        return dag
+
+    if experiment.search is not None:  # a search's param sets are the trials it asked so far
+        from .search.trials import TrialLog, trial_set
+
+        search = experiment.search
+        experiment = replace(experiment, sets=tuple(trial_set(search, t) for t in TrialLog(store.root, search).read()
+                                                     if t.pruned is None))
+    dag = build(experiment.sets)
     manifests.save()
-    return Session(project, experiment, stages, fingerprints, dag, store)
+    return Session(project, experiment, stages, fingerprints, dag, store, build)
 
 
 def plan(names: Names, *, overrides: Overrides = (), targets: Sequence[str] | None = None,

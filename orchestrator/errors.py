@@ -152,6 +152,13 @@ class ExternalScriptFailed(StageFailed):
         self.tail = tail
 
 
+class TrialPruned(OrchestratorError):
+    """Raised in a stage whose search trial the pruner stopped (from ``ctx.metric`` or a torchrun stage).
+
+    Not a failure: the trial is recorded as ``pruned``, and what it checkpointed stays in its attempt folder.
+    """
+
+
 class StoreError(OrchestratorError):
     """The artifact store could not be read or written."""
 

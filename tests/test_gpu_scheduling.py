@@ -108,6 +108,8 @@ def test_the_run_record_keeps_which_gpu_each_execution_held(gpu_project):
     held = {e.param_set: (e.extras or {}).get("gpus") for e in executions if e.stage == "train"}
     by_set = {p.stem: json.loads(p.read_text())["gpus"] for p in seen.glob("*.json")}
     assert held == by_set and set(held.values()) <= {"0", "1"}
+    report = Path(summary["report"]).read_text()  # the report's stage timeline shows which GPUs each held
+    assert "<th>GPUs</th>" in report and all(f"<td>{gpu}</td>" in report for gpu in held.values())
 
 
 def test_a_stage_asking_for_more_gpus_than_the_node_has_fails_before_anything_runs(gpu_project):

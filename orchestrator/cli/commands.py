@@ -128,11 +128,15 @@ def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
                              options=run_options(workers, shard, max_item_failures, devices, strict_data), desc=desc,
                              tags=tags, gpus=gpus)
     from ..records import report_path
+    from .searchview import print_search, read_summary
 
     report = report_path(session.store.root, result.run_id)
+    searched = read_summary(report) if session.experiment.search is not None else None
     if as_json:
         summary = plain.result_json(result)
         summary["report"] = str(report) if report.exists() else None
+        if searched is not None:
+            summary["search"] = searched
         click.echo(json.dumps(summary, indent=1))
     else:
         context = click.get_current_context()
@@ -143,7 +147,9 @@ def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
             render.summary(result, command)
         else:
             plain.summary(result, command)
-        if result.ok and len(session.experiment.sets) > 1 and _reports_metrics(session, result):
+        if searched is not None:
+            print_search(searched)
+        elif result.ok and len(session.experiment.sets) > 1 and _reports_metrics(session, result):
             from .compare import (
                 print_table,  # a sweep ends with its sets side by side (experiment compare)
             )

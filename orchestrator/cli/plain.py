@@ -31,7 +31,7 @@ Cell = tuple[str, str]  # (text, rich style)
 
 STYLE = {
     Status.RAN: "green", Status.CACHED: "cyan", Status.FAILED: "bold red",
-    Status.SKIPPED: "yellow", Status.INTERRUPTED: "magenta", Status.SHARDED: "blue",
+    Status.SKIPPED: "yellow", Status.INTERRUPTED: "magenta", Status.SHARDED: "blue", Status.PRUNED: "cyan",
     Action.RUN: "green", Action.CACHED: "cyan", Action.MAY_RUN: "yellow",
 }
 DETAIL_LIMIT = 60  # above this many nodes, list only what ran or failed
@@ -115,6 +115,9 @@ class StatusLines(RunObserver):
 
     def __exit__(self, *exc: Any) -> None:
         pass
+
+    def nodes_added(self, dag: Dag) -> None:
+        self.total += len(dag)
 
     def node_finished(self, outcome: NodeOutcome) -> None:
         self.done += 1

@@ -8,11 +8,13 @@ import math
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..errors import TrialPruned
 from ..store.base import Store
 from ..torchrun.request import (
     LaunchSite,
@@ -21,12 +23,17 @@ from ..torchrun.request import (
     TorchrunRequest,
 )
 
-__all__ = ["StageContext", "live_metrics_path"]
+__all__ = ["StageContext", "live_metrics_path", "prune_marker_path"]
 
 
 def live_metrics_path(log_path: str | Path) -> Path:
     """Where a node's metrics are appended as they are reported (beside its log), for live curves."""
     return Path(log_path).with_suffix(".metrics.jsonl")
+
+
+def prune_marker_path(log_path: str | Path) -> Path:
+    """The file a search's pruner creates (beside the node's log) to stop its trial early."""
+    return Path(log_path).with_suffix(".prune")
 
 
 class StageContext:
@@ -55,6 +62,7 @@ class StageContext:
         store: Store,
         project_root: Path,
         live_metrics: Path | None = None,
+        prune_marker: Path | None = None,
     ) -> None:
         self.stage = stage
         self.param_set = param_set
@@ -70,6 +78,7 @@ class StageContext:
         self._scratch: Path | None = None
         self._metrics: list[dict[str, Any]] = []
         self._live = live_metrics  # each metric is appended here as it comes: the UI draws running curves
+        self._prune = prune_marker
         self._reports: list[dict[str, Any]] = []
         self._notes: dict[str, Any] = {}  # what the library records about the execution (undeclared reads)
 
@@ -110,6 +119,13 @@ class StageContext:
         if show:
             at = f" (step {step})" if step is not None else ""
             sys.stderr.write(f"  {self.stage} [{self.param_set}] {name} = {number:.6g}{at}\n")
+        if step is not None and threading.current_thread() is threading.main_thread() and self.pruned():
+            raise TrialPruned(f"{self.stage} [{self.param_set}]: the search's pruner stopped this trial at step "
+                              f"{step} ({name} = {number:.6g}); what it checkpointed stays in {self.attempt_dir}")
+
+    def pruned(self) -> bool:
+        """Whether a search's pruner asked this trial to stop (``ctx.metric(..., step=)`` then raises)."""
+        return self._prune is not None and self._prune.exists()
 
     def checkpoint(self, state: Any, name: str = "state") -> Path:
         """Save resumable state (epoch, weights, optimizer...) atomically in the attempt folder.
@@ -212,7 +228,7 @@ class StageContext:
                                   dict(env or {}), gpus, nnodes, node_rank, rdzv_endpoint, all_ranks, on_output,
                                   interface)
         site = LaunchSite(self.stage, self.param_set, self.key, Path(self.project_root), self.attempt_dir,
-                          self.metric)
+                          self.metric, self.pruned)
         return run_torchrun(request, site)
 
     def extras(self) -> dict[str, Any]:

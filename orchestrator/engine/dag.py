@@ -88,6 +88,7 @@ def build_dag(
     targets: Sequence[str] | None = None,
     sources: Mapping[str, str] | None = None,
     data: Callable[[Any, str], str] | None = None,
+    allow_empty: bool = False,
 ) -> Dag:
     """Wire ``stages`` by artifact name and instantiate the ones ``targets`` need per set.
 
@@ -101,7 +102,7 @@ def build_dag(
         ParamsError: a missing, mistyped or unknown param.
         UnknownCacherError: a stage names a cacher that is not registered.
     """
-    if not sets:
+    if not sets and not allow_empty:  # (a search that has asked no trial yet is wired all the same)
         raise ParamsError("the param files define no param set.")
     producers = _producers(stages)
     for stage in stages.values():

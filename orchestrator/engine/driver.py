@@ -26,6 +26,7 @@ from ..store.leases import Leases
 from .admission import Grant, Ledger
 from .claims import Claims
 from .dag import Dag, Node
+from .feed import NodeFeed
 from .options import RunOptions
 from .outcomes import NodeOutcome, Observers, RunObserver, RunResult, RunStatus, Status
 from .planner import Action, Decision, decide, recheck
@@ -62,6 +63,7 @@ class _Driver:
         run_id: str,
         options: RunOptions,
         resources: Ledger | None = None,
+        feed: NodeFeed | None = None,
     ) -> None:
         self.run_id = run_id
         self.dag = dag
@@ -89,13 +91,19 @@ class _Driver:
         self.refs: dict[tuple[str, str], Any] = {}  # key parts of what ran, for the next plan's reasons
         self.refs_written = time.monotonic()
         self.ledger = resources
+        self.feed = feed
         self.grants: dict[str, Grant] = {}  # running node -> what it holds
         self.parked: dict[str, Decision] = {}  # decided to run, waiting for resources a running node holds
         self.unparked: dict[str, Decision] = {}  # parked ones back in the ready queue, with their decision
 
     def run(self) -> None:
         with self.claims:
-            while self.ready or self.running or (self.blocked and not self.stopped) or (self.parked and not self.stopped):
+            while True:
+                if self.feed is not None and not self.stopped:
+                    self._grow()
+                if not (self.ready or self.running or (self.blocked and not self.stopped)
+                        or (self.parked and not self.stopped)):
+                    break
                 if self.parked and not self.running:  # (cannot stay parked: nothing would give resources back)
                     self._unpark()
                 while self.ready and not self.stopped and len(self.running) < max(1, self.executor.capacity):
@@ -108,7 +116,9 @@ class _Driver:
                     if self.ready and not self.stopped:
                         continue
                     if not self.blocked or self.stopped:
-                        break
+                        if self.feed is None or self.stopped:
+                            break
+                        continue  # (the feed may add nodes now that these ended)
                     self.executor.idle()  # waiting on another run: hold nothing for a next task
                     self.observer.waiting()
                     time.sleep(LEASE_POLL)
@@ -120,6 +130,19 @@ class _Driver:
                 for future in done:
                     nid, decision = self.running.pop(future)
                     self._finish(nid, decision, future)
+
+    def _grow(self) -> None:
+        """Add the nodes the feed has for the run now (new param sets, each wired within itself)."""
+        assert self.feed is not None
+        for sub in self.feed.more():
+            fresh = [nid for nid in sub.nodes if nid not in self.dag.nodes]
+            self.dag = Dag({**self.dag.nodes, **sub.nodes}, {**self.dag.consumers, **sub.consumers},
+                           self.dag.targets, self.dag.stages)
+            for nid in fresh:
+                self.waiting[nid] = len(self.dag.upstream(nid))
+                if self.waiting[nid] == 0:
+                    self.ready.append(nid)
+            self.observer.nodes_added(sub)
 
     def _start(self, nid: str) -> None:
         node = self.dag.nodes[nid]
@@ -229,7 +252,8 @@ class _Driver:
         except Exception as exc:  # an executor that lost its worker
             result = TaskResult(nid, error=TaskError(FailureKind.WORKER, f"the worker running it died: {exc}", type(exc).__name__))
         self._warn_reads(node, result)
-        if result.error is not None and result.error.kind not in (FailureKind.SHARDED, FailureKind.CORRUPT):
+        if result.error is not None and result.error.kind not in (FailureKind.SHARDED, FailureKind.CORRUPT,
+                                                                  FailureKind.PRUNED):
             attempt = self.attempts.get(nid, 0)
             if attempt < node.stage.retries:
                 self.attempts[nid] = attempt + 1
@@ -249,8 +273,9 @@ class _Driver:
             self.claims.release(node, decision)
         if result.error is not None and result.error.kind is FailureKind.CORRUPT and self._recover(nid, result.error):
             return
-        if result.error is not None and result.error.kind is FailureKind.SHARDED:
-            outcome = NodeOutcome(nid, node.stage.name, node.param_set, Status.SHARDED, decision.key,
+        if result.error is not None and result.error.kind in (FailureKind.SHARDED, FailureKind.PRUNED):
+            status = Status.SHARDED if result.error.kind is FailureKind.SHARDED else Status.PRUNED
+            outcome = NodeOutcome(nid, node.stage.name, node.param_set, status, decision.key,
                                   result.seconds, (result.error.message,), extras=result.extras,
                                   log_path=self._log(nid), peak_rss=result.peak_rss)
             self.outcomes[nid] = outcome
@@ -342,11 +367,12 @@ class _Driver:
         for nid, node in self.dag.nodes.items():
             if nid not in self.outcomes:
                 failed = [u for u in self.dag.upstream(nid) if self.outcomes.get(u) and self.outcomes[u].status in
-                          (Status.FAILED, Status.SKIPPED, Status.INTERRUPTED, Status.SHARDED)]
+                          (Status.FAILED, Status.SKIPPED, Status.INTERRUPTED, Status.SHARDED, Status.PRUNED)]
                 reason = "run stopped"
                 if failed:
                     upstream = self.outcomes[failed[0]]
                     reason = (f"needs every shard of {upstream.stage}" if upstream.status is Status.SHARDED
+                              else f"upstream {upstream.stage} was pruned" if upstream.status is Status.PRUNED
                               else f"upstream {upstream.stage} did not finish")
                 outcome = NodeOutcome(nid, node.stage.name, node.param_set, Status.SKIPPED, reasons=(reason,))
                 self.outcomes[nid] = outcome
@@ -366,11 +392,13 @@ def execute_dag(
     project_root: str = "",
     options: RunOptions | Mapping[str, Any] | None = None,
     resources: Ledger | None = None,
+    feed: NodeFeed | None = None,
 ) -> RunResult:
     """Run every node of ``dag`` that is not cached; stop at the first failure unless ``keep_going``.
 
     ``resources`` (one-node executors) admits each stage by the GPUs, cores and memory it asks for
-    and reserves specific GPUs for it (see :mod:`orchestrator.engine.admission`).
+    and reserves specific GPUs for it (see :mod:`orchestrator.engine.admission`). ``feed`` adds nodes
+    while the run goes (a search's trials, see :class:`~orchestrator.engine.feed.NodeFeed`).
 
     Ctrl-C (KeyboardInterrupt) ends the run with status ``"interrupted"``; every stage that
     finished before stays stored, so the next run resumes after it.
@@ -382,7 +410,7 @@ def execute_dag(
     started = time.perf_counter()
     driver = _Driver(dag, fingerprints, store, executor, forced=forced, keep_going=keep_going,
                      observer=observer, project_root=project_root, run_id=run_id, options=RunOptions.of(options),
-                     resources=resources)
+                     resources=resources, feed=feed)
     observer.run_started(run_id, dag)
     status = RunStatus.SUCCEEDED
     try:
@@ -394,7 +422,7 @@ def execute_dag(
     driver.write_refs()
     if status is not RunStatus.INTERRUPTED and any(o.status is Status.FAILED for o in driver.outcomes.values()):
         status = RunStatus.FAILED
-    position = {nid: index for index, nid in enumerate(dag.nodes)}
+    position = {nid: index for index, nid in enumerate(driver.dag.nodes)}  # (a feed may have added nodes)
     ordered = sorted(driver.outcomes.values(), key=lambda o: position[o.node])
     result = RunResult(run_id, status, tuple(ordered), time.perf_counter() - started, store.url)
     observer.run_finished(result)

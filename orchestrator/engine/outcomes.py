@@ -27,6 +27,7 @@ class Status(str, Enum):
     SKIPPED = "skipped"  # not run: an upstream node failed or the run stopped first
     INTERRUPTED = "interrupted"  # was running when the run was interrupted
     SHARDED = "sharded"  # a --shard run stored its share of a map's items; a full run assembles them
+    PRUNED = "pruned"  # a search trial the pruner stopped early (its checkpoints stay in the attempt folder)
 
 
 class RunStatus(StrEnum):
@@ -114,6 +115,9 @@ class RunObserver:
     def map_progress(self, node_id: str, progress: Any) -> None:
         """A map stage advanced (``progress`` is a :class:`~orchestrator.map.driver.MapProgress`)."""
 
+    def nodes_added(self, dag: Dag) -> None:
+        """The run grew by these nodes (a search's new trials), each of a param set of its own."""
+
     def resources(self, holding: Mapping[str, str], waiting: Sequence[str]) -> None:
         """GPUs changed hands (one-node scheduling): node -> the GPUs it holds, nodes waiting for resources."""
 
@@ -145,6 +149,10 @@ class Observers(RunObserver):
     def map_progress(self, node_id: str, progress: Any) -> None:
         for observer in self.observers:
             observer.map_progress(node_id, progress)
+
+    def nodes_added(self, dag: Dag) -> None:
+        for observer in self.observers:
+            observer.nodes_added(dag)
 
     def resources(self, holding: Mapping[str, str], waiting: Sequence[str]) -> None:
         for observer in self.observers:

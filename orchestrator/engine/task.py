@@ -74,6 +74,7 @@ class FailureKind(StrEnum):
     WORKER = "worker"  # the worker process died
     STORE = "store"  # the outputs were stored but not the key record
     DATA = "data"  # it read files that are not part of its key, under ``--strict-data``
+    PRUNED = "pruned"  # a search's pruner stopped its trial early (not a failure)
 
 
 @dataclass(frozen=True)

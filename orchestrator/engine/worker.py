@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import CorruptObjectError, DefinitionError, user_traceback
+from ..errors import CorruptObjectError, DefinitionError, TrialPruned, user_traceback
 from ..machine import RESERVED_ENV
 from ..project.declaration import Stage
 from ..project.readwatch import watching
@@ -33,7 +33,7 @@ from ..store.base import Store
 from ..store.location import open_store
 from ..torchrun.request import ScriptOutputs
 from .capture import capture, log_only, peak_rss, reset_peak_rss
-from .context import StageContext, live_metrics_path
+from .context import StageContext, live_metrics_path, prune_marker_path
 from .handoff import Handoff
 from .imported import code_mismatch, resolve_stage
 from .task import FailureKind, InputSpec, Task, TaskError, TaskFailed, TaskResult
@@ -102,6 +102,7 @@ def _execute(task: Task, progress: Callable[[str, Any], None] | None, held: dict
             store=store,
             project_root=Path(task.project_root),
             live_metrics=live_metrics_path(task.log_path) if task.log_path else None,
+            prune_marker=prune_marker_path(task.log_path) if task.log_path else None,
         )
         declared = _declared_files(task, stage, kwargs, store)
         with watching() as watch:
@@ -189,6 +190,8 @@ def _call(stage: Stage, kwargs: dict[str, Any]) -> Any:
         return stage.fn(**kwargs)
     except KeyboardInterrupt:
         raise
+    except TrialPruned as exc:
+        raise TaskFailed(TaskError(FailureKind.PRUNED, str(exc), type(exc).__name__)) from exc
     except BaseException as exc:  # SystemExit too: a stage that exits fails, the run goes on
         raise TaskFailed(
             TaskError(FailureKind.STAGE, describe_exception(exc), type(exc).__name__, user_traceback(exc))

@@ -42,8 +42,8 @@ from .worker import (
     ChunkResult,
     MapWorker,
     WorkerSpec,
-    chunk_of,
     check_devices,
+    chunk_of,
     init_worker,
     run_chunk,
 )

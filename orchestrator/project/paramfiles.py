@@ -24,7 +24,7 @@ from .paramtypes import type_mismatch
 
 __all__ = ["SUFFIXES", "TOP_LEVEL", "UNSET", "python_sets", "read_document", "yaml_value"]
 
-TOP_LEVEL = ("extends", "description", "stages", "targets", "params", "sets", "grid")
+TOP_LEVEL = ("extends", "description", "stages", "targets", "params", "sets", "grid", "search")
 SUFFIXES = (".yaml", ".yml", ".toml", ".py")
 
 

@@ -10,6 +10,7 @@ YAML layout::
     sets:                    # named variants (a list of {name: ..., ...} or a mapping name -> values)
       - {name: small, hidden: 32}
     grid: {lr: [0.01, 0.1]}  # cartesian sweep; each combination is a set "small[lr=0.01]"
+    search: {space: ...}     # hyperparameter search: each trial is a set (orchestrator.project.searchspace)
 
 A Python param file defines ``get_params() -> list[dict]`` (each dict may carry ``name``).
 ``--set key=value`` overrides (YAML-typed, dotted keys into nested dicts) apply to every set.
@@ -33,6 +34,7 @@ from .paramfiles import (
     read_document,
     yaml_value,
 )
+from .searchspace import Search, parse_search
 
 __all__ = ["Experiment", "ParamSet", "load_experiment", "parse_override", "apply_override"]
 
@@ -61,6 +63,7 @@ class Experiment:
     files: tuple[Path, ...]
     overrides: tuple[str, ...] = ()
     read_files: tuple[Path, ...] = ()  # files a Python param file read (its configs)
+    search: Search | None = None  # a param file with a search: block (its trials are the sets)
 
     def set_named(self, name: str) -> ParamSet:
         """Return the param set called ``name`` or raise a ParamsError with suggestions."""
@@ -108,6 +111,7 @@ def load_experiment(
     files: list[Path] = []
     read_files: list[Path] = []
     saw_modules = saw_targets = False
+    search: Search | None = None
     for name in names:
         path = _find(params_dir, name)
         files.append(path)
@@ -135,6 +139,9 @@ def load_experiment(
                     f"every grid set identical. Fix: drop the --set, or run a param file without that grid."
                 )
         overridden = frozenset(key.split(".")[0] for key, _ in parsed)
+        if doc.get("search") is not None:
+            search = _search(name, doc, path, parsed, overridden, names)
+            continue
         for set_name, values in _expand(name, doc, path):
             for key, value in parsed:
                 values = apply_override(values, key, value, where=f"param set {set_name!r}")
@@ -157,7 +164,26 @@ def load_experiment(
         files=tuple(files),
         overrides=override_texts,
         read_files=tuple(read_files),
+        search=search,
     )
+
+
+def _search(name: str, doc: Mapping[str, Any], path: Path, parsed: Sequence[tuple[str, Any]],
+            overridden: frozenset[str], names: Sequence[str]) -> Search:
+    """The search a param file declares: its space, and the fixed params every trial starts from."""
+    if len(names) > 1:
+        raise ParamsError(f"{path.name} holds a search: run it alone. Fix: experiment run {name}.")
+    if doc.get("sets") or doc.get("grid"):
+        raise ParamsError(f"{path}: search: cannot be combined with sets: or grid: (each trial is a set). "
+                          "Fix: move them to a param file of their own, or search over those params too.")
+    spec = parse_search(doc["search"], str(path))
+    values = dict(doc.get("params") or {})
+    for key, value in parsed:
+        if key in spec.names:
+            raise ParamsError(f"--set {key}=...: {key} is searched by {path.name}. Fix: drop the --set, or "
+                              f"remove {key} from search: space:.")
+        values = apply_override(values, key, value, where=f"search {name!r}")
+    return Search(name, spec, values, str(path), overridden)
 
 
 def _find(params_dir: Path, name: str) -> Path:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from .markup import esc
 
-__all__ = ["PALETTE", "metric_chart", "nice_ticks"]
+__all__ = ["PALETTE", "bar_chart", "metric_chart", "nice_ticks", "scatter_chart"]
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf")
@@ -136,3 +136,8 @@ def scatter_chart(title: str, points: Sequence[tuple[float, float, str]], x_labe
                    f"<title>{esc(label)}: {esc(x_label)} {esc(_fmt(x))}, {esc(y_label)} {esc(_fmt(y))}</title></circle>")
     out.append("</svg>")
     return "".join(out)
+
+
+def bar_chart(title: str, values: Mapping[str, float]) -> str:
+    """An SVG bar chart of one value per label."""
+    return _bars(title, values)

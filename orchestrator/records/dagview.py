@@ -28,9 +28,10 @@ STATUS_COLOURS = {  # fill, stroke
     "interrupted": ("#f8bbd0", "#ad1457"),
     "running": ("#ffe0b2", "#ef6c00"),
     "sharded": ("#d1c4e9", "#4527a0"),
+    "pruned": ("#b2ebf2", "#00838f"),
     "pending": ("#ffffff", "#bdbdbd"),
 }
-_SEVERITY = ("failed", "interrupted", "running", "skipped", "sharded", "ran", "cached", "pending")
+_SEVERITY = ("failed", "interrupted", "running", "skipped", "sharded", "pruned", "ran", "cached", "pending")
 PER_NODE_LIMIT = 120  # above this many nodes, draw one box per stage
 DRAW_LIMIT = 3000
 DOT_LIMIT = 200

@@ -93,6 +93,7 @@ class RunRecorder(RunObserver):
         self._keyed: set[str] = set()  # keys whose row this run wrote when their stage started
         self._last_flush = time.monotonic()
         self._finished = False
+        self._grown = False  # a search added trials: the run row's experiment and DAG are rewritten at the end
 
     # -- context manager -------------------------------------------------------------------
     def __enter__(self) -> RunRecorder:
@@ -216,7 +217,24 @@ class RunRecorder(RunObserver):
         if self._pending or self._updates:
             self._flush()
 
+    def nodes_added(self, dag: Dag) -> None:
+        """A search's new trials: their sets and nodes join the run's experiment and DAG (written at the end)."""
+        experiment, graph = self._run_values["experiment"], self._run_values["dag"]
+        for node in dag.nodes.values():
+            experiment["sets"].setdefault(node.param_set, dict(node.set_values))
+            graph["nodes"].append([node.id, node.stage.name, node.param_set])
+            graph["edges"] += [[ref.producer, node.id, ref.artifact] for ref in node.inputs]
+            self._labels.setdefault(node.stage.name, code_label(node.stage))
+        self._grown = True
+
     def run_finished(self, result: RunResult) -> None:
+        if self._grown:
+            v = self._run_values
+            def regrow(conn: sqlite3.Connection) -> None:
+                conn.execute("UPDATE runs SET experiment = ?, dag = ? WHERE id = ?",
+                             (_dumps(v["experiment"]), _dumps(v["dag"]), self.run_id))
+
+            self._flush(regrow)
         self._flush(lambda conn: self._close_run(conn, result.status, result))
         self._finished = True
         if self.write_report:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .history import History
 from ..units import byte_size, local_time
 from .markup import esc, markdown, png_data_uri, sanitize_table
+from .searchview import search_section
 
 __all__ = ["badge", "flatten", "page", "render_page", "render_report", "report_path", "write_html",
            "write_report"]
@@ -126,17 +127,28 @@ def _omitted(count: int, run_id: str) -> str:
 
 
 def _timings(executions: list[ExecutionRecord]) -> str:
-    longest = max((e.seconds for e in executions), default=0) or 1
+    """The stages with a timeline: each bar starts when the stage started and lasts as long as it ran,
+    so stages that ran at once (``-j``) overlap; the GPUs each held, when any did."""
+    timed = [e for e in executions if e.started is not None and e.seconds > 0]
+    start = min((e.started for e in timed if e.started is not None), default=0.0)
+    span = max(((e.started or 0.0) + e.seconds - start for e in timed), default=0.0) or 1.0
+    gpus = any(e.extras.get("gpus") for e in executions)
+    on_timeline = {id(e) for e in timed}
     rows = []
     for e in executions:
-        width = 160 * e.seconds / longest
+        bar = ""
+        if id(e) in on_timeline:
+            left, width = 160 * ((e.started or start) - start) / span, max(1.0, 160 * e.seconds / span)
+            bar = (f'<div class="bar" style="margin-left:{left:.0f}px;width:{width:.0f}px" '
+                   f'title="from +{(e.started or start) - start:.1f}s for {e.seconds:.1f}s"></div>')
+        held = f"<td>{esc(str(e.extras.get('gpus') or '-'))}</td>" if gpus else ""
         rows.append(f"<tr><td>{esc(e.stage)}</td><td>{esc(e.param_set)}</td><td>{badge(e.status)}</td>"
-                    f'<td class="num">{e.seconds:.2f}</td><td><div class="bar" style="width:{width:.0f}px"></div></td>'
+                    f'<td class="num">{e.seconds:.2f}</td><td>{bar}</td>{held}'
                     f'<td class="num">{byte_size(e.peak_rss) if e.peak_rss else "-"}</td>'
                     f"<td><code>{esc((e.key or '')[:10])}</code></td><td>{esc('; '.join(e.reasons))}</td></tr>")
     return ('<div class="scroll"><table id="timings-table"><tr><th>stage</th><th>param set</th><th>status</th>'
-            "<th>seconds</th><th></th><th>peak memory</th><th>key</th><th>why</th></tr>"
-            + "".join(rows) + "</table></div>")
+            f"<th>seconds</th><th>timeline</th>{'<th>GPUs</th>' if gpus else ''}<th>peak memory</th><th>key</th>"
+            "<th>why</th></tr>" + "".join(rows) + "</table></div>")
 
 
 def _failures(executions: list[ExecutionRecord]) -> str:
@@ -297,6 +309,7 @@ def render_page(record: RunRecord, executions: list[ExecutionRecord], *, engine:
         '<nav><a href="#params">params</a><a href="#dag">DAG</a><a href="#timings">stages</a>'
         '<a href="#metrics">metrics</a><a href="#reports">reportables</a><a href="#artifacts">artifacts</a>'
         '<a href="#environment">environment</a></nav></header><main>',
+        search_section(record.report),
         f'<section id="params"><h2>Params</h2>{params_table(record.param_sets)}</section>',
         f'<section id="dag"><h2>DAG</h2><div class="scroll">{dag_svg(record.dag, statuses, seconds, engine=engine)}'
         f"</div>{_legend(statuses.values())}</section>",

@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -83,6 +84,7 @@ class TorchrunSpec:
     all_ranks: bool = False
     python: str = sys.executable
     python_path: tuple[str, ...] = ()
+    stop: threading.Event | None = field(default=None, compare=False)  # set: stop every rank (SIGTERM, then SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -269,7 +271,7 @@ def launch(spec: TorchrunSpec, on_output: Callable[[str], None] | None = None) -
                 keep(line + "\n")
 
         outcome = run_supervised(command.argv, on_line=on_line, env=command.env, cwd=spec.workdir,
-                                 timeout=spec.timeout)
+                                 timeout=spec.timeout, stop=spec.stop)
     shutil.rmtree(spec.run_dir / "tmp", ignore_errors=True)
     failing, code = _root_cause("\n".join(agent))
     rank = failing if failing in tails else (0 if 0 in tails and failing is None else None)

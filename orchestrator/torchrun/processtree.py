@@ -133,6 +133,7 @@ def run_supervised(
     cwd: str | os.PathLike[str] | None = None,
     timeout: float | None = None,
     grace: float = 5.0,
+    stop: threading.Event | None = None,
 ) -> ProcessOutcome:
     """Run ``argv`` (never through a shell), streaming its merged stdout/stderr line by line.
 
@@ -143,6 +144,7 @@ def run_supervised(
         cwd: The working directory.
         timeout: Seconds before the tree is stopped (None: no limit).
         grace: Seconds between SIGTERM and SIGKILL when stopping the tree.
+        stop: Set (from another thread) to stop the tree the same way, as a timeout would.
 
     Returns:
         The :class:`ProcessOutcome`.
@@ -154,7 +156,7 @@ def run_supervised(
     """
     try:
         with _fatal_signals_raise():
-            return _supervise(argv, on_line, env, cwd, timeout, grace)
+            return _supervise(argv, on_line, env, cwd, timeout, grace, stop)
     except _Signalled as signalled:  # the tree is stopped: now die as the signal intended
         logger.warning("signal %d: stopped the process tree of %s", signalled.signum, argv[0])
         signal.raise_signal(signalled.signum)
@@ -162,7 +164,8 @@ def run_supervised(
 
 
 def _supervise(argv: Sequence[str], on_line: Callable[[str], None], env: Mapping[str, str] | None,
-               cwd: str | os.PathLike[str] | None, timeout: float | None, grace: float) -> ProcessOutcome:
+               cwd: str | os.PathLike[str] | None, timeout: float | None, grace: float,
+               stop: threading.Event | None = None) -> ProcessOutcome:
     started = time.monotonic()
     proc = subprocess.Popen(
         list(argv), cwd=cwd, env=None if env is None else dict(env), stdin=subprocess.DEVNULL,
@@ -185,6 +188,10 @@ def _supervise(argv: Sequence[str], on_line: Callable[[str], None], env: Mapping
                 pass
             if errors:
                 raise errors[0]
+            if stop is not None and stop.is_set():
+                logger.info("stopping the process tree of pid %d on request", proc.pid)
+                _stop(proc, tree, grace)
+                break
             if deadline is not None and time.monotonic() >= deadline:
                 timed_out = True
                 logger.warning("pid %d ran past its %.0f s timeout; stopping its process tree", proc.pid, timeout)

@@ -83,3 +83,4 @@ class LaunchSite:
     project_root: Path
     attempt_dir: Path
     metric: Callable[..., None]  # ctx.metric: reported metrics flow back into the stage's records
+    pruned: Callable[[], bool] = lambda: False  # ctx.pruned: a search's pruner asked the trial to stop

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import ExternalScriptFailed
+from ..errors import ExternalScriptFailed, TrialPruned
 from ..external import METRICS_ENV, latest_checkpoint
 from .launch import LaunchResult, TorchrunSpec, launch
 from .request import LaunchSite, ScriptOutputs, TorchrunRequest
@@ -104,15 +104,18 @@ def run_torchrun(request: TorchrunRequest, ctx: LaunchSite) -> ScriptOutputs:
         node_rank=request.node_rank, rdzv_endpoint=request.rdzv_endpoint, rdzv_id=f"{ctx.stage}-{ctx.key[:16]}",
         env={**{k: str(v) for k, v in request.env.items()}, METRICS_ENV: str(metrics_file),
              "ORCHESTRATOR_OUTPUT_DIR": str(attempt), "ORCHESTRATOR_RESUME_FROM": str(resume or "")},
-        timeout=request.timeout, all_ranks=request.all_ranks, python_path=(str(root),),
+        timeout=request.timeout, all_ranks=request.all_ranks, python_path=(str(root),), stop=threading.Event(),
     )
     try:
-        with _Follower(ctx, metrics_file):  # the script's log_metric values reach the stage as they come
+        with _Follower(ctx, metrics_file, spec.stop):  # the script's log_metric values reach the stage as they come
             result = launch(spec, request.on_output)
     except ValueError as exc:
         raise failure(f"could not be launched: {exc}") from exc
     except OSError as exc:
         raise failure(f"could not be launched: {exc}. Fix: check that {spec.python} runs.") from exc
+    if spec.stop is not None and spec.stop.is_set():
+        raise TrialPruned(f"{ctx.stage} [{ctx.param_set}]: the search's pruner stopped this trial; every rank of "
+                          f"{shown} was stopped (SIGTERM, then SIGKILL). Its checkpoints stay in {attempt}.")
     if not result.ok:
         resumable = find_checkpoint(attempt, interface.checkpoints) is not None
         raise failure(_explain(result, attempt, resumable, interface.checkpoints), returncode=result.returncode, rank=result.failing_rank,
@@ -180,8 +183,8 @@ class _Follower:
     """Feeds the metrics a script appends to ``path`` (``log_metric``) to the stage while it runs, so
     the run records and the UI show its curves live; what is left is read once the script ends."""
 
-    def __init__(self, ctx: LaunchSite, path: Path, every: float = 1.0) -> None:
-        self.ctx, self.path, self.every = ctx, path, every
+    def __init__(self, ctx: LaunchSite, path: Path, stop: threading.Event | None = None, every: float = 1.0) -> None:
+        self.ctx, self.path, self.every, self.stop = ctx, path, every, stop
         self.offset = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="orchestrator-torchrun-metrics", daemon=True)
@@ -198,6 +201,9 @@ class _Follower:
     def _follow(self) -> None:
         while not self._stop.wait(self.every):
             self.read()
+            if self.stop is not None and not self.stop.is_set() and self.ctx.pruned():
+                logger.warning("%s [%s]: pruned by the search; stopping the script", self.ctx.stage, self.ctx.param_set)
+                self.stop.set()
 
     def read(self) -> None:
         """Take the complete lines written since the last read."""
