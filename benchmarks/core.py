@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    /work/venv/bin/python benchmarks/core.py [--quick] [--json results.json]
+    .venv/bin/python benchmarks/core.py [--quick] [--json results.json]
 
 Each workload is generated as a real project in a temporary folder and run through both
 command lines as fresh processes (see ``core_projects.py`` and ``core_tools.py``);

@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    /work/venv/bin/python benchmarks/map.py [--quick] [--nice N] [--max-others CORES] [--only WORKLOAD]
+    .venv/bin/python benchmarks/map.py [--quick] [--nice N] [--max-others CORES] [--only WORKLOAD]
                                             [--json results.json]
 
 Everything runs on one generated project (``map_projects.py``) in a temporary folder, as

@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    /work/venv/bin/python benchmarks/records_overhead.py [--quick] [--json results.json]
+    .venv/bin/python benchmarks/records_overhead.py [--quick] [--json results.json]
 
 Generates the core benchmark's synthetic projects (``core_projects.py``): a chain of 1,000
 stages with one param set, and 100 stages x 10 param sets. Each is run cold once, then

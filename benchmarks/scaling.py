@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    /work/venv/bin/python benchmarks/scaling.py [--quick] [--nice N] [--no-ray] [--no-s3] [--json PATH]
+    .venv/bin/python benchmarks/scaling.py [--quick] [--nice N] [--no-ray] [--no-s3] [--json PATH]
 
 One generated project (``scaling_projects.py``) in a temporary folder; every measurement is
 a fresh ``experiment run ... --json`` process with a fresh, empty store (a cold run), so

@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    /work/venv/bin/python benchmarks/torchrun_overhead.py [--repeats 5] [--json results.json]
+    .venv/bin/python benchmarks/torchrun_overhead.py [--repeats 5] [--json results.json]
 
 The script joins a 2-process gloo group, runs one barrier and leaves. "bare" is
 ``python -m torch.distributed.run --standalone --nproc-per-node 2 --max-restarts 0 --log-dir D``

@@ -77,6 +77,7 @@ class Session:
         record: bool = True,
         tags: Sequence[str] = (),
         gpus: str | Sequence[int] | None = None,
+        detach: bool = False,
     ) -> RunResult:
         """Run what is missing or stale; see :func:`orchestrator.engine.driver.execute_dag`.
 
@@ -89,6 +90,7 @@ class Session:
         for and get GPUs of their own: ``gpus`` (``"0,1,2,3"``, ``"none"``; default: the project's
         ``gpus`` setting, else what nvidia-smi shows) says which GPUs the run may use, and
         ``executor_options={"jobs": "auto"}`` runs as many stages at once as the node's resources admit.
+        ``detach`` (SLURM) returns once the first stages are submitted; a later run re-attaches to them.
 
         Raises:
             ResourceError: a stage asks for more GPUs or memory than this node has (before anything runs).
@@ -114,6 +116,7 @@ class Session:
                 options=options,
                 resources=ledger,
                 feed=feed,
+                detach=detach,
             )
 
     def _search_feed(self, run_id: str, capacity: int, ledger: Ledger | None) -> SearchFeed:

@@ -83,6 +83,9 @@ def main(debug: bool, verbose: int) -> None:
 @click.option("--gpus", default=None, metavar="0,1,..|none",
               help="GPUs this run may hand out (default: [tool.orchestrator] gpus, else nvidia-smi's).")
 @click.option("--address", default=None, help="Cluster address for --executor dask/ray.")
+@click.option("--detach", is_flag=True,
+              help="Submit the stages that can start, then exit (--executor slurm); `experiment status RUN` "
+                   "follows them, and running again re-attaches.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary instead.")
 @click.option("--desc", default="", metavar="TEXT", help="Describe the run (the title of its record and report).")
 @click.option("--tag", "tags", multiple=True, metavar="TAG", help="Tag the run (repeatable; experiment runs --tag TAG).")
@@ -95,7 +98,7 @@ def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
         force: tuple[str, ...], workers: int | None, shard: tuple[int, int] | None, max_item_failures: int | None,
         devices: str | None, dry_run: bool, keep_going: bool, executor: str, jobs: int | str | None, gpus: str | None,
         address: str | None, as_json: bool, desc: str, tags: tuple[str, ...], trackers: tuple[str, ...],
-        strict_data: bool) -> None:
+        strict_data: bool, detach: bool) -> None:
     """Run the experiment PARAMS_SET... (files in params/): only what is missing or stale."""
     from ..api import open_session
     from ..records.annotations import check_tags
@@ -126,7 +129,7 @@ def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
         result = session.run(force=force, executor=executor, keep_going=keep_going,
                              observer=None if as_json else observer, executor_options=engine_options,
                              options=run_options(workers, shard, max_item_failures, devices, strict_data), desc=desc,
-                             tags=tags, gpus=gpus)
+                             tags=tags, gpus=gpus, detach=detach)
     from ..records import report_path
     from .searchview import print_search, read_summary
 
@@ -140,7 +143,7 @@ def run(names: tuple[str, ...], overrides: tuple[str, ...], targets: tuple[str, 
         click.echo(json.dumps(summary, indent=1))
     else:
         context = click.get_current_context()
-        command = plain.resume_command(context.command, context.params)
+        command = plain.resume_command(context.command, context.params, skip=("force", "dry_run", "detach"))
         if plain.terminal(sys.stdout):
             from . import render
 
@@ -246,10 +249,12 @@ def cache_ls(cache_dir: str | None, stage: str | None, artifact_name: str | None
 
 from .compare import register as _register_compare  # noqa: E402  (compare)
 from .export import register as _register_export  # noqa: E402  (export)
+from .jobs import register as _register_jobs  # noqa: E402  (status, attach)
 from .records import register as _register_records  # noqa: E402  (the run-record commands)
 
 _register_compare(main)
 _register_export(main)
+_register_jobs(main)
 _register_records(main)
 
 

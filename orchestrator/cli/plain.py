@@ -32,6 +32,7 @@ Cell = tuple[str, str]  # (text, rich style)
 STYLE = {
     Status.RAN: "green", Status.CACHED: "cyan", Status.FAILED: "bold red",
     Status.SKIPPED: "yellow", Status.INTERRUPTED: "magenta", Status.SHARDED: "blue", Status.PRUNED: "cyan",
+    Status.DETACHED: "blue",
     Action.RUN: "green", Action.CACHED: "cyan", Action.MAY_RUN: "yellow",
 }
 DETAIL_LIMIT = 60  # above this many nodes, list only what ran or failed
@@ -234,6 +235,13 @@ def failure_lines(result: RunResult, command: str) -> list[list[Cell]]:
             lines.append([(f"  its log: {failure.log_path}", "")])
     if result.status is RunStatus.INTERRUPTED:
         lines += [[("Interrupted.", "magenta"), (" Finished stages are stored. Resume with:", "")],
+                  [("  ", ""), (command, "bold")]]
+    elif result.status is RunStatus.DETACHED:
+        submitted = result.count(Status.DETACHED)
+        lines += [[("Detached.", "blue"), (f" {submitted} job{'s' if submitted != 1 else ''} submitted. Follow "
+                                           "them with:", "")],
+                  [("  ", ""), (f"experiment status {result.run_id}", "bold")],
+                  [("Collect the results and go on (re-attaching to the jobs, not submitting them again) with:", "")],
                   [("  ", ""), (command, "bold")]]
     elif not result.ok:
         lines += [[("Finished stages are stored. Fix the failure, then resume with:", "")],

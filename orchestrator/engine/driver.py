@@ -64,6 +64,7 @@ class _Driver:
         options: RunOptions,
         resources: Ledger | None = None,
         feed: NodeFeed | None = None,
+        detach: bool = False,
     ) -> None:
         self.run_id = run_id
         self.dag = dag
@@ -92,6 +93,8 @@ class _Driver:
         self.refs_written = time.monotonic()
         self.ledger = resources
         self.feed = feed
+        self.detach = detach
+        self.detached = False
         self.grants: dict[str, Grant] = {}  # running node -> what it holds
         self.parked: dict[str, Decision] = {}  # decided to run, waiting for resources a running node holds
         self.unparked: dict[str, Decision] = {}  # parked ones back in the ready queue, with their decision
@@ -112,6 +115,10 @@ class _Driver:
                     for nid in list(self.blocked):
                         if len(self.running) < max(1, self.executor.capacity):
                             self._start(nid)
+                self.executor.flush()
+                if self.detach and self.running:  # (submitted: the jobs go on without this process)
+                    self.detached = True
+                    return
                 if not self.running:
                     if self.ready and not self.stopped:
                         continue
@@ -363,12 +370,23 @@ class _Driver:
             self.observer.node_finished(outcome)
         self.running.clear()
 
+    def leave(self) -> None:
+        """``--detach``: the submitted nodes go on as jobs; the rest waits for a later run."""
+        self.executor.detach()
+        for nid, decision in self.running.values():
+            node = self.dag.nodes[nid]  # (its lease went with the run: the job registry re-attaches to it)
+            outcome = NodeOutcome(nid, node.stage.name, node.param_set, Status.DETACHED, decision.key,
+                                  reasons=("submitted; experiment status RUN follows it",))
+            self.outcomes[nid] = outcome
+            self.observer.node_finished(outcome)
+        self.running.clear()
+
     def skip_rest(self) -> None:
         for nid, node in self.dag.nodes.items():
             if nid not in self.outcomes:
                 failed = [u for u in self.dag.upstream(nid) if self.outcomes.get(u) and self.outcomes[u].status in
                           (Status.FAILED, Status.SKIPPED, Status.INTERRUPTED, Status.SHARDED, Status.PRUNED)]
-                reason = "run stopped"
+                reason = "run detached: a later run goes on" if self.detached else "run stopped"
                 if failed:
                     upstream = self.outcomes[failed[0]]
                     reason = (f"needs every shard of {upstream.stage}" if upstream.status is Status.SHARDED
@@ -393,12 +411,14 @@ def execute_dag(
     options: RunOptions | Mapping[str, Any] | None = None,
     resources: Ledger | None = None,
     feed: NodeFeed | None = None,
+    detach: bool = False,
 ) -> RunResult:
     """Run every node of ``dag`` that is not cached; stop at the first failure unless ``keep_going``.
 
     ``resources`` (one-node executors) admits each stage by the GPUs, cores and memory it asks for
     and reserves specific GPUs for it (see :mod:`orchestrator.engine.admission`). ``feed`` adds nodes
-    while the run goes (a search's trials, see :class:`~orchestrator.engine.feed.NodeFeed`).
+    while the run goes (a search's trials, see :class:`~orchestrator.engine.feed.NodeFeed`). ``detach``
+    returns once the first stages are submitted, leaving them to the cluster (status ``detached``).
 
     Ctrl-C (KeyboardInterrupt) ends the run with status ``"interrupted"``; every stage that
     finished before stays stored, so the next run resumes after it.
@@ -410,7 +430,7 @@ def execute_dag(
     started = time.perf_counter()
     driver = _Driver(dag, fingerprints, store, executor, forced=forced, keep_going=keep_going,
                      observer=observer, project_root=project_root, run_id=run_id, options=RunOptions.of(options),
-                     resources=resources, feed=feed)
+                     resources=resources, feed=feed, detach=detach)
     observer.run_started(run_id, dag)
     status = RunStatus.SUCCEEDED
     try:
@@ -418,6 +438,9 @@ def execute_dag(
     except KeyboardInterrupt:
         status = RunStatus.INTERRUPTED
         driver.interrupt()
+    if driver.detached:
+        status = RunStatus.DETACHED
+        driver.leave()
     driver.skip_rest()
     driver.write_refs()
     if status is not RunStatus.INTERRUPTED and any(o.status is Status.FAILED for o in driver.outcomes.values()):

@@ -28,6 +28,7 @@ class Status(str, Enum):
     INTERRUPTED = "interrupted"  # was running when the run was interrupted
     SHARDED = "sharded"  # a --shard run stored its share of a map's items; a full run assembles them
     PRUNED = "pruned"  # a search trial the pruner stopped early (its checkpoints stay in the attempt folder)
+    DETACHED = "detached"  # submitted as a cluster job that goes on without the driver (run --detach)
 
 
 class RunStatus(StrEnum):
@@ -36,6 +37,7 @@ class RunStatus(StrEnum):
     SUCCEEDED = "succeeded"  # no node failed
     FAILED = "failed"  # a node failed (the others that could ran, under --keep-going)
     INTERRUPTED = "interrupted"  # Ctrl-C, SIGTERM or SIGHUP; finished stages are kept
+    DETACHED = "detached"  # --detach: jobs submitted, the driver left; a later run re-attaches and goes on
     RUNNING = "running"
 
 
@@ -69,8 +71,8 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        """True when no node failed and the run was not interrupted."""
-        return self.status is RunStatus.SUCCEEDED
+        """True when no node failed and the run was not interrupted (a detached run went as asked)."""
+        return self.status in (RunStatus.SUCCEEDED, RunStatus.DETACHED)
 
     def count(self, status: Status) -> int:
         """How many nodes ended with ``status``."""

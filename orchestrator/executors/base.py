@@ -26,6 +26,8 @@ class Executor(ABC):
         * ``capacity`` is how many tasks the driver keeps in flight.
         * ``one_node``: tasks run on this machine (see :mod:`orchestrator.engine.admission`).
         * ``idle()`` (optional) is called while the driver waits with nothing to submit.
+        * ``flush()`` (optional) is called once the driver has handed over what it can for now:
+          an executor may hold tasks until then and submit them together (SLURM job arrays).
         * ``close()`` releases workers; executors are also context managers.
     """
 
@@ -43,6 +45,18 @@ class Executor(ABC):
 
     def idle(self) -> None:
         """The driver is waiting (on another run's lease) with nothing to submit: drop what is held for a next task."""
+
+    def flush(self) -> None:
+        """The driver handed over every task it can for now (an executor may hold them to submit together)."""
+
+    def detach(self) -> None:
+        """Leave the submitted tasks running without following them (``--detach``; clusters only).
+
+        Raises:
+            UsageError: this executor's tasks cannot outlive the driver.
+        """
+        raise UsageError(f"--detach needs an executor whose jobs outlive this process; {self.name} runs them "
+                         "here. Fix: --executor slurm, or run without --detach.")
 
     def close(self) -> None:
         """Release workers and connections."""

@@ -29,6 +29,7 @@ STATUS_COLOURS = {  # fill, stroke
     "running": ("#ffe0b2", "#ef6c00"),
     "sharded": ("#d1c4e9", "#4527a0"),
     "pruned": ("#b2ebf2", "#00838f"),
+    "detached": ("#e1f5fe", "#0277bd"),
     "pending": ("#ffffff", "#bdbdbd"),
 }
 _SEVERITY = ("failed", "interrupted", "running", "skipped", "sharded", "pruned", "ran", "cached", "pending")

@@ -309,7 +309,7 @@ def render_page(record: RunRecord, executions: list[ExecutionRecord], *, engine:
         '<nav><a href="#params">params</a><a href="#dag">DAG</a><a href="#timings">stages</a>'
         '<a href="#metrics">metrics</a><a href="#reports">reportables</a><a href="#artifacts">artifacts</a>'
         '<a href="#environment">environment</a></nav></header><main>',
-        search_section(record.report),
+        search_section(record.report, executions),
         f'<section id="params"><h2>Params</h2>{params_table(record.param_sets)}</section>',
         f'<section id="dag"><h2>DAG</h2><div class="scroll">{dag_svg(record.dag, statuses, seconds, engine=engine)}'
         f"</div>{_legend(statuses.values())}</section>",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .charts import bar_chart, metric_chart
 from .markup import esc
+from .values import ExecutionRecord
 
 __all__ = ["search_section"]
 
@@ -28,7 +29,21 @@ def _value(value: Any) -> str:
     return f"{value:.6g}" if isinstance(value, float) else esc(str(value))
 
 
-def search_section(report: str | None) -> str:
+def _stopped(trial: Mapping[str, Any]) -> str:
+    if trial["state"] == "pruned" and trial.get("last_step") is not None:
+        return f"pruned at step {trial['last_step']}"
+    return "-"
+
+
+def _lineage(best_set: str, executions: Sequence[ExecutionRecord]) -> str:
+    """The best trial's stages in this run: what computed its value, with each key."""
+    rows = "".join(f"<tr><td>{esc(e.stage)}</td><td>{esc(e.status)}</td><td><code>{esc((e.key or '')[:16])}</code></td>"
+                   f"<td>{esc(', '.join(e.outputs))}</td></tr>" for e in executions if e.param_set == best_set)
+    return ('<table id="best-lineage"><tr><th>stage</th><th>status</th><th>key</th><th>outputs</th></tr>'
+            f"{rows}</table>" if rows else "")
+
+
+def search_section(report: str | None, executions: Sequence[ExecutionRecord] = ()) -> str:
     """The section for the run whose report is ``report`` ("" when the run was not a search)."""
     summary = _summary(report)
     if summary is None:
@@ -50,12 +65,13 @@ def search_section(report: str | None) -> str:
                  f'<p>Best: trial <b>#{top["number"]}</b>, {esc(summary["metric"])} = <b>{_value(top["value"])}</b>, '
                  f'param set <code>{esc(top["set"])}</code>: '
                  + ", ".join(f"{esc(k)} = <code>{_value(v)}</code>" for k, v in top["params"].items())
-                 + f'. Its lineage: <code>experiment lineage ARTIFACT --set {esc(repr(top["set"]))}</code>.</p>')
+                 + f'. Its lineage: <code>experiment lineage ARTIFACT --set {esc(repr(top["set"]))}</code>.</p>'
+                 + _lineage(top["set"], executions))
     ordered = sorted(trials, key=lambda t: (t["value"] is None, -(t["value"] or 0) if maximize else (t["value"] or 0)))
     names = list(trials[0]["params"]) if trials else []
     rows = "".join(
         f'<tr><td class="num">{t["number"]}</td><td>{esc(t["state"])}</td>'
-        f'<td class="num">{_value(t["value"]) if t["value"] is not None else "-"}</td>'
+        f'<td class="num">{_value(t["value"]) if t["value"] is not None else _stopped(t)}</td>'
         + "".join(f'<td class="num">{_value(t["params"].get(n, ""))}</td>' for n in names)
         + f'<td>{esc(t["set"])}</td></tr>' for t in ordered[:ROWS])
     table = (f'<div class="scroll"><table id="trials-table"><tr><th>trial</th><th>state</th><th>{esc(summary["metric"])}'

@@ -30,9 +30,11 @@ def summary_of(feed: Any, run_id: str) -> dict[str, Any]:
     spec = feed.spec
     trials = []
     for t in feed.study.trials:
+        finished = t.state == optuna.trial.TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)
         trials.append({"number": t.number, "set": t.user_attrs.get("set", ""), "state": t.state.name.lower(),
-                       "value": t.value if t.value is not None and math.isfinite(t.value) else None,
-                       "params": dict(t.params), "steps": len(t.intermediate_values)})
+                       "value": t.value if finished else None,  # (a pruned trial's is an intermediate value)
+                       "params": dict(t.params), "steps": len(t.intermediate_values),
+                       "last_step": max(t.intermediate_values, default=None)})
     complete = [t for t in trials if t["state"] == "complete" and t["value"] is not None]
     best = (max if spec.direction == "maximize" else min)(complete, key=lambda t: t["value"]) if complete else None
     importances: dict[str, float] = {}
