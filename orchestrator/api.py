@@ -133,7 +133,7 @@ class Session:
         return SearchFeed(search, log.read(), self.dag, self.build, log, parallel,
                           lambda nid: self.store.workspace.log_path(run_id, nid),
                           report_path(self.store.root, run_id).with_name("search.json"),
-                          self.store.root / "search.db")
+                          log.path.with_suffix(".optuna"))
 
     def _admission(self, executor: str, options: dict[str, Any],
                    gpus: str | Sequence[int] | None) -> tuple[dict[str, Any], Ledger | None]:

@@ -95,9 +95,13 @@ def test_a_study_runs_its_trials_as_param_sets_sharing_what_they_do_not_touch(se
     assert 'id="search"' in report and "optimization history" in report and best["set"] in report
     # the study is left where Optuna's tools find it
     import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
 
-    (name,) = optuna.get_all_study_names(f"sqlite:///{proj.root / 'cache' / 'search.db'}")
-    assert len(optuna.load_study(study_name=name, storage=f"sqlite:///{proj.root / 'cache' / 'search.db'}").trials) == 20
+    (journal,) = (proj.root / "cache" / "search").glob("search-*.optuna")
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    (name,) = optuna.get_all_study_names(storage)
+    assert name == journal.stem and len(optuna.load_study(study_name=name, storage=storage).trials) == 20
 
 
 def test_running_the_search_again_continues_it_without_rerunning_finished_trials(search_project):

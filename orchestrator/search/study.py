@@ -21,6 +21,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,7 @@ class SearchFeed(RunObserver):
         self.search, self.spec, self.build, self.log = search, search.spec, build, log
         self.parallel, self.log_path = max(1, parallel), log_path
         self.summary_path, self.storage_path = summary_path, storage_path
+        self.importances: ProcessPoolExecutor | None = None  # computes them at the end, imported meanwhile
         self._lock = threading.Lock()  # the watcher thread reads what the driver's thread changes
         self._stopping = threading.Event()
         self.study = optuna.create_study(direction=optuna.study.StudyDirection[self.spec.direction.upper()], pruner=make_pruner(self.spec),
@@ -182,6 +184,8 @@ class SearchFeed(RunObserver):
             self.open[trial_set(self.search, trial).name] = _Open(trial, optuna_trial, set())
             self.next += 1
         self.log.append(wave)  # before they run: a killed run resumes these very trials
+        if self.importances is None and self.spec.trials > 1:  # new trials: the importances will change
+            self._start_helper()
         sets = [trial_set(self.search, t) for t in wave]
         dag = self.build(sets)
         for node in dag.nodes.values():
@@ -285,4 +289,20 @@ class SearchFeed(RunObserver):
         self._stopping.set()
         if self._watcher.is_alive():
             self._watcher.join()
-        save(self, result)
+        try:
+            save(self, result)
+        finally:
+            if self.importances is not None:
+                self.importances.shutdown(wait=False, cancel_futures=True)
+
+    def _start_helper(self) -> None:
+        """A process that imports scikit-learn (for the importances) while the trials run, not after."""
+        from ..processes import forkserver
+        from .summary import warm_up
+
+        try:
+            self.importances = ProcessPoolExecutor(1, mp_context=forkserver())
+            self.importances.submit(warm_up)
+        except (OSError, RuntimeError) as exc:  # no process to spare: compute them here at the end
+            logger.info("importances will be computed in this process: %s", exc)
+            self.importances = None

@@ -78,7 +78,8 @@ class TrialLog:
         return [trials[n] for n in sorted(trials)]
 
     def append(self, trials: list[Trial]) -> None:
-        """Remember ``trials`` before they run (synced: a kill right after loses none)."""
+        """Remember ``trials`` before they run (a kill right after loses none; a power cut may lose the
+        last ones, which the next run asks again: the same trials, as the sampler is seeded by number)."""
         self._write([{"number": t.number, "params": dict(t.params)} for t in trials])
 
     def pruned(self, trial: Trial, intermediate: Mapping[int, float]) -> None:
@@ -95,5 +96,3 @@ class TrialLog:
                 torn = log.read(1) != b"\n"  # a line cut by a kill: start on a line of our own
             text = ("\n" if torn else "") + "".join(json.dumps(e) + "\n" for e in entries)
             log.write(text.encode("utf-8"))
-            log.flush()
-            os.fsync(log.fileno())
