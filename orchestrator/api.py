@@ -151,10 +151,13 @@ class Session:
         except ValueError as exc:
             raise UsageError(f"{exc}") from None
         logger.info("this node: %s", node.describe())
-        ledger = Ledger(node, cores=jobs if isinstance(jobs, int) else None)
-        ledger.check({id(n.stage): n.stage for n in self.dag.nodes.values()}.values())
         if jobs == "auto":  # as many as the resources admit: every core, and GPUs shared down to quarters
-            options["jobs"] = node.cpus + 4 * len(node.gpus)
+            options["jobs"], options["prefetch"] = node.cpus + 4 * len(node.gpus), 0
+            cores = node.cpus
+        else:  # -j N: N at once, and N more waiting in the pool (admitted: they hold what they asked for)
+            cores = 2 * int(jobs or node.cpus) if executor == "process" else int(jobs or 0) or node.cpus
+        ledger = Ledger(node, cores=cores)
+        ledger.check({id(n.stage): n.stage for n in self.dag.nodes.values()}.values())
         return options, ledger
 
     def compare(self) -> Comparison:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -301,7 +302,9 @@ def test_crash_fails_with_the_rank_traceback_and_the_rerun_resumes(
 ) -> None:
     monkeypatch.setenv("CRASH_AT", "2")
     message = failure(run(project, "epochs=4"))
-    assert "stage 'fit' [base]: external/train.py failed: rank 1 exited with code 1" in message
+    # (under load, gloo may abort the raising rank while it exits: still rank 1, with its traceback)
+    assert re.search(r"stage 'fit' \[base\]: external/train.py failed: rank 1 (exited with code 1|was killed by "
+                     r"signal 6 \(SIGABRT\))", message), message
     assert "Traceback (most recent call last)" in message
     assert "RuntimeError: crash at epoch 2" in message
     log = Path(message.split("Log: ")[1].split()[0])

@@ -56,6 +56,7 @@ class Grant:
     share: float = 0.0
     cpus: float = 0.0
     mem: int = 0
+    returned: bool = False  # given back already (the execution ended; its bookkeeping had not)
 
     @property
     def visible(self) -> str:

@@ -92,6 +92,7 @@ class _Driver:
         self.refs: dict[tuple[str, str], Any] = {}  # key parts of what ran, for the next plan's reasons
         self.refs_written = time.monotonic()
         self.ledger = resources
+        self.slots = max(1, executor.capacity) + max(0, executor.prefetch)  # tasks in flight
         self.feed = feed
         self.detach = detach
         self.detached = False
@@ -109,11 +110,11 @@ class _Driver:
                     break
                 if self.parked and not self.running:  # (cannot stay parked: nothing would give resources back)
                     self._unpark()
-                while self.ready and not self.stopped and len(self.running) < max(1, self.executor.capacity):
+                while self.ready and not self.stopped and len(self.running) < self.slots:
                     self._start(self.ready.popleft())
                 if self.blocked and not self.stopped:
                     for nid in list(self.blocked):
-                        if len(self.running) < max(1, self.executor.capacity):
+                        if len(self.running) < self.slots:
                             self._start(nid)
                 self.executor.flush()
                 if self.detach and self.running:  # (submitted: the jobs go on without this process)
@@ -134,10 +135,24 @@ class _Driver:
                     self.observer.waiting()
                 done, _ = wait(list(self.running), timeout=LEASE_POLL if self.blocked else None,
                                return_when=FIRST_COMPLETED)
-                for future in done:
-                    nid, decision = self.running.pop(future)
+                finished = [(future, *self.running.pop(future)) for future in done]
+                if not self.stopped and self.ready:  # refill the freed slots first: the workers wait on this
+                    for future, nid, _ in finished:  # process, not on the bookkeeping of what they finished
+                        self._give_early(nid, future)
+                    while self.ready and not self.stopped and len(self.running) < self.slots:
+                        self._start(self.ready.popleft())
+                    self.executor.flush()
+                for future, nid, decision in finished:
                     self._finish(nid, decision, future)
 
+    def _give_early(self, nid: str, future: Future[TaskResult]) -> None:
+        """A node that succeeded gives its resources back before its bookkeeping (a failed one may retry)."""
+        grant = self.grants.get(nid)
+        if grant is None or future.exception() is not None or future.result().error is not None:
+            return
+        self.grants[nid] = replace(grant, returned=True)
+        assert self.ledger is not None
+        self.ledger.give(grant)
     def _grow(self) -> None:
         """Add the nodes the feed has for the run now (new param sets, each wired within itself)."""
         assert self.feed is not None
@@ -272,7 +287,10 @@ class _Driver:
         if grant is not None:
             if grant.gpus:  # the run record keeps the devices of each execution
                 result = replace(result, extras={**result.extras, "gpus": grant.visible})
-            self._give(nid, grant)
+            if not grant.returned:
+                self._give(nid, grant)
+            else:
+                self._unpark()
             self._show_resources()
         if result.error is None:
             result = self._record(node, decision, result)

@@ -23,7 +23,7 @@ class Executor(ABC):
           run wherever the executor runs things. It may run the task before returning.
         * A worker that dies must resolve the future with a ``TaskResult`` whose error
           has ``kind="worker"`` (or raise from ``Future.result()``): never hang.
-        * ``capacity`` is how many tasks the driver keeps in flight.
+        * ``capacity`` is how many tasks run at once; the driver keeps ``capacity + prefetch`` in flight.
         * ``one_node``: tasks run on this machine (see :mod:`orchestrator.engine.admission`).
         * ``idle()`` (optional) is called while the driver waits with nothing to submit.
         * ``flush()`` (optional) is called once the driver has handed over what it can for now:
@@ -36,6 +36,9 @@ class Executor(ABC):
     #: reserves GPUs for each (cluster executors leave that to their cluster's resource system)
     one_node: ClassVar[bool] = False
     capacity: int = 1
+    #: tasks handed over beyond ``capacity``: each waits in the executor for a worker to free up, so a
+    #: worker starts its next task without a round trip to the driver (process pools: one per worker)
+    prefetch: int = 0
     #: set by the driver: called with (node_id, MapProgress) while a map stage runs
     progress: Callable[[str, Any], None] | None = None
 

@@ -45,8 +45,11 @@ class ProcessExecutor(Executor):
     name = "process"
     one_node = True
 
-    def __init__(self, jobs: int | None = None, **_: Any) -> None:
+    def __init__(self, jobs: int | None = None, prefetch: int | None = None, **_: Any) -> None:
         self.capacity = max(1, int(jobs or usable_cpus()))
+        # one task waits in the pool per worker: a worker that finishes starts the next at once (the round
+        # trip through the driver costs 2-3 ms per task here, 5% of a 50 ms stage)
+        self.prefetch = self.capacity if prefetch is None else max(0, int(prefetch))
         self.threads = max(1, usable_cpus() // self.capacity)  # each worker's share of the cores
         self._pool: ProcessPoolExecutor | None = None
         self._context: Any = None

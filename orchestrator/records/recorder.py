@@ -200,6 +200,8 @@ class RunRecorder(RunObserver):
         started = self._started.pop(outcome.node, None)
         if started is None and cached:
             started = now
+        elif started is not None and outcome.seconds:  # (it may have waited in a pool's queue first)
+            started = max(started, now - outcome.seconds)
         self._pending.append((
             self.run_id, outcome.node, seq, outcome.stage, outcome.param_set, outcome.key, outcome.status.value,
             started, now, outcome.seconds, outcome.peak_rss, _dumps(list(outcome.reasons)) if outcome.reasons else "[]",
