@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .engine.dag import ALL, Dag, build_dag
-from .engine.driver import Observers, RunObserver, RunResult, execute_dag, new_run_id
+from .engine.driver import Observers, RunObserver, RunResult
 from .engine.options import RunOptions
+from .engine.run import execute_dag, new_run_id
 
 if TYPE_CHECKING:
     from .engine.admission import Ledger
@@ -79,7 +80,7 @@ class Session:
         gpus: str | Sequence[int] | None = None,
         detach: bool = False,
     ) -> RunResult:
-        """Run what is missing or stale; see :func:`orchestrator.engine.driver.execute_dag`.
+        """Run what is missing or stale; see :func:`orchestrator.engine.run.execute_dag`.
 
         ``options`` are run-wide settings passed to every task: a :class:`RunOptions`, or a flat
         mapping of its fields (``workers``, ``shard``, ``max_item_failures``, ``devices``, ``strict_data``).

@@ -1,5 +1,7 @@
 """The driver: walks the DAG as results arrive, decides each node, records what happened.
 
+:func:`orchestrator.engine.run.execute_dag` runs one; this module is its loop.
+
 A ready-set loop: a node is decided the moment all its inputs are known, so early cutoff
 falls out naturally (a rerun stage whose outputs are byte-identical leaves its consumers'
 keys unchanged, hence cached). Tasks go to an executor; only the driver writes key
@@ -10,14 +12,13 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import replace
 from typing import Any
 
-from ..errors import ResourceError, StoreError
+from ..errors import StoreError
 from ..executors import Executor
 from ..keys.cachekey import input_label
 from ..keys.fingerprint import CodeFingerprint
@@ -30,11 +31,12 @@ from .feed import NodeFeed
 from .options import RunOptions
 from .outcomes import NodeOutcome, Observers, RunObserver, RunResult, RunStatus, Status
 from .planner import Action, Decision, decide, recheck
+from .reservations import Reservations
 from .task import FailureKind, TaskError, TaskResult, task_for
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NodeOutcome", "Observers", "RunObserver", "RunResult", "RunStatus", "Status", "execute_dag", "new_run_id"]
+__all__ = ["Driver", "NodeOutcome", "Observers", "RunObserver", "RunResult", "RunStatus", "Status"]
 
 # the values a run produces live in outcomes.py; they are re-exported here for convenience
 
@@ -43,12 +45,11 @@ LEASE_POLL = 0.25  # seconds between checks on stages another run is computing
 REFS_EVERY = 1.0  # seconds between writes of the plan's key parts, so a killed run still explains its stages
 
 
-def new_run_id() -> str:
-    """A sortable, unique run id such as ``20261122-035412-1a2b``."""
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
+def _succeeded(future: Future[TaskResult]) -> bool:
+    return future.exception() is None and future.result().error is None
 
 
-class _Driver:
+class Driver:
     def __init__(
         self,
         dag: Dag,
@@ -91,24 +92,21 @@ class _Driver:
         self.blocked: dict[str, float] = {}  # nodes whose key another run is computing -> since when
         self.refs: dict[tuple[str, str], Any] = {}  # key parts of what ran, for the next plan's reasons
         self.refs_written = time.monotonic()
-        self.ledger = resources
+        self.reservations = Reservations(resources) if resources is not None else None
         self.slots = max(1, executor.capacity) + max(0, executor.prefetch)  # tasks in flight
         self.feed = feed
         self.detach = detach
         self.detached = False
-        self.grants: dict[str, Grant] = {}  # running node -> what it holds
-        self.parked: dict[str, Decision] = {}  # decided to run, waiting for resources a running node holds
-        self.unparked: dict[str, Decision] = {}  # parked ones back in the ready queue, with their decision
 
     def run(self) -> None:
         with self.claims:
             while True:
                 if self.feed is not None and not self.stopped:
                     self._grow()
-                if not (self.ready or self.running or (self.blocked and not self.stopped)
-                        or (self.parked and not self.stopped)):
+                parked = self.reservations is not None and bool(self.reservations.parked)
+                if not (self.ready or self.running or ((self.blocked or parked) and not self.stopped)):
                     break
-                if self.parked and not self.running:  # (cannot stay parked: nothing would give resources back)
+                if parked and not self.running:  # (cannot stay parked: nothing would give resources back)
                     self._unpark()
                 while self.ready and not self.stopped and len(self.running) < self.slots:
                     self._start(self.ready.popleft())
@@ -138,21 +136,14 @@ class _Driver:
                 finished = [(future, *self.running.pop(future)) for future in done]
                 if not self.stopped and self.ready:  # refill the freed slots first: the workers wait on this
                     for future, nid, _ in finished:  # process, not on the bookkeeping of what they finished
-                        self._give_early(nid, future)
+                        if self.reservations is not None and _succeeded(future):
+                            self.reservations.give_early(nid)
                     while self.ready and not self.stopped and len(self.running) < self.slots:
                         self._start(self.ready.popleft())
                     self.executor.flush()
                 for future, nid, decision in finished:
                     self._finish(nid, decision, future)
 
-    def _give_early(self, nid: str, future: Future[TaskResult]) -> None:
-        """A node that succeeded gives its resources back before its bookkeeping (a failed one may retry)."""
-        grant = self.grants.get(nid)
-        if grant is None or future.exception() is not None or future.result().error is not None:
-            return
-        self.grants[nid] = replace(grant, returned=True)
-        assert self.ledger is not None
-        self.ledger.give(grant)
     def _grow(self) -> None:
         """Add the nodes the feed has for the run now (new param sets, each wired within itself)."""
         assert self.feed is not None
@@ -169,13 +160,14 @@ class _Driver:
     def _start(self, nid: str) -> None:
         node = self.dag.nodes[nid]
         hashes = {input_label(r.artifact, r.label): self.outputs[r.producer][r.artifact].hash for r in node.inputs}
-        decision = self.unparked.pop(nid, None) or decide(
+        decision = (self.reservations and self.reservations.decision(nid)) or decide(
             node, self.fingerprints[node.stage.name], hashes, self.store, forced=node.stage.name in self.forced
         )
         grant: Grant | None = None
-        if decision.action is Action.RUN and self.ledger is not None:
-            grant = self._admit(node, decision)
+        if decision.action is Action.RUN and self.reservations is not None:
+            grant = self.reservations.take(node, decision, alone=not self.running)
             if grant is None:
+                self._show_resources()
                 return
         if decision.action is Action.RUN and decision.key is not None:
             if not self.claims.take(node, decision):
@@ -201,38 +193,24 @@ class _Driver:
             self._done(NodeOutcome(nid, node.stage.name, node.param_set, Status.CACHED, decision.key,
                                    0.0, (), record.outputs, extras=record.extras))
             return
-        if grant is not None:
-            self.grants[nid] = grant
+        if grant is not None and self.reservations is not None:
+            self.reservations.hold(nid, grant)
         self._submit(node, decision)
 
-    def _admit(self, node: Node, decision: Decision) -> Grant | None:
-        """Reserve what ``node`` asks for, or park it until a running node gives resources back."""
-        assert self.ledger is not None
-        grant = self.ledger.take(self.ledger.request(node.stage))
-        if grant is None:
-            if not self.running:  # nothing will give anything back (checked before the run: should not happen)
-                raise ResourceError(f"stage {node.stage.name!r} [{node.param_set}] asks for more than this node "
-                                    "has free. Fix: lower its resources= or free GPUs.")
-            self.parked[node.id] = decision
-            self._show_resources()
-        return grant
-
     def _give(self, nid: str, grant: Grant | None) -> None:
-        if grant is not None and self.ledger is not None:
-            self.ledger.give(grant)
+        if grant is not None and self.reservations is not None:
+            self.reservations.give(grant)
             self._unpark()
 
     def _unpark(self) -> None:
         """Resources came back: the parked nodes that fit now go first in line, in the order they parked."""
-        assert self.ledger is not None
-        fitting = [nid for nid in self.parked if not self.running or self.ledger.fits(self.dag.nodes[nid].stage)]
-        self.ready.extendleft(reversed(fitting))
-        for nid in fitting:
-            self.unparked[nid] = self.parked.pop(nid)
+        if self.reservations is not None:
+            fitting = self.reservations.fitting(lambda n: self.dag.nodes[n].stage, anything_running=bool(self.running))
+            self.ready.extendleft(reversed(fitting))
 
     def _show_resources(self) -> None:
-        self.observer.resources({nid: grant.visible for nid, grant in self.grants.items() if grant.gpus},
-                                tuple(self.parked))
+        if self.reservations is not None:
+            self.observer.resources(self.reservations.holding(), tuple(self.reservations.parked))
 
     def _warn_reads(self, node: Node, result: TaskResult) -> None:
         """Once per stage and run: the files it read that its key does not cover."""
@@ -253,19 +231,17 @@ class _Driver:
         task = task_for(node, decision, {r.producer: self.outputs[r.producer] for r in node.inputs}, self.store,
                         run_id=self.run_id, project_root=self.project_root, options=self.options,
                         code=self.fingerprints[node.stage.name].digest)
-        grant = self.grants.get(nid)
-        if self.ledger is not None and self.ledger.has_gpus:
-            task = replace(task, gpus=grant.visible if grant is not None else "")
-            if grant is not None and grant.gpus:
-                logger.info("%s [%s] runs on GPU %s%s", node.stage.name, node.param_set, grant.visible,
-                            f" ({grant.share:g} of it)" if grant.share < 1 else "")
+        visible = self.reservations.visible(nid) if self.reservations is not None else None
+        if visible is not None:
+            task = replace(task, gpus=visible)
+            if visible:
+                logger.info("%s [%s] runs on GPU %s", node.stage.name, node.param_set, visible)
         self.observer.node_started(node, decision)
         self.submitting = (nid, decision)
         future = self.executor.submit(task)
         self.submitting = None
         self.running[future] = (nid, decision)
-        if self.ledger is not None:
-            self._show_resources()
+        self._show_resources()
 
     def _finish(self, nid: str, decision: Decision, future: Future[TaskResult]) -> None:
         node = self.dag.nodes[nid]
@@ -283,14 +259,11 @@ class _Driver:
                                result.error.message, attempt + 1, node.stage.retries)
                 self._submit(node, decision)
                 return
-        grant = self.grants.pop(nid, None)
+        grant = self.reservations.release(nid) if self.reservations is not None else None
         if grant is not None:
             if grant.gpus:  # the run record keeps the devices of each execution
                 result = replace(result, extras={**result.extras, "gpus": grant.visible})
-            if not grant.returned:
-                self._give(nid, grant)
-            else:
-                self._unpark()
+            self._unpark()
             self._show_resources()
         if result.error is None:
             result = self._record(node, decision, result)
@@ -413,58 +386,3 @@ class _Driver:
                 outcome = NodeOutcome(nid, node.stage.name, node.param_set, Status.SKIPPED, reasons=(reason,))
                 self.outcomes[nid] = outcome
                 self.observer.node_finished(outcome)
-
-
-def execute_dag(
-    dag: Dag,
-    fingerprints: Mapping[str, CodeFingerprint],
-    store: Store,
-    executor: Executor,
-    *,
-    forced: Iterable[str] = (),
-    keep_going: bool = False,
-    observer: RunObserver | None = None,
-    run_id: str | None = None,
-    project_root: str = "",
-    options: RunOptions | Mapping[str, Any] | None = None,
-    resources: Ledger | None = None,
-    feed: NodeFeed | None = None,
-    detach: bool = False,
-) -> RunResult:
-    """Run every node of ``dag`` that is not cached; stop at the first failure unless ``keep_going``.
-
-    ``resources`` (one-node executors) admits each stage by the GPUs, cores and memory it asks for
-    and reserves specific GPUs for it (see :mod:`orchestrator.engine.admission`). ``feed`` adds nodes
-    while the run goes (a search's trials, see :class:`~orchestrator.engine.feed.NodeFeed`). ``detach``
-    returns once the first stages are submitted, leaving them to the cluster (status ``detached``).
-
-    Ctrl-C (KeyboardInterrupt) ends the run with status ``"interrupted"``; every stage that
-    finished before stays stored, so the next run resumes after it.
-    """
-    observer = observer or RunObserver()
-    run_id = run_id or new_run_id()
-    store.prepare()
-    store.workspace.clean_tmp()
-    started = time.perf_counter()
-    driver = _Driver(dag, fingerprints, store, executor, forced=forced, keep_going=keep_going,
-                     observer=observer, project_root=project_root, run_id=run_id, options=RunOptions.of(options),
-                     resources=resources, feed=feed, detach=detach)
-    observer.run_started(run_id, dag)
-    status = RunStatus.SUCCEEDED
-    try:
-        driver.run()
-    except KeyboardInterrupt:
-        status = RunStatus.INTERRUPTED
-        driver.interrupt()
-    if driver.detached:
-        status = RunStatus.DETACHED
-        driver.leave()
-    driver.skip_rest()
-    driver.write_refs()
-    if status is not RunStatus.INTERRUPTED and any(o.status is Status.FAILED for o in driver.outcomes.values()):
-        status = RunStatus.FAILED
-    position = {nid: index for index, nid in enumerate(driver.dag.nodes)}  # (a feed may have added nodes)
-    ordered = sorted(driver.outcomes.values(), key=lambda o: position[o.node])
-    result = RunResult(run_id, status, tuple(ordered), time.perf_counter() - started, store.url)
-    observer.run_finished(result)
-    return result
