@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["BUSY_MEMORY", "RESERVED_ENV", "Gpu", "Inventory", "inventory", "memory_limit", "parse_gpus",
            "query_gpus", "usable_cpus"]
 
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 BUSY_MEMORY = 0.05  # a GPU with more than this share of its memory in use is another process's
 RESERVED_ENV = "ORCHESTRATOR_GPUS"  # set in a stage's process: the GPU indices the scheduler reserved for it
 
@@ -93,10 +95,25 @@ def query_gpus(env: Mapping[str, str] | None = None) -> list[Gpu]:
     """Visible GPUs via ``nvidia-smi``; empty when it is missing or fails (a CPU-only machine).
 
     Honours a numeric ``CUDA_VISIBLE_DEVICES`` in ``env`` (default: this process's environment).
+    Without ``nvidia-smi`` (a container that lacks the tool), a numeric ``CUDA_VISIBLE_DEVICES``
+    names the GPUs, taken as idle.
     """
-    tool = shutil.which("nvidia-smi", path=(env if env is not None else os.environ).get("PATH"))
+    environ = env if env is not None else os.environ
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    allowed = ([int(p) for p in visible.split(",") if p.strip()]
+               if visible is not None and all(p.strip().isdigit() for p in visible.split(",") if p.strip()) else None)
+    tool = shutil.which("nvidia-smi", path=environ.get("PATH"))
     if tool is None:
-        return []
+        return [Gpu(i) for i in allowed or ()]
+    gpus = _smi(tool)
+    if allowed is not None:
+        by_index = {g.index: g for g in gpus}
+        gpus = [by_index[i] for i in allowed if i in by_index]
+    return gpus
+
+
+def _smi(tool: str) -> list[Gpu]:
+    """What ``nvidia-smi`` says: its CSV query, else the ``GPU N:`` lines of ``nvidia-smi -L``."""
     query = [tool, "--query-gpu=index,memory.used,memory.total,utilization.gpu", "--format=csv,noheader,nounits"]
     try:
         out = subprocess.run(query, capture_output=True, text=True, timeout=20, check=True).stdout
@@ -105,17 +122,19 @@ def query_gpus(env: Mapping[str, str] | None = None) -> list[Gpu]:
         return []
     gpus = []
     for row in out.strip().splitlines():
-        try:
-            index, used, total, util = (float(x) for x in row.split(","))
-        except ValueError:
-            continue
-        gpus.append(Gpu(int(index), used / total if total else 0.0, util))
-    visible = (env if env is not None else os.environ).get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and all(p.strip().isdigit() for p in visible.split(",") if p.strip()):
-        allowed = [int(p) for p in visible.split(",") if p.strip()]
-        by_index = {g.index: g for g in gpus}
-        gpus = [by_index[i] for i in allowed if i in by_index]
-    return gpus
+        numbers = [float(n) for n in _NUMBER.findall(row)]  # (units such as "MiB" or "%" are ignored)
+        if len(numbers) >= 3:
+            index, used, total = numbers[:3]
+            gpus.append(Gpu(int(index), used / total if total else 0.0, numbers[3] if len(numbers) > 3 else 0.0))
+        elif len(numbers) == 1 and numbers[0].is_integer():
+            gpus.append(Gpu(int(numbers[0])))
+    if gpus or not out.strip():
+        return gpus
+    try:
+        listed = subprocess.run([tool, "-L"], capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [Gpu(int(m)) for m in re.findall(r"^GPU (\d+):", listed, re.MULTILINE)]
 
 
 def parse_gpus(value: str | Sequence[int] | None) -> tuple[int, ...] | None:
