@@ -14,7 +14,7 @@ import logging
 import os
 import shlex
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -247,11 +247,9 @@ def open_session(
         return dag
 
     if experiment.search is not None:  # a search's param sets are the trials it asked so far
-        from .search.trials import TrialLog, trial_set
+        from .search.trials import with_trials
 
-        search = experiment.search
-        experiment = replace(experiment, sets=tuple(trial_set(search, t) for t in TrialLog(store.root, search).read()
-                                                     if t.pruned is None))
+        experiment = with_trials(experiment, store.root)
     dag = build(experiment.sets)
     manifests.save()
     return Session(project, experiment, stages, fingerprints, dag, store, build)

@@ -239,6 +239,10 @@ def test_search_blocks_accept_the_short_forms():
 
 def test_a_search_runs_alone_and_not_over_searched_overrides(search_project):
     proj = search_project(trials=2)
+    assert "search search: 0 of 2 trials" in proj.experiment("plan", "search").stdout  # before any trial
+    proj.experiment("run", "search")
+    listed = proj.experiment("params", "search").stdout
+    assert "search search: 2 of 2 trials" in listed and listed.count("search-") >= 2
     proj.write({"params/other.yaml": "params: {n: 3, lr: 0.1, hidden: 3}\n"})
     assert "run it alone" in proj.experiment("run", "search", "other", check=2).stderr
     assert "is searched" in proj.experiment("run", "search", "--set", "lr=0.1", check=2).stderr

@@ -220,7 +220,13 @@ def params(names: tuple[str, ...], overrides: tuple[str, ...], as_json: bool) ->
     from ..project.params import load_experiment
     from . import render
 
-    experiment = load_experiment(find_project().params_dir, names, overrides)
+    project = find_project()
+    experiment = load_experiment(project.params_dir, names, overrides)
+    if experiment.search is not None:  # its sets are the trials asked so far, kept in the store
+        from ..search.trials import with_trials
+        from ..store.location import open_store
+
+        experiment = with_trials(experiment, open_store(project.cache_dir(None)).root)
     render.param_sets(experiment, as_json=as_json)
 
 

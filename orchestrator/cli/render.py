@@ -167,6 +167,8 @@ def plan(session: Session, the_plan: Plan, *, as_json: bool) -> None:
             out.print(Text(f"  note: {stage}: code: {label}; any edit of that module reruns {stage}", style="yellow"))
     counts = ", ".join(f"{the_plan.count(a)} {a.value.lower()}" for a in Action)
     out.print(f"{len(decisions)} nodes: {counts}")
+    if session.experiment.search is not None:
+        out.print(Text(search_line(session.experiment), style="dim"))
 
 
 def dag_text(session: Session, fmt: str) -> str:
@@ -221,6 +223,19 @@ def param_sets(experiment: Experiment, *, as_json: bool) -> None:
     for name, values in data.items():
         out.print(f"[bold]{escape(name)}[/]")
         out.print(Text("  " + yaml.safe_dump(values, sort_keys=True).rstrip().replace("\n", "\n  ")))
+    if experiment.search is not None:
+        out.print(Text(search_line(experiment), style="dim"))
+
+
+def search_line(experiment: Experiment) -> str:
+    """What a search file holds beyond the trials listed: its space and how many trials are left to ask."""
+    search = experiment.search
+    assert search is not None
+    space = ", ".join(d.name + (f" in {list(d.choices)}" if d.kind == "categorical" else
+                                f" {d.kind} [{d.low:g}, {d.high:g}]{' log' if d.log else ''}") for d in search.spec.space)
+    asked = len(experiment.sets)
+    return (f"search {search.name}: {asked} of {search.spec.trials} trials listed (pruned ones aside; {search.spec.direction} "
+            f"{search.spec.metric}; {space}); `experiment run {search.name}` asks the rest")
 
 
 def cache_listing(store: Store, *, as_json: bool, stage: str | None = None, artifact_name: str | None = None,

@@ -13,16 +13,16 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..project.params import ParamSet, apply_override
+from ..project.params import Experiment, ParamSet, apply_override
 from ..project.searchspace import Search
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Trial", "TrialLog", "trial_set"]
+__all__ = ["Trial", "TrialLog", "trial_set", "with_trials"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,15 @@ def trial_set(search: Search, trial: Trial) -> ParamSet:
     label = ",".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
     return ParamSet(f"{search.name}-{trial.number}[{label}]", values, source=search.source,
                     overridden=search.overridden)
+
+
+def with_trials(experiment: Experiment, root: Path) -> Experiment:
+    """A search's experiment with its param sets: the trials asked so far (those the pruner stopped aside)."""
+    search = experiment.search
+    if search is None:
+        return experiment
+    return replace(experiment, sets=tuple(trial_set(search, t) for t in TrialLog(root, search).read()
+                                          if t.pruned is None))
 
 
 class TrialLog:
