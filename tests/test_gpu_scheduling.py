@@ -138,8 +138,13 @@ def test_fractional_gpus_share_one_device(gpu_project):
 
 def test_gpus_flag_chooses_which_gpus_the_run_hands_out(gpu_project):
     proj, seen = gpu_project(gpus=1, sets=3, used_mib=[0, 0, 0, 0], sleep=0.2)
-    proj.experiment("run", "sweep", "-j", "auto", "--gpus", "2,3")
+    proc = proj.experiment("run", "sweep", "-j", "auto", "--gpus", "2,3")
     assert {r["gpus"] for r in _executions(seen)} <= {"2", "3"}
+    # the console says which GPU each held, and what waited for one
+    lines = proc.stderr.splitlines()
+    assert sum(1 for line in lines if line.lstrip().startswith("RAN") and "train" in line
+               and (line.endswith("GPU 2") or line.endswith("GPU 3"))) == 3
+    assert any(line.lstrip().startswith("WAITING") and "held:" in line for line in lines)
 
 
 def test_without_gpus_a_gpu_stage_runs_on_cpu_with_a_warning(gpu_project, monkeypatch, tmp_path):

@@ -13,6 +13,7 @@ import os
 import shlex
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
@@ -99,6 +100,7 @@ def status_parts(outcome: NodeOutcome, widths: tuple[int, int] = (20, 24)) -> li
         (f"{outcome.param_set:<{widths[1]}}  ", ""),
         (seconds, "dim"),
         (f"  {(outcome.key or '')[:8]}", "dim"),
+        *([(f"  GPU {outcome.extras['gpus']}", "cyan")] if (outcome.extras or {}).get("gpus") else []),
     ]
 
 
@@ -110,6 +112,8 @@ class StatusLines(RunObserver):
         self.total = len(dag)
         self.verbose_nodes = self.total <= DETAIL_LIMIT
         self.done = 0
+        self.nodes = dag.nodes
+        self.waited: set[str] = set()  # nodes whose wait for resources was shown
 
     def __enter__(self) -> StatusLines:
         return self
@@ -119,6 +123,20 @@ class StatusLines(RunObserver):
 
     def nodes_added(self, dag: Dag) -> None:
         self.total += len(dag)
+        self.nodes = {**self.nodes, **dag.nodes}
+
+    def resources(self, holding: Mapping[str, str], waiting: Sequence[str]) -> None:
+        """A line when a node starts waiting for GPUs, cores or memory that running nodes hold."""
+        for nid in waiting:
+            if nid in self.waited:
+                continue
+            self.waited.add(nid)
+            node = self.nodes[nid]
+            shown = [f"{self.nodes[n].stage.name} [{self.nodes[n].param_set}] GPU {g}" for n, g in holding.items()]
+            held = ", ".join(shown[:4]) + (f" and {len(shown) - 4} more" if len(shown) > 4 else "")
+            self.write([("  WAITING     ", "yellow"), (f"{node.stage.name:<{self.widths[0]}}  ", "bold"),
+                        (f"{node.param_set:<{self.widths[1]}}  ", ""),
+                        (f"for resources{f' (held: {held})' if held else ''}", "dim")])
 
     def node_finished(self, outcome: NodeOutcome) -> None:
         self.done += 1
