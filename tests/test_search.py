@@ -235,6 +235,10 @@ def test_search_blocks_accept_the_short_forms():
     assert [(d.name, d.kind) for d in spec.space] == [("lr", "float"), ("n", "int"), ("opt", "categorical"),
                                                       ("drop", "float")]
     assert spec.direction == "minimize" and spec.metric == "loss" and spec.sampler == "tpe"
+    aliases = parse_search({"space": {"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
+                                      "n": {"type": "integer", "low": 1, "high": 4},
+                                      "opt": {"type": "choice", "values": ["a", "b"]}}, "metric": "m"}, "x")
+    assert [(d.kind, d.log) for d in aliases.space] == [("float", True), ("int", False), ("categorical", False)]
 
 
 def test_a_search_runs_alone_and_not_over_searched_overrides(search_project):

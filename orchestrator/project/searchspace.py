@@ -36,6 +36,9 @@ SAMPLERS = ("tpe", "random", "qmc", "cmaes")
 PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
 _KNOWN = {"space", "metric", "direction", "objective", "trials", "sampler", "pruner", "seed", "stage", "parallel",
           "pruner_warmup_steps", "startup_trials", "intermediate"}
+_ALIASES = {"uniform": "float", "loguniform": "float", "log_uniform": "float", "real": "float", "double": "float",
+            "integer": "int", "choice": "categorical", "categorical": "categorical", "float": "float", "int": "int"}
+_LOG_ALIASES = {"loguniform", "log_uniform"}
 _DIRECTIONS = {"maximize": "maximize", "max": "maximize", "minimize": "minimize", "min": "minimize"}
 
 
@@ -205,9 +208,14 @@ def _dimension(name: str, value: Any, where: str) -> Dimension:
                 spec["low"], spec["high"] = bounds
             else:
                 raise ParamsError(f"{where}: search: space: {name}: {short}: needs [low, high]. {fix}")
+    if "values" in spec and "choices" not in spec:
+        spec["choices"] = spec.pop("values")
     if "choices" in spec:
         spec.setdefault("type", "categorical")
-    kind: Any = spec.get("type")
+    kind: Any = spec.get("type", spec.get("distribution"))
+    kind = _ALIASES.get(str(kind).lower(), kind) if kind is not None else None
+    if str(spec.get("type", spec.get("distribution", ""))).lower() in _LOG_ALIASES:
+        spec.setdefault("log", True)
     if kind is None and "low" in spec and "high" in spec:
         kind = "int" if all(isinstance(spec[k], int) and not isinstance(spec[k], bool) for k in ("low", "high")) else "float"
     if kind == "categorical":
