@@ -208,17 +208,21 @@ class SearchFeed(RunObserver):
             watched = [(current, nid) for current in self.open.values() if not current.pruned
                        for nid in list(current.nodes)]
         for current, nid in watched:
-            for step, value in self._new_steps(current, nid):
-                if step in current.reported:
+            steps = self._new_steps(current, nid)  # (read outside the lock: files)
+            with self._lock:  # (told under it: the driver's thread may be closing this very trial)
+                if current.pruned or not any(o is current for o in self.open.values()):
                     continue
-                current.reported[step] = value
-                current.optuna_trial.report(value, step)
-                if current.optuna_trial.should_prune():
-                    current.pruned = True
-                    logger.warning("trial %d pruned at step %d (%s = %.6g): stopping it", current.trial.number,
-                                   step, self.spec.watched, value)
-                    prune_marker_path(self.log_path(nid)).touch()
-                    break
+                for step, value in steps:
+                    if step in current.reported:
+                        continue
+                    current.reported[step] = value
+                    current.optuna_trial.report(value, step)
+                    if current.optuna_trial.should_prune():
+                        current.pruned = True
+                        logger.warning("trial %d pruned at step %d (%s = %.6g): stopping it",
+                                       current.trial.number, step, self.spec.watched, value)
+                        prune_marker_path(self.log_path(nid)).touch()
+                        break
 
     def _new_steps(self, current: _Open, nid: str) -> list[tuple[int, float]]:
         path = live_metrics_path(self.log_path(nid))
