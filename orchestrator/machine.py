@@ -26,7 +26,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["BUSY_MEMORY", "RESERVED_ENV", "Gpu", "Inventory", "inventory", "memory_limit", "parse_gpus",
            "query_gpus", "usable_cpus"]
 
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_CSV_FIELD = re.compile(r"(-?\d+(?:\.\d+)?)\s*(?:MiB|%|W)?", re.IGNORECASE)
+_GPU_LINE = re.compile(r"^GPU (\d+):", re.MULTILINE)
 BUSY_MEMORY = 0.05  # a GPU with more than this share of its memory in use is another process's
 RESERVED_ENV = "ORCHESTRATOR_GPUS"  # set in a stage's process: the GPU indices the scheduler reserved for it
 
@@ -121,20 +122,21 @@ def _smi(tool: str) -> list[Gpu]:
         logger.warning("nvidia-smi failed (%s); treating this machine as CPU-only", exc)
         return []
     gpus = []
-    for row in out.strip().splitlines():
-        numbers = [float(n) for n in _NUMBER.findall(row)]  # (units such as "MiB" or "%" are ignored)
-        if len(numbers) >= 3:
-            index, used, total = numbers[:3]
-            gpus.append(Gpu(int(index), used / total if total else 0.0, numbers[3] if len(numbers) > 3 else 0.0))
-        elif len(numbers) == 1 and numbers[0].is_integer():
-            gpus.append(Gpu(int(numbers[0])))
+    for row in out.strip().splitlines():  # index, memory.used, memory.total[, utilization]: units ignored
+        fields = [_CSV_FIELD.fullmatch(f.strip()) for f in row.split(",")]
+        if len(fields) >= 3 and all(fields):
+            index, used, total, *rest = (float(f.group(1)) for f in fields if f)
+            gpus.append(Gpu(int(index), used / total if total else 0.0, rest[0] if rest else 0.0))
     if gpus or not out.strip():
         return gpus
-    try:
-        listed = subprocess.run([tool, "-L"], capture_output=True, text=True, timeout=20, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [Gpu(int(m)) for m in re.findall(r"^GPU (\d+):", listed, re.MULTILINE)]
+    listed = _GPU_LINE.findall(out)  # a tool that answers every question with its list of GPUs
+    if not listed:
+        try:
+            listed = _GPU_LINE.findall(subprocess.run([tool, "-L"], capture_output=True, text=True, timeout=20,
+                                                      check=True).stdout)
+        except (OSError, subprocess.SubprocessError):
+            return []
+    return [Gpu(int(index)) for index in listed]
 
 
 def parse_gpus(value: str | Sequence[int] | None) -> tuple[int, ...] | None:

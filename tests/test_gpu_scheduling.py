@@ -300,17 +300,18 @@ def test_device_map_workers_each_see_one_gpu_of_the_stage(make_project, tmp_path
     assert set(load("where", params="p", project_dir=proj.root)) <= {("cuda:0", "0"), ("cuda:0", "2")}
 
 
-@pytest.mark.parametrize("output", [
-    "0, 0 MiB, 81920 MiB, 0 %\n1, 50000 MiB, 81920 MiB, 90 %\n",  # with units
-    "0, 0, 81920\n1, 50000, 81920\n",  # no utilization column
+@pytest.mark.parametrize("output, busy", [
+    ("0, 0 MiB, 81920 MiB, 0 %\n1, 50000 MiB, 81920 MiB, 90 %\n", [False, True]),  # with units
+    ("0, 0, 81920\n1, 50000, 81920\n", [False, True]),  # no utilization column
+    ("GPU 0: NVIDIA H200 (UUID: GPU-1234-5678)\nGPU 1: NVIDIA H200 (UUID: GPU-9abc)\n", [False, False]),  # -L only
 ])
-def test_inventory_reads_nvidia_smi_output_with_units_or_fewer_columns(tmp_path, monkeypatch, output):
+def test_inventory_reads_nvidia_smi_output_with_units_or_fewer_columns(tmp_path, monkeypatch, output, busy):
     tool = tmp_path / "nvidia-smi"
     tool.write_text(f"#!/bin/sh\ncat <<'END'\n{output}END\n")
     tool.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert [(g.index, g.busy) for g in inventory().gpus] == [(0, False), (1, True)]
+    assert [(g.index, g.busy) for g in inventory().gpus] == list(zip([0, 1], busy))
 
 
 def test_without_nvidia_smi_cuda_visible_devices_names_the_gpus(tmp_path, monkeypatch):
