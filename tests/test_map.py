@@ -476,4 +476,6 @@ def test_tiny_maps_run_in_the_stages_process_and_long_ones_on_the_pool(make_proj
     stage_pid = load("here", params="p", project_dir=proj.root)
     assert set(load("quick", params="p", project_dir=proj.root)) == {stage_pid}  # no pool to start
     slow = load("slow", params="p", project_dir=proj.root)
-    assert len(set(slow[8:])) == 2 and stage_pid not in slow[8:]  # after 8 timed items: 2 workers
+    # after 8 timed items, the rest go to a pool of at most the stage's 2 cpus, on any machine (how many of
+    # its workers start in time to take a chunk is the pool's affair: a fast machine may need only one)
+    assert 1 <= len(set(slow[8:])) <= 2 and stage_pid not in slow[8:]
