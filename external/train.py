@@ -88,6 +88,10 @@ def main() -> None:
         trainer.save_checkpoint(staged, weights_only=True)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     write_json(args.output_dir / "train_metrics.json", {**metrics, "epochs": trainer.current_epoch})
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # leave no collective's thread running at exit: gloo aborts a rank now and then otherwise
+        # ("terminate called without an active exception", SIGABRT after a finished training)
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
