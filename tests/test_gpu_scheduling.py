@@ -320,3 +320,15 @@ def test_without_nvidia_smi_cuda_visible_devices_names_the_gpus(tmp_path, monkey
     assert [g.index for g in inventory().gpus] == [2, 5]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert inventory().gpus == ()
+
+
+def test_two_gpu_stages_on_four_gpus_hold_disjoint_pairs_two_at_a_time(gpu_project):
+    proj, seen = gpu_project(gpus=2, sets=4, used_mib=[0, 0, 0, 0], sleep=0.5)
+    proj.experiment("run", "sweep", "-j", "auto")
+    runs = _executions(seen)
+    assert len(runs) == 4 and all(len(set(r["gpus"].split(","))) == 2 for r in runs)
+    assert _most_at_once(runs) == 2
+    for r in runs:  # two at once never share a GPU
+        for o in runs:
+            if o is not r and o["start"] < r["end"] and r["start"] < o["end"]:
+                assert not set(r["gpus"].split(",")) & set(o["gpus"].split(","))
