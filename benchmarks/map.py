@@ -199,7 +199,10 @@ class Bench:
         self.root = root
         self.config = config
         self.workers = os.cpu_count() or 1
-        self.env = {k: v for k, v in os.environ.items() if k != "ORCHESTRATOR_CACHE_DIR"}
+        # without PYTHONDONTWRITEBYTECODE (set on some CI machines): an installed package has its .pyc files,
+        # and a stage's own seconds would otherwise count compiling the modules it imports (as in core.py)
+        dropped = ("ORCHESTRATOR_CACHE_DIR", "PYTHONDONTWRITEBYTECODE")
+        self.env = {k: v for k, v in os.environ.items() if k not in dropped}
         self.env["PYTHONHASHSEED"] = "0"
         self.rep = 0
 

@@ -235,3 +235,26 @@ def test_a_folder_output_hashes_its_empty_folders_and_exec_bits(tmp_path):
     assert folder("b") == plain
     assert folder("c", empty=True) != plain
     assert folder("d", executable=True) != plain
+
+
+_SCALAR = st.one_of(st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(), st.booleans(),
+                    st.none())
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(_SCALAR, max_size=30) | st.lists(st.integers(), max_size=30) | st.lists(st.text(), max_size=30))
+def test_json_of_a_flat_list_has_the_bytes_json_dumps_writes(values, tmp_path_factory):
+    """Flat lists take a fast path (a map's output of 100,000 ints); their stored bytes must not change."""
+    import json
+
+    path = tmp_path_factory.mktemp("json") / "v.json"
+    cacher = get_cacher("json")
+    assert cacher.accepts(values)
+    cacher.save(values, path)
+    assert path.read_bytes() == json.dumps(values, indent=1, sort_keys=True, allow_nan=False).encode("utf-8")
+    assert cacher.load(path) == values
+
+
+def test_json_refuses_a_flat_list_with_a_nan():
+    assert not get_cacher("json").accepts([1.0, float("nan")])
+    assert not get_cacher("json").accepts([1, float("inf")])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import shutil
 from pathlib import Path
@@ -56,15 +57,67 @@ class JsonCacher(_Streamed):
         if not isinstance(obj, (dict, list)):
             return False
         try:
+            if _is_flat(obj):  # a flat list of ints, strings...: round-trips by construction
+                return True
             return json.loads(json.dumps(obj, allow_nan=False)) == obj
         except (TypeError, ValueError):
             return False
 
     def write(self, obj: Any, file: IO[bytes]) -> None:
-        file.write(json.dumps(obj, indent=1, sort_keys=True, allow_nan=False).encode("utf-8"))
+        text = _flat_json(obj)
+        if text is None:
+            text = json.dumps(obj, indent=1, sort_keys=True, allow_nan=False)
+        file.write(text.encode("utf-8"))
 
     def read(self, file: IO[bytes]) -> Any:
         return json.loads(file.read())
+
+
+_SCALARS = {int, str, float, bool, type(None)}
+
+
+def _is_flat(obj: Any) -> bool:
+    """A list of ints, strings, bools, None and finite floats."""
+    if type(obj) is not list:
+        return False
+    types = set(map(type, obj))
+    return types <= _SCALARS and (float not in types or all(map(math.isfinite, (v for v in obj if type(v) is float))))
+
+
+def _flat_json(obj: Any) -> str | None:
+    """``json.dumps(obj, indent=1, sort_keys=True, allow_nan=False)`` for a flat list of scalars, the same
+    text built without the pure-Python encoder that ``indent`` falls back to (100x faster); else None.
+
+    Raises:
+        ValueError: a float that is not finite (as ``allow_nan=False``).
+    """
+    if type(obj) is not list:
+        return None
+    types = set(map(type, obj))
+    if not types <= _SCALARS:
+        return None
+    if not obj:
+        return "[]"
+    if types == {int}:
+        parts = map(int.__repr__, obj)
+    elif types == {str}:
+        parts = map(json.encoder.encode_basestring_ascii, obj)  # type: ignore[attr-defined]
+    else:
+        parts = map(_scalar_json, obj)
+    return "[\n " + ",\n ".join(parts) + "\n]"
+
+
+def _scalar_json(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        return json.encoder.encode_basestring_ascii(value)  # type: ignore[attr-defined,no-any-return]
+    if kind is bool:
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if kind is float and not math.isfinite(value):
+        raise ValueError(f"Out of range float values are not JSON compliant: {value!r}")
+    return repr(value)  # int and float are exact types here: repr is what json writes
 
 
 class YamlCacher(_Streamed):

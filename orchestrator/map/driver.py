@@ -12,20 +12,15 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
-import pickle
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
 from ..engine.options import MapEngine, MapOptions
 from ..engine.task import FailureKind, Task, TaskError, TaskFailed
 from ..executors.resources import cpus, usable_cpus
-from ..processes import forkserver, stop_pool
 from ..project.declaration import Stage
 from ..store.base import Store
 from ..store.filehashes import FileHashes
@@ -35,18 +30,10 @@ from .failures import (
     check_failures,
     failure_text,
 )
-from .items import Items, split_items
+from .items import Items, independent, split_items
+from .pool import check_sendable, run_on_pool
 from .segments import SegmentStore
-from .worker import (
-    Chunk,
-    ChunkResult,
-    MapWorker,
-    WorkerSpec,
-    check_devices,
-    chunk_of,
-    init_worker,
-    run_chunk,
-)
+from .worker import Chunk, ChunkResult, MapWorker, WorkerSpec, chunk_of, forget_local_worker, local_worker
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +42,8 @@ __all__ = ["ItemFailure", "MapProgress", "MapWorker", "run_map"]  # the item fai
 MAX_CHUNK = 1000
 PROBE_ITEMS = 8  # items timed in the stage's process before choosing where the rest run
 IN_PROCESS_SECONDS = 0.4  # when all items should take less, they run in the stage's process: a pool costs ~0.15 s to start
+SEGMENT_MIN_ITEMS = 10_000  # fewer items: their bookkeeping costs under ~0.1 s, cache each one
+SEGMENT_BELOW = 0.001  # seconds per item under which cache="auto" caches by segment
 
 
 @dataclass(frozen=True)
@@ -101,10 +90,29 @@ def run_map(
             a ``--shard`` run that stored its share but cannot assemble the whole.
     """
     mapped = stage.map_over or ""
+    report = (lambda s: progress(task.node, s)) if progress else (lambda s: None)
+    spec = WorkerSpec(task, mapped, stage.batch_size, dict(others))
+    segments = SegmentStore(store, task.map_key)
+    try:
+        caching, per_item = _caching(stage, task.options.map, segments, value, spec)
+        if caching == "segment":
+            from .segmented import run_segmented
+
+            _check_importable(stage)
+            return run_segmented(task, stage, value, spec, store, ctx, report, per_item)
+        return _run_items(task, stage, value, spec, segments, ctx, report, per_item)
+    finally:
+        forget_local_worker()
+
+
+def _run_items(task: Task, stage: Stage, value: Any, spec: WorkerSpec, segments: SegmentStore, ctx: Any,
+               report: Callable[[MapProgress], None], per_item: float | None) -> Any:
+    """Item by item: hash each item, look it up, compute the missing ones."""
+    store = segments.store
+    mapped = spec.mapped
     hashes = FileHashes(store)
     items = split_items(value, stage=stage.name, artifact=mapped, file_hash=hashes.hash)
     hashes.save()
-    segments = SegmentStore(store, task.map_key)
     index = segments.index()
     shard = task.options.map.shard
     mine = range(len(items)) if shard is None else [p for p, h in enumerate(items.hashes) if _in_shard(h, shard)]
@@ -119,13 +127,11 @@ def run_map(
         pending.setdefault(item_hash, position)
         copies[item_hash] += 1
     state = MapProgress(len(mine), cached, 0, 0, time.monotonic())
-    report = (lambda s: progress(task.node, s)) if progress else (lambda s: None)
     report(state)
     failures: list[ItemFailure] = []
     if pending:
         _check_importable(stage)
-        spec = WorkerSpec(task, mapped, stage.batch_size, dict(others))
-        for result in _compute(spec, stage, items, list(pending.values()), task.options.map):
+        for result in _compute(spec, stage, items, list(pending.values()), task.options.map, per_item):
             if result.segment is not None:
                 for position, item_hash in enumerate(result.segment.items):
                     index[item_hash] = (result.segment.object, position)
@@ -149,6 +155,55 @@ def run_map(
     return items.assemble(_results(items, index, segments), stage.outputs[0])
 
 
+def _caching(stage: Stage, options: MapOptions, segments: SegmentStore, value: Any,
+             spec: WorkerSpec) -> tuple[str, float | None]:
+    """``item`` or ``segment`` caching for this run, and the seconds per item when they were measured.
+
+    ``cache="auto"`` (the default) keeps what the map key was cached as before. A new map key
+    of at least :data:`SEGMENT_MIN_ITEMS` items, without setup, devices or batches, times a few
+    items here (stored as items): under :data:`SEGMENT_BELOW` seconds each, it is cut into segments;
+    else the map key notes it, and is cached by item from then on.
+    """
+    chosen = str(stage.options.get("cache", "auto"))
+    if chosen != "auto":
+        return chosen, None
+    if (options.devices or stage.options.get("devices") or "setup" in stage.hooks or stage.batch_size
+            or _length(value) < SEGMENT_MIN_ITEMS):
+        return "item", None
+    if segments.pieces():
+        return "segment", None
+    if segments.measured_slow():
+        return "item", None
+    _check_importable(stage)
+    head = split_items(_head(value, PROBE_ITEMS), stage=stage.name, artifact=spec.mapped,
+                       file_hash=FileHashes(segments.store).hash)
+    worker = local_worker(spec)
+    written = [worker.run(chunk_of(head, [0]))]
+    calls = list(worker.call_seconds)
+    if calls and calls[0] < SEGMENT_BELOW * 100:  # (one slow first call: items, without timing more)
+        written.append(worker.run(chunk_of(head, list(range(1, len(head))))))
+        calls += worker.call_seconds
+    per_item = sorted(calls)[len(calls) // 2] if calls else float("inf")
+    if per_item >= SEGMENT_BELOW or len(calls) < len(head):  # slow or failing items: cached one by one
+        logger.debug("map %s: %.2g s per item: cached by item", stage.name, per_item)
+        segments.note_slow(per_item)
+        return "item", per_item
+    segments.forget(done.segment.object for done in written if done.segment is not None)
+    logger.debug("map %s: %.2g s per item: cached by segment", stage.name, per_item)
+    return "segment", per_item
+
+
+def _length(value: Any) -> int:
+    try:
+        return len(value)
+    except TypeError:
+        return 0
+
+
+def _head(value: Any, count: int) -> Any:
+    return value.iloc[:count] if type(value).__module__.startswith("pandas") else value[:count]
+
+
 def _in_shard(item_hash: str, shard: Sequence[int]) -> bool:
     return int(item_hash[:8], 16) % shard[1] == shard[0] - 1
 
@@ -162,39 +217,17 @@ def _check_importable(stage: Stage) -> None:
                               "by module and name. Fix: define it at module level.")
 
 
-def _check_sendable(stage: Stage, others: Mapping[str, Any], *, cloud: bool = False) -> None:
-    """The stage's other inputs go to every worker process: they must pickle (items are checked as hashed).
-
-    A process pool sends them with pickle; Dask (``cloud``) with cloudpickle, which also takes
-    lambdas and functions defined in a notebook.
-    """
-    from ..errors import DefinitionError
-
-    dumps = pickle.dumps
-    if cloud:
-        import cloudpickle
-
-        dumps = cloudpickle.dumps
-    for name, value in others.items():
-        try:
-            dumps(value, protocol=5)
-        except Exception as exc:
-            raise DefinitionError(
-                f"map stage {stage.name!r}: its input {name!r} ({type(value).__name__}) cannot be sent to worker "
-                f"processes ({type(exc).__name__}: {exc}). Fix: make {name!r} plain data, build the object in a "
-                f"@{stage.name}.setup function, or run the items in-process with --workers 0."
-            ) from exc
-
-
 def _compute(spec: WorkerSpec, stage: Stage, items: Items, positions: list[int],
-             options: MapOptions) -> Iterator[ChunkResult]:
+             options: MapOptions, per_item: float | None) -> Iterator[ChunkResult]:
     devices = list(options.devices or stage.options.get("devices") or [])
     default = int(cpus(stage.resources)) if "cpus" in stage.resources else usable_cpus()
     workers = len(devices) if devices else (default if options.workers is None else options.workers)
     local: MapWorker | None = None
-    if workers > 0 and not devices and "setup" not in stage.hooks and options.workers is None:
+    if per_item is not None and options.workers is None and per_item * len(positions) <= IN_PROCESS_SECONDS:
+        local = local_worker(spec)  # timed already: quick enough to run here
+    elif workers > 0 and not devices and "setup" not in stage.hooks and options.workers is None and per_item is None:
         # time a few items here first: when all of them would take less than starting a pool, run them here
-        local = MapWorker(spec, None)
+        local = local_worker(spec)
         step = stage.batch_size or PROBE_ITEMS
         probed = local.run(chunk_of(items, positions[:step]))
         calls = sorted(local.call_seconds)  # the median call: the first one pays for warm-up
@@ -207,52 +240,13 @@ def _compute(spec: WorkerSpec, stage: Stage, items: Items, positions: list[int],
     chunks = _chunks(items, positions, workers, stage)
     on_dask = options.engine is MapEngine.DASK and not devices
     if workers > 0 and local is None:
-        _check_sendable(stage, spec.inputs, cloud=on_dask)
+        check_sendable(stage, spec.inputs, cloud=on_dask)
     if workers <= 0 or local is not None:
-        worker = local or MapWorker(spec, None)
+        worker = local or local_worker(spec)
         for chunk in chunks:
             yield worker.run(chunk)
         return
-    if on_dask:  # the chunks go to the stage's own cluster
-        from .dask_chunks import run_chunks
-
-        yield from run_chunks(spec, chunks, int(stage.options.get("prefetch", 2)))
-        return
-    context: Any
-    if devices:
-        check_devices(stage.name, devices)
-        context = multiprocessing.get_context("spawn")
-    else:  # workers fork from a server that has already imported all this (and dies with this process)
-        context = forkserver(["orchestrator.map.worker", "orchestrator.store.artifactio", "orchestrator.engine.context",
-                              stage.module])
-    queue = context.Queue() if devices else None
-    for device in devices:
-        queue.put(device)  # type: ignore[union-attr]
-    in_flight = max(1, workers) * (1 + int(stage.options.get("prefetch", 2)))
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker, initargs=(spec, queue))
-    running: set[Future[ChunkResult]] = set()
-    finished = False
-    try:
-        chunk_iter = iter(chunks)
-        while True:
-            for chunk in chunk_iter:
-                running.add(pool.submit(run_chunk, chunk))
-                if len(running) >= in_flight:
-                    break
-            if not running:
-                break
-            done, running = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
-        finished = True
-    except BrokenProcessPool as exc:
-        raise TaskFailed(TaskError(FailureKind.WORKER, f"a map worker process died ({exc}); finished chunks are stored. "
-                                  "Fix: check memory use of the stage, then rerun to compute the rest.")) from exc
-    finally:
-        if finished:
-            pool.shutdown(wait=True, cancel_futures=True)
-        else:  # Ctrl-C, a failure, or nobody reads on: chunks still running would only be waited for
-            stop_pool(pool)
+    yield from run_on_pool(spec, stage, chunks, workers, devices, on_dask)
 
 
 def _chunks(items: Items, positions: list[int], workers: int, stage: Stage) -> list[Chunk]:
@@ -278,27 +272,5 @@ def _results(items: Items, index: Mapping[str, tuple[str, int]], segments: Segme
         if segment is None:
             raise TaskFailed(TaskError(FailureKind.CORRUPT, f"a stored segment of {items.kind} results was corrupt and has "
                                       "been dropped. Fix: rerun; only its items are recomputed."))
-        results.append(_independent(segment[entry[1]]))
+        results.append(independent(segment[entry[1]]))
     return results
-
-
-_ATOMS = (int, float, bool, type(None), complex)
-
-
-def _independent(result: Any) -> Any:
-    """An item's result sharing no object with another item's, so the output's bytes are scheduling-free.
-
-    Items loaded from one segment may share objects (a constant string every call returned);
-    pickle writes a shared object once and refers to it after. Which items share depended on
-    how items were split into chunks (``--workers``, a resume, a shard): copying each result
-    on its own gives every schedule the same output bytes.
-    """
-    if type(result) in _ATOMS:
-        return result
-    try:
-        data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:  # a local function or class inside: the segment was written with cloudpickle
-        import cloudpickle
-
-        data = cloudpickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
-    return pickle.loads(data)

@@ -46,7 +46,8 @@ def failure_text(failures: list[ItemFailure], total: int) -> str:
     return "\n".join(lines)
 
 
-def check_failures(stage: Stage, task: Task, failures: list[ItemFailure], total: int) -> None:
+def check_failures(stage: Stage, task: Task, failures: list[ItemFailure], total: int,
+                   retried: str = "only the failed ones") -> None:
     """Warn about accepted failures; raise :class:`TaskFailed` for more than the stage accepts."""
     if not failures:
         return
@@ -63,7 +64,7 @@ def check_failures(stage: Stage, task: Task, failures: list[ItemFailure], total:
     listed = ", ".join(str(f.index) for f in sorted(failures, key=lambda f: f.index)[:10])
     message = (f"{len(failures)} of {total} items failed (items {listed}{'...' if len(failures) > 10 else ''}); "
                f"first: item {first.index}: {first.type}: {first.message}. The other items are stored: a rerun "
-               "retries only the failed ones. Fix the cause, or accept failures with --max-item-failures N "
+               f"retries {retried}. Fix the cause, or accept failures with --max-item-failures N "
                "or @stage(..., on_item_error='skip').")
     raise TaskFailed(TaskError(FailureKind.ITEMS, message, first.type, _tracebacks(failures)))
 

@@ -19,7 +19,7 @@ import xxhash
 
 from ..errors import DefinitionError
 
-__all__ = ["Items", "split_items"]
+__all__ = ["ATOMS", "Items", "assemble", "independent", "split_items"]
 
 _h = xxhash.xxh3_128_hexdigest
 
@@ -45,25 +45,38 @@ class Items:
 
     def assemble(self, results: list[Any], output: str) -> Any:
         """Build the map stage's output from per-item results in input order."""
-        if self.kind == "frame":
-            import pandas as pd
+        return _assembled(self.kind, self.index, results, output)
 
-            if results and all(isinstance(r, dict) for r in results if r is not None):
-                rows = [r if r is not None else {} for r in results]
-                return pd.DataFrame(rows, index=self.index)
-            return pd.DataFrame({output: results}, index=self.index)
-        if self.kind == "series":
-            import pandas as pd
 
-            return pd.Series(results, index=self.index, name=output)
-        if self.kind == "array" and results and all(r is not None for r in results):
-            import numpy as np
+def assemble(value: Any, results: list[Any], output: str) -> Any:
+    """The output of a map over ``value`` from its per-item results, in input order."""
+    module = type(value).__module__.split(".", 1)[0]
+    kind = type(value).__name__
+    if module == "pandas" and kind in ("DataFrame", "Series"):
+        return _assembled("frame" if kind == "DataFrame" else "series", value.index, results, output)
+    return _assembled("array" if module == "numpy" else "list", None, results, output)
 
-            try:
-                return np.stack([np.asarray(r) for r in results])
-            except ValueError:  # ragged results stay a list
-                return results
-        return list(results)
+
+def _assembled(kind: str, index: Any, results: list[Any], output: str) -> Any:
+    if kind == "frame":
+        import pandas as pd
+
+        if results and all(isinstance(r, dict) for r in results if r is not None):
+            rows = [r if r is not None else {} for r in results]
+            return pd.DataFrame(rows, index=index)
+        return pd.DataFrame({output: results}, index=index)
+    if kind == "series":
+        import pandas as pd
+
+        return pd.Series(results, index=index, name=output)
+    if kind == "array" and results and all(r is not None for r in results):
+        import numpy as np
+
+        try:
+            return np.stack([np.asarray(r) for r in results])
+        except ValueError:  # ragged results stay a list
+            return results
+    return list(results)
 
 
 def split_items(value: Any, *, stage: str, artifact: str, file_hash: Callable[[Path], str]) -> Items:
@@ -132,3 +145,25 @@ def _frame_hashes(frame: Any) -> list[str]:
     salt = _h(schema)
     salted = salt.encode()
     return [_h(b"%s%x.%x" % (salted, a, b)) for a, b in zip(low.tolist(), high.tolist())]
+
+
+ATOMS = {int, float, bool, type(None), complex}
+
+
+def independent(result: Any) -> Any:
+    """An item's result sharing no object with another item's, so the output's bytes are scheduling-free.
+
+    Items loaded from one segment may share objects (a constant string every call returned);
+    pickle writes a shared object once and refers to it after. Which items share depended on
+    how items were split into chunks (``--workers``, a resume, a shard): copying each result
+    on its own gives every schedule the same output bytes.
+    """
+    if type(result) in ATOMS:
+        return result
+    try:
+        data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # a local function or class inside: the segment was written with cloudpickle
+        import cloudpickle
+
+        data = cloudpickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+    return pickle.loads(data)

@@ -11,6 +11,12 @@ as the segment.
 
 Workers write segments as they finish chunks, so a map killed at item 73,512 keeps every
 finished chunk; the next run reads the index and computes only the missing items.
+
+Maps of cheap items cache **content-defined segments** instead (:mod:`orchestrator.map.cuts`):
+one object per run of items, its record named by the cut level, the segment's content name
+and the object, so one folder listing tells which segments exist without reading a record::
+
+    maps/<mk[:2]>/<map key>/s<level>-<segment name>-<object hash>.json
 """
 
 from __future__ import annotations
@@ -28,7 +34,11 @@ from ..store.storedpaths import store_paths
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Segment", "SegmentStore"]
+__all__ = ["Piece", "Segment", "SegmentStore"]
+
+
+SLOW_MARK = "s-item.json"  # (named s...: item-record readers skip it; not a segment name either)
+_PLAIN = {int, float, bool, str, bytes, complex, type(None)}
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,14 @@ class Segment:
 
     object: str
     items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A stored content-defined segment: its cut level and the object holding its results."""
+
+    level: int
+    object: str
 
 
 class SegmentStore:
@@ -51,7 +69,7 @@ class SegmentStore:
         """Every readable segment record of this map key."""
         found = []
         for name in self.store.list_names(self.folder):
-            if not name.endswith(".json"):
+            if not name.endswith(".json") or name.startswith("s"):  # (s...: a content-defined segment)
                 continue
             try:
                 data = json.loads(self.store.read_text(f"{self.folder}/{name}") or "")
@@ -83,6 +101,48 @@ class SegmentStore:
         record = json.dumps({"object": digest, "items": list(items), "created": time.time(), "refs": list(refs)})
         self.store.write_text(f"{self.folder}/{digest}.json", record)
         return segment
+
+    def pieces(self) -> dict[str, Piece]:
+        """Content-defined segments by name, read from the folder listing alone."""
+        found: dict[str, Piece] = {}
+        for entry in self.store.list_names(self.folder):
+            parts = entry[1:-5].split("-") if entry.startswith("s") and entry.endswith(".json") else []
+            if len(parts) == 3 and parts[0].isdigit():
+                found[parts[1]] = Piece(int(parts[0]), parts[2])
+        return found
+
+    def measured_slow(self) -> bool:
+        """True when ``cache="auto"`` timed this map key's items and chose to cache them one by one."""
+        return self.store.read_text(f"{self.folder}/{SLOW_MARK}") is not None
+
+    def note_slow(self, seconds_per_item: float) -> None:
+        """Remember that this map key's items were timed too slow for segments."""
+        note = {"object": "", "refs": [], "created": time.time(), "seconds_per_item": seconds_per_item}
+        self.store.write_text(f"{self.folder}/{SLOW_MARK}", json.dumps(note))
+
+    def write_piece(self, name: str, level: int, results: Sequence[Any]) -> Piece:
+        """Store the results of the content-defined segment ``name`` (its items in order)."""
+        refs: tuple[str, ...] = ()
+        staged = self.store.workspace.staging_path(".seg")
+        if set(map(type, results)) <= _PLAIN:  # nothing to look into: no path, no function
+            with open(staged, "wb") as handle:
+                pickle.dump(list(results), handle, protocol=pickle.HIGHEST_PROTOCOL)
+        else:
+            import cloudpickle
+
+            results, refs = store_paths(self.store, list(results))
+            with open(staged, "wb") as handle:
+                cloudpickle.dump(list(results), handle, protocol=pickle.HIGHEST_PROTOCOL)
+        digest, _, _ = self.store.ingest(staged)
+        record = json.dumps({"object": digest, "segment": name, "level": level, "count": len(results),
+                             "created": time.time(), "refs": list(refs)})
+        self.store.write_text(f"{self.folder}/s{level}-{name}-{digest}.json", record)
+        return Piece(level, digest)
+
+    def forget_piece(self, name: str, piece: Piece) -> None:
+        """Drop a content-defined segment whose object is corrupt (its record and object)."""
+        self.store.delete(f"{self.folder}/s{piece.level}-{name}-{piece.object}.json")
+        self.store.discard_object(piece.object)
 
     def load(self, object_hash: str) -> list[Any] | None:
         """The results in a segment, or None (and the segment forgotten) when it is corrupt."""

@@ -19,9 +19,10 @@ from ..engine.task import Task
 from ..store.location import open_store
 from .failures import ItemFailure
 from .items import Items
-from .segments import Segment, SegmentStore
+from .segments import Piece, Segment, SegmentStore
 
-__all__ = ["Chunk", "ChunkResult", "MapWorker", "WorkerSpec", "chunk_of", "init_worker", "run_chunk"]
+__all__ = ["Chunk", "ChunkResult", "MapWorker", "Pieces", "PiecesDone", "WorkerSpec", "chunk_of",
+           "forget_local_worker", "init_worker", "local_worker", "run_chunk"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,34 @@ class Chunk:
 class ChunkResult:
     segment: Segment | None
     failures: tuple[ItemFailure, ...]
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """Content-defined segments sent together: ``(name, first position, items)`` each, and their items."""
+
+    spans: tuple[tuple[str, int, int], ...]
+    level: int
+    values: list[Any]
+
+
+@dataclass(frozen=True)
+class PiecesDone:
+    """What a worker did with :class:`Pieces`.
+
+    Attributes:
+        stored: The segments stored, by name.
+        failures: The items that raised (their segments are not stored).
+        done: Every segment run, as ``(name, items)``.
+        results: The results of segments with failures (None where an item failed), and
+            of stored ones too when the stage's own process ran them (so the output is
+            assembled without reading them back); a pool worker sends no stored ones.
+    """
+
+    stored: tuple[tuple[str, Piece], ...]
+    failures: tuple[ItemFailure, ...]
+    done: tuple[tuple[str, int], ...]
+    results: dict[str, list[Any]]
 
 
 def chunk_of(items: Items, block: list[int]) -> Chunk:
@@ -88,7 +117,100 @@ class MapWorker:
             arguments = {n: self.ctx if n == "ctx" else task.params[n] for n in names if n == "ctx" or n in task.params}
             self.ctx.worker = setup(**arguments)
 
-    def run(self, chunk: Chunk) -> ChunkResult:
+    def run_pieces(self, pieces: Pieces, *, keep: bool = False) -> PiecesDone:
+        """Compute each segment (in one pass over its items when none fails) and store it whole.
+
+        A segment with a failed item is not stored: its items run again with it next time.
+        """
+        if self.mismatch:
+            return PiecesDone((), tuple(ItemFailure(start + i, "CodeChanged", self.mismatch, "")
+                                        for _, start, count in pieces.spans for i in range(count)), (), {})
+        call, mapper = self.caller(), self.mapper()
+        stored: list[tuple[str, Piece]] = []
+        failures: list[ItemFailure] = []
+        kept: dict[str, list[Any]] = {}
+        offset = 0
+        for name, start, count in pieces.spans:
+            values = pieces.values[offset:offset + count]
+            offset += count
+            try:
+                results = mapper(values)
+            except KeyboardInterrupt:
+                raise
+            except BaseException:  # find the failing items one by one, keep going
+                results, failed = self._one_by_one(call, values, start)
+                if failed:
+                    failures += failed
+                    kept[name] = results
+                    continue
+            stored.append((name, self.segments.write_piece(name, pieces.level, results)))
+            if keep:
+                kept[name] = results
+        return PiecesDone(tuple(stored), tuple(failures), tuple((n, c) for n, _, c in pieces.spans), kept)
+
+    def caller(self) -> Any:
+        """The stage as a one-argument function of the item (its other arguments bound)."""
+        positional = self._positional()
+        if positional is None:
+            mapped, bound = self.spec.mapped, self.kwargs
+            return lambda item: self.stage.fn(**{mapped: item}, **bound)
+        fn, rest = self.stage.fn, positional
+        return lambda item: fn(item, *rest)
+
+    def mapper(self) -> Any:
+        """A function of a list of items returning their results, in one pass in C where it can."""
+        positional = self._positional()
+        if positional is None:
+            call = self.caller()
+            return lambda values: list(map(call, values))
+        import itertools
+
+        fn, rest = self.stage.fn, positional
+        return lambda values: list(map(fn, values, *map(itertools.repeat, rest)))
+
+    def _positional(self) -> tuple[Any, ...] | None:
+        """The stage's other arguments in signature order when the item is its first parameter and every
+        parameter can be passed by position (a call by position skips building a dict per item)."""
+        import inspect
+
+        parameters = list(inspect.signature(self.stage.fn).parameters.values())
+        if not parameters or parameters[0].name != self.spec.mapped:
+            return None
+        rest = []
+        for parameter in parameters:
+            if parameter.kind not in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+                return None
+            if parameter.name == self.spec.mapped:
+                continue
+            if parameter.name in self.kwargs:
+                rest.append(self.kwargs[parameter.name])
+            elif parameter.default is not parameter.empty:
+                rest.append(parameter.default)
+            else:
+                return None
+        if set(self.kwargs) - {p.name for p in parameters}:
+            return None
+        return tuple(rest)
+
+    def _one_by_one(self, call: Any, values: list[Any], start: int) -> tuple[list[Any], list[ItemFailure]]:
+        from ..errors import user_traceback
+
+        results: list[Any] = []
+        failures: list[ItemFailure] = []
+        for position, value in enumerate(values, start):
+            try:
+                results.append(call(value))
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # an item that calls sys.exit() fails, the others go on
+                message = str(exc) if isinstance(exc, Exception) else repr(exc)
+                results.append(None)
+                failures.append(ItemFailure(position, type(exc).__name__, message, user_traceback(exc)))
+        return results, failures
+
+    def run(self, chunk: Chunk | Pieces) -> Any:
+        if isinstance(chunk, Pieces):
+            return self.run_pieces(chunk)
         results: list[Any] = []
         done: list[str] = []
         failures: list[ItemFailure] = []
@@ -124,6 +246,21 @@ class MapWorker:
 
 
 _WORKER: MapWorker | None = None
+_HERE: tuple[WorkerSpec, MapWorker] | None = None
+
+
+def local_worker(spec: WorkerSpec) -> MapWorker:
+    """The worker that runs ``spec``'s items in this process (built once per map: timing, then computing)."""
+    global _HERE
+    if _HERE is None or _HERE[0] is not spec:
+        _HERE = (spec, MapWorker(spec, None))
+    return _HERE[1]
+
+
+def forget_local_worker() -> None:
+    """Drop the in-process worker (its setup's objects and the stage's other inputs) after a map."""
+    global _HERE
+    _HERE = None
 
 
 def init_worker(spec: WorkerSpec, devices: Any) -> None:

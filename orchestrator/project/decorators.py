@@ -207,6 +207,11 @@ def _build_stage(fn: Callable[..., Any], declared: Declaration) -> Stage:
             f"map stage {stage_name!r} declares {len(outs)} outputs; a map produces one sequence of "
             "per-item results. Fix: declare one output (return a dict per item for several fields)."
         )
+    if options.get("cache", "auto") not in ("auto", "item", "segment"):
+        raise DefinitionError(f"stage {stage_name!r}: cache={options['cache']!r} must be 'auto', 'item' or 'segment'.")
+    if "cache" in options and map_over is None:
+        raise DefinitionError(f"stage {stage_name!r}: cache= is for map stages (how their items are cached). "
+                              "Fix: drop cache=, or add map_over=.")
     if options.get("on_item_error", "fail") not in ("fail", "skip"):
         raise DefinitionError(f"stage {stage_name!r}: on_item_error must be 'fail' or 'skip'.")
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
