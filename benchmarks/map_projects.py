@@ -68,6 +68,16 @@ def square(numbers, rep: int = 0):
     return square_item(numbers)
 
 
+@stage(inputs=["numbers"], outputs=["squares_by_item"], map_over="numbers", cache="item")
+def square_by_item(numbers, rep: int = 0):
+    return square_item(numbers)
+
+
+@stage(inputs=["numbers"], outputs=["squares_by_segment"], map_over="numbers", cache="segment")
+def square_by_segment(numbers, rep: int = 0):
+    return square_item(numbers)
+
+
 @stage(inputs=["numbers"], outputs=["blobs"], map_over="numbers")
 def blob(numbers, blob_size: int = 1024, rep: int = 0):
     return blob_item(numbers, blob_size)
@@ -117,7 +127,7 @@ if __name__ == "__main__":
 PROBE = '''\
 """Run the blob map in-process and report the driver's memory per phase (JSON on stdout).
 
-Usage: python memory_probe.py COUNT BLOB_SIZE WORKERS REP
+Usage: python memory_probe.py COUNT BLOB_SIZE WORKERS REP [TARGET STAGE]   (default: blobs blob)
 """
 
 import json
@@ -157,14 +167,15 @@ class Probe(RunObserver):
 
 def main() -> None:
     count, size, workers, rep = (int(a) for a in sys.argv[1:5])
+    target, stage = (sys.argv[5], sys.argv[6]) if len(sys.argv) > 6 else ("blobs", "blob")
     overrides = [f"count={count}", f"blob_size={size}", f"rep={rep}"]
     session = orchestrator.open_session("memory", overrides=overrides, targets=["numbers"])
     session.run(options={"workers": workers})  # the input, outside the measured run
-    session = orchestrator.open_session("memory", overrides=overrides, targets=["blobs"])
+    session = orchestrator.open_session("memory", overrides=overrides, targets=[target])
     before = status("VmRSS")
     probe = Probe()
-    result = session.run(options={"workers": workers}, observer=probe)
-    outcome = result.outcome("blob")
+    result = session.run(options={"workers": None if workers < 0 else workers}, observer=probe)
+    outcome = result.outcome(stage)
     print(json.dumps({
         "status": outcome.status.value,
         "error": outcome.error.message if outcome.error else None,

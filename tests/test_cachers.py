@@ -104,6 +104,9 @@ def test_file_and_dir_cachers_ingest_paths(tmp_path):
         (pd.DataFrame({"a": [1]}), "parquet"),
         ({"a": 1}, "json"),
         ({1: "int keys do not survive json"}, "pickle"),
+        (list(range(10_000)), "json"),
+        (list(range(10_001)), "pickle"),  # too big to read: pickled (10x faster to write and load)
+        ({"a": "x" * 2**20}, "pickle"),
         ("text", "text"),
         (b"raw", "bytes"),
         ((1, 2), "pickle"),

@@ -55,6 +55,14 @@ def per_item(numbers):
     return numbers * numbers if not isinstance(numbers, tuple) else numbers[1] * 2
 
 
+@stage(inputs=["numbers"], outputs=["slow_first"], map_over="numbers")
+def slow_first(numbers):
+    if numbers == 0:
+        mark("zero")
+        time.sleep(0.2)
+    return -numbers
+
+
 @stage(inputs=["numbers"], outputs=["cubes"], map_over="numbers")
 def cube(numbers):
     return numbers * numbers * numbers if not isinstance(numbers, tuple) else numbers[1] * 3
@@ -69,6 +77,7 @@ def segs(make_project):
         "params/p.yaml": "params: {count: 5000}\ntargets: [squares]\n",
         "params/auto.yaml": "params: {count: 12000}\ntargets: [cubes]\n",
         "params/few.yaml": "params: {count: 300}\ntargets: [cubes]\n",
+        "params/slow.yaml": "params: {count: 10000}\ntargets: [slow_first]\n",
         "params/both.yaml": "params: {count: 5000}\ntargets: [squares, per_item]\n",
     })
 
@@ -85,7 +94,7 @@ def computed(proj) -> Counter:
 def records(proj) -> tuple[list[str], list[str]]:
     """(segment records, item records) under the store's maps/ folder."""
     names = [p.name for p in (proj.root / "cache" / "maps").glob("*/*/*.json")]
-    return [n for n in names if n.startswith("s")], [n for n in names if not n.startswith("s")]
+    return [n for n in names if n[:2] == "s" + n[1:2] and n[1:2].isdigit()], [n for n in names if n[0] != "s"]
 
 
 def load(proj, name: str, params: str, *overrides: str):
@@ -173,6 +182,17 @@ def test_auto_cuts_many_cheap_items_into_segments_and_keeps_few_items_per_item(s
     grown = segs.run_json("auto", "--workers", "2", "--set", "count=12001")  # the map key remembers its caching
     assert statuses(grown)[("cube", "auto")] == "ran"
     assert len(records(segs)[0]) <= len(pieces) + 2
+
+
+def test_auto_keeps_slow_items_per_item_and_reuses_the_timed_ones(segs):
+    segs.run_json("slow", "--workers", "0")
+    assert computed(segs)["zero"] == 1  # timed to choose, and stored: not computed again
+    pieces, items = records(segs)
+    assert not pieces and items
+    assert len(list((segs.root / "cache" / "maps").glob("*/*/s-item.json"))) == 1  # the choice, kept
+    assert load(segs, "slow_first", "slow")[:3] == [0, -1, -2]
+    segs.run_json("slow", "--workers", "0", "--set", "count=10001")  # remembered: not timed again
+    assert computed(segs)["zero"] == 0 and not records(segs)[0]
 
 
 def test_a_corrupt_segment_is_recomputed_with_a_warning(segs):

@@ -46,20 +46,25 @@ class PickleCacher(_Streamed):
         return pickle.load(file)
 
 
+JSON_MAX_ITEMS = 10_000  # chosen by type only up to this many entries: a million numbers as JSON take 10x
+JSON_MAX_CHARS = 2**20  # longer to write and read than pickled, and nobody reads them; nor beyond 1 MiB of text
+
+
 class JsonCacher(_Streamed):
-    """JSON-safe dicts and lists (chosen only when they round-trip exactly)."""
+    """JSON-safe dicts and lists (chosen only when they round-trip exactly, and are small enough to read)."""
 
     name = "json"
     extension = ".json"
 
     @classmethod
     def accepts(cls, obj: Any) -> bool:
-        if not isinstance(obj, (dict, list)):
+        if not isinstance(obj, (dict, list)) or len(obj) > JSON_MAX_ITEMS:
             return False
         try:
             if _is_flat(obj):  # a flat list of ints, strings...: round-trips by construction
                 return True
-            return json.loads(json.dumps(obj, allow_nan=False)) == obj
+            text = json.dumps(obj, allow_nan=False)
+            return len(text) <= JSON_MAX_CHARS and json.loads(text) == obj
         except (TypeError, ValueError):
             return False
 

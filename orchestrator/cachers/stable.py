@@ -44,9 +44,14 @@ class _Cycle(Exception):
 _BUSY = object()
 
 
+_ATOMS = frozenset({int, float, str, bytes, bool, complex, type(None)})
+
+
 def _walk(value: Any, seen: dict[int, Any]) -> Any:
     kind = type(value)
     if kind not in (list, tuple, dict, set, frozenset):
+        return value
+    if kind in (list, tuple) and set(map(type, value)) <= _ATOMS:  # nothing inside to reorder: as it is
         return value
     marker = id(value)
     done = seen.get(marker)

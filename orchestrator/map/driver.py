@@ -31,7 +31,7 @@ from .failures import (
     failure_text,
 )
 from .items import Items, independent, split_items
-from .pool import check_sendable, run_on_pool
+from .pool import check_sendable, run_on_pool, start_server
 from .segments import SegmentStore
 from .worker import Chunk, ChunkResult, MapWorker, WorkerSpec, chunk_of, forget_local_worker, local_worker
 
@@ -44,6 +44,8 @@ PROBE_ITEMS = 8  # items timed in the stage's process before choosing where the 
 IN_PROCESS_SECONDS = 0.4  # when all items should take less, they run in the stage's process: a pool costs ~0.15 s to start
 SEGMENT_MIN_ITEMS = 10_000  # fewer items: their bookkeeping costs under ~0.1 s, cache each one
 SEGMENT_BELOW = 0.001  # seconds per item under which cache="auto" caches by segment
+EARLY_SERVER_ITEMS = 1000  # a map with this many items to compute starts the pool's server before timing them
+SLOW_FIRST_CALL = 0.1  # a first item this slow decides cache="auto" alone
 
 
 @dataclass(frozen=True)
@@ -161,8 +163,8 @@ def _caching(stage: Stage, options: MapOptions, segments: SegmentStore, value: A
 
     ``cache="auto"`` (the default) keeps what the map key was cached as before. A new map key
     of at least :data:`SEGMENT_MIN_ITEMS` items, without setup, devices or batches, times a few
-    items here (stored as items): under :data:`SEGMENT_BELOW` seconds each, it is cut into segments;
-    else the map key notes it, and is cached by item from then on.
+    items here: under :data:`SEGMENT_BELOW` seconds each, it is cut into segments; else the map key
+    notes it and is cached by item from then on (the timed items' results are stored as items).
     """
     chosen = str(stage.options.get("cache", "auto"))
     if chosen != "auto":
@@ -175,22 +177,37 @@ def _caching(stage: Stage, options: MapOptions, segments: SegmentStore, value: A
     if segments.measured_slow():
         return "item", None
     _check_importable(stage)
-    head = split_items(_head(value, PROBE_ITEMS), stage=stage.name, artifact=spec.mapped,
-                       file_hash=FileHashes(segments.store).hash)
-    worker = local_worker(spec)
-    written = [worker.run(chunk_of(head, [0]))]
-    calls = list(worker.call_seconds)
-    if calls and calls[0] < SEGMENT_BELOW * 100:  # (one slow first call: items, without timing more)
-        written.append(worker.run(chunk_of(head, list(range(1, len(head))))))
-        calls += worker.call_seconds
-    per_item = sorted(calls)[len(calls) // 2] if calls else float("inf")
-    if per_item >= SEGMENT_BELOW or len(calls) < len(head):  # slow or failing items: cached one by one
-        logger.debug("map %s: %.2g s per item: cached by item", stage.name, per_item)
-        segments.note_slow(per_item)
-        return "item", per_item
-    segments.forget(done.segment.object for done in written if done.segment is not None)
-    logger.debug("map %s: %.2g s per item: cached by segment", stage.name, per_item)
-    return "segment", per_item
+    per_item, results = _probe(local_worker(spec), list(_head_values(value, PROBE_ITEMS)))
+    if per_item is None:  # an item raised: by item this time (it is reported with the others), timed next run
+        return "item", None
+    if per_item < SEGMENT_BELOW:
+        logger.debug("map %s: %.2g s per item: cached by segment", stage.name, per_item)
+        return "segment", per_item
+    logger.debug("map %s: %.2g s per item: cached by item", stage.name, per_item)
+    segments.note_slow(per_item)
+    if results:  # computed already: stored as items
+        head = split_items(_head(value, len(results)), stage=stage.name, artifact=spec.mapped,
+                           file_hash=FileHashes(segments.store).hash)
+        segments.write(head.hashes, results)
+    return "item", per_item
+
+
+def _probe(worker: MapWorker, values: list[Any]) -> tuple[float | None, list[Any]]:
+    """Median seconds per call over the first items (after one alone when it is slow), and their results
+    (none when one raised: it is computed, and reported, with the others)."""
+    call = worker.caller()
+    results: list[Any] = []
+    seconds: list[float] = []
+    for value in values:
+        began = time.perf_counter()
+        try:
+            results.append(call(value))
+        except Exception:
+            return None, []
+        seconds.append(time.perf_counter() - began)
+        if seconds[0] >= SLOW_FIRST_CALL:  # slow: no need to time more
+            break
+    return sorted(seconds)[len(seconds) // 2] if seconds else None, results
 
 
 def _length(value: Any) -> int:
@@ -202,6 +219,13 @@ def _length(value: Any) -> int:
 
 def _head(value: Any, count: int) -> Any:
     return value.iloc[:count] if type(value).__module__.startswith("pandas") else value[:count]
+
+
+def _head_values(value: Any, count: int) -> list[Any]:
+    """The first items as the stage receives them."""
+    from .cuts import values_of
+
+    return values_of(value, 0, count)
 
 
 def _in_shard(item_hash: str, shard: Sequence[int]) -> bool:
@@ -227,6 +251,8 @@ def _compute(spec: WorkerSpec, stage: Stage, items: Items, positions: list[int],
         local = local_worker(spec)  # timed already: quick enough to run here
     elif workers > 0 and not devices and "setup" not in stage.hooks and options.workers is None and per_item is None:
         # time a few items here first: when all of them would take less than starting a pool, run them here
+        if workers > 1 and len(positions) >= EARLY_SERVER_ITEMS and options.engine is not MapEngine.DASK:
+            start_server(stage)  # likely needed: it starts while the items are timed
         local = local_worker(spec)
         step = stage.batch_size or PROBE_ITEMS
         probed = local.run(chunk_of(items, positions[:step]))
@@ -250,12 +276,21 @@ def _compute(spec: WorkerSpec, stage: Stage, items: Items, positions: list[int],
 
 
 def _chunks(items: Items, positions: list[int], workers: int, stage: Stage) -> list[Chunk]:
-    size = int(stage.options.get("chunk_size") or 0)
-    if not size:
-        size = max(1, min(MAX_CHUNK, math.ceil(len(positions) / (max(1, workers) * 16))))
-    if stage.batch_size:
-        size = max(stage.batch_size, size - size % stage.batch_size)
-    return [chunk_of(items, positions[i:i + size]) for i in range(0, len(positions), size)]
+    """Fixed ``chunk_size`` chunks; by default ``n / (workers x 16)`` items each, then smaller towards the end
+    (down to a quarter), so that workers finish together instead of one waiting on the last big chunk."""
+    fixed = int(stage.options.get("chunk_size") or 0)
+    size = fixed or max(1, min(MAX_CHUNK, math.ceil(len(positions) / (max(1, workers) * 16))))
+    smallest = size if fixed else max(1, math.ceil(size / 4))
+    step = stage.batch_size or 1
+    chunks = []
+    start = 0
+    while start < len(positions):
+        left = len(positions) - start
+        take = max(smallest, min(size, math.ceil(left / (max(1, workers) * 4))))
+        take = max(step, take - take % step)
+        chunks.append(chunk_of(items, positions[start:start + take]))
+        start += take
+    return chunks
 
 
 def _results(items: Items, index: Mapping[str, tuple[str, int]], segments: SegmentStore) -> list[Any]:

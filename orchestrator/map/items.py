@@ -76,7 +76,7 @@ def _assembled(kind: str, index: Any, results: list[Any], output: str) -> Any:
             return np.stack([np.asarray(r) for r in results])
         except ValueError:  # ragged results stay a list
             return results
-    return list(results)
+    return results if type(results) is list else list(results)
 
 
 def split_items(value: Any, *, stage: str, artifact: str, file_hash: Callable[[Path], str]) -> Items:

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..engine.options import MapEngine
@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["run_segmented"]
 
 IN_PROCESS_SECONDS = 0.4  # as for items: under this much work, a pool costs more than it saves
+POOL_START_SECONDS = 0.15  # a forkserver pool that imports the stage's module
+TRANSFER_SECONDS = 1.5e-7  # per tiny item: pickled to a worker, its result stored and read back
 PROBE_ITEMS = 8
 
 
@@ -51,66 +53,79 @@ def run_segmented(task: Task, stage: Stage, value: Any, spec: WorkerSpec, store:
     from .driver import MapProgress
 
     started = time.monotonic()
-    hashes = FileHashes(store)
-    prints = fingerprint(value, hashes.hash)
-    hashes.save()
     segments = SegmentStore(store, task.map_key)
     stored = segments.pieces()
     options = task.options.map
     workers = _workers(stage, options.workers)
+    count, level, bounds, names = _layout(stage, value, spec, store, stored, workers, per_item)
+    shard = options.shard
+    mine = [i for i, name in enumerate(names) if shard is None or int(name[:8], 16) % shard[1] == shard[0] - 1]
+    missing = {names[i] for i in mine if names[i] not in stored or not store.has_object(stored[names[i]].object)}
+    todo = list({names[i]: i for i in reversed(mine) if names[i] in missing}.values())[::-1]  # first of equal ones
+    copies: Counter[str] = Counter(names[i] for i in mine if names[i] in missing)
+    total = sum(bounds[i][1] - bounds[i][0] for i in mine)
+    pending = sum(bounds[i][1] - bounds[i][0] for i in todo)
+    state = MapProgress(total, total - sum(bounds[i][1] - bounds[i][0] for i in mine if names[i] in missing),
+                        0, 0, started)
+    report(state)
+    failures: list[ItemFailure] = []
+    kept: dict[str, list[Any]] = {}
+    if todo:
+        if options.workers is None and per_item is None:
+            per_item = _time_items(spec, values_of(value, bounds[todo[0]][0], bounds[todo[0]][0] + PROBE_ITEMS))
+        in_process = workers <= 0 or (options.workers is None and _here_is_faster(per_item or 0.0, pending, workers))
+        if not in_process:
+            check_sendable(stage, spec.inputs, cloud=options.engine is MapEngine.DASK)
+        groups = (Pieces(((names[i], bounds[i][0], bounds[i][1] - bounds[i][0]),), level, values_of(value, *bounds[i]))
+                  for i in todo)
+        chunks = groups if in_process else _joined(groups, max(1, math.ceil(len(todo) / (max(1, workers) * 4))))
+        for done in _compute(spec, stage, chunks, workers, in_process, options.engine is MapEngine.DASK):
+            stored.update(done.stored)
+            kept.update(done.results)
+            failures += done.failures
+            computed = sum(copies[name] * items for name, items in done.done) - len(done.failures)
+            state = MapProgress(state.total, state.cached, state.computed + computed,
+                                state.failed + len(done.failures), state.started)
+            report(state)
+    ctx.report("map caching", f"Cached by segment: {count:,} items in {len(bounds):,} segments of about "
+                              f"{1 << level:,} items (level {level}); {len(todo):,} segments computed "
+                              f"({pending:,} items), {len(set(names[i] for i in mine) - missing):,} found stored.")
+    if failures:
+        ctx.report("item failures", failure_text(failures, count))
+    check_failures(stage, task, failures, count, retried="only the segments that hold the failed ones")
+    if shard is not None:
+        left = [i for i, name in enumerate(names) if name not in stored and name not in kept]
+        if left:
+            raise TaskFailed(TaskError(FailureKind.SHARDED, f"shard {shard[0]}/{shard[1]}: {total} of {count} "
+                                      f"items are this shard's and are stored; {len(left)} segments still need "
+                                      "other shards"))
+    rebuild = lambda i: local_worker(spec).run_pieces(  # noqa: E731 (a segment found corrupt when read)
+        Pieces(((names[i], bounds[i][0], bounds[i][1] - bounds[i][0]),), level, values_of(value, *bounds[i])),
+        keep=True)
+    return assemble(value, _results(segments, names, bounds, stored, kept, rebuild), stage.outputs[0])
+
+
+def _layout(stage: Stage, value: Any, spec: WorkerSpec, store: Store, stored: dict[str, Piece], workers: int,
+            per_item: float | None) -> tuple[int, int, list[tuple[int, int]], list[str]]:
+    """How many items, the cut level, and each segment's bounds and name (the fingerprints are dropped after)."""
+    hashes = FileHashes(store)
+    prints = fingerprint(value, hashes.hash)
+    hashes.save()
     size = int(stage.options.get("chunk_size") or 0)  # chunk_size=N: segments of about N items
     level = min(MAX_LEVEL, max(MIN_LEVEL, round(math.log2(size)))) if size else _level(stored)
     if level is None:
         per_item = per_item if per_item is not None else _time_items(spec, values_of(value, 0, PROBE_ITEMS))
         level = level_for(per_item, len(prints), workers)
     bounds = cut(prints, level)
-    names = [prints.name(start, end) for start, end in bounds]
-    shard = options.shard
-    mine = [i for i, name in enumerate(names) if shard is None or int(name[:8], 16) % shard[1] == shard[0] - 1]
-    missing = {names[i] for i in mine if not _intact(segments, names[i], stored)}
-    todo: dict[str, int] = {}  # each missing segment once (equal content, one computation)
-    copies: Counter[str] = Counter(names[i] for i in mine if names[i] in missing)
-    for i in mine:
-        if names[i] in missing:
-            todo.setdefault(names[i], i)
-    total = sum(bounds[i][1] - bounds[i][0] for i in mine)
-    pending_items = sum(bounds[i][1] - bounds[i][0] for i in todo.values())
-    state = MapProgress(total, total - sum(bounds[i][1] - bounds[i][0] for i in mine if names[i] in missing),
-                        0, 0, started)
-    report(state)
-    logger.debug("map %s: %d segments (level %d), %d to compute (%d items)", stage.name, len(bounds), level,
-                 len(todo), pending_items)
-    failures: list[ItemFailure] = []
-    kept: dict[str, list[Any]] = {}
-    if todo:
-        groups = [Pieces(((names[i], bounds[i][0], bounds[i][1] - bounds[i][0]),), level,
-                         values_of(value, *bounds[i])) for i in todo.values()]
-        in_process = workers <= 0 or (options.workers is None and per_item is not None
-                                      and per_item * pending_items <= IN_PROCESS_SECONDS)
-        if not in_process and per_item is None and options.workers is None:
-            per_item = _time_items(spec, groups[0].values[:PROBE_ITEMS])
-            in_process = per_item * pending_items <= IN_PROCESS_SECONDS
-        if not in_process:
-            check_sendable(stage, spec.inputs, cloud=options.engine is MapEngine.DASK)
-        for done in _compute(spec, stage, groups, workers, in_process, options.engine is MapEngine.DASK):
-            for name, piece in done.stored:
-                stored[name] = piece
-            kept.update(done.results)
-            failures += done.failures
-            computed = sum(copies[name] * count for name, count in done.done) - len(done.failures)
-            state = MapProgress(state.total, state.cached, state.computed + computed,
-                                state.failed + len(done.failures), state.started)
-            report(state)
-    if failures:
-        ctx.report("item failures", failure_text(failures, len(prints)))
-    check_failures(stage, task, failures, len(prints), retried="only the segments that hold the failed ones")
-    if shard is not None:
-        left = [i for i, name in enumerate(names) if name not in stored and name not in kept]
-        if left:
-            raise TaskFailed(TaskError(FailureKind.SHARDED, f"shard {shard[0]}/{shard[1]}: {total} of {len(prints)} "
-                                      f"items are this shard's and are stored; {len(left)} segments still need "
-                                      "other shards"))
-    return assemble(value, _results(segments, names, bounds, stored, kept), stage.outputs[0])
+    logger.debug("map %s: %d segments (level %d)", stage.name, len(bounds), level)
+    return len(prints), level, bounds, [prints.name(start, end) for start, end in bounds]
+
+
+def _here_is_faster(per_item: float, items: int, workers: int) -> bool:
+    """Whether computing ``items`` in this process beats starting a pool, sending them and reading results back."""
+    here = per_item * items
+    pool = POOL_START_SECONDS + here / max(1, workers) + items * TRANSFER_SECONDS
+    return here <= max(IN_PROCESS_SECONDS, pool)
 
 
 def _workers(stage: Stage, given: int | None) -> int:
@@ -123,19 +138,6 @@ def _level(stored: dict[str, Piece]) -> int | None:
     if not stored:
         return None
     return Counter(piece.level for piece in stored.values()).most_common(1)[0][0]
-
-
-def _intact(segments: SegmentStore, name: str, stored: dict[str, Piece]) -> bool:
-    piece = stored.get(name)
-    if piece is None:
-        return False
-    if segments.store.object_is_intact(piece.object):
-        return True
-    logger.warning("map segment %s of %s is missing or corrupt; its items will be recomputed", name[:12],
-                   segments.map_key[:12])
-    segments.forget_piece(name, piece)
-    del stored[name]
-    return False
 
 
 def _time_items(spec: WorkerSpec, values: list[Any]) -> float:
@@ -153,20 +155,29 @@ def _time_items(spec: WorkerSpec, values: list[Any]) -> float:
     return sorted(seconds)[len(seconds) // 2] if seconds else 0.0
 
 
-def _compute(spec: WorkerSpec, stage: Stage, groups: list[Pieces], workers: int, in_process: bool,
+def _compute(spec: WorkerSpec, stage: Stage, chunks: Iterable[Pieces], workers: int, in_process: bool,
              on_dask: bool) -> Iterator[PiecesDone]:
     if in_process:
         worker = local_worker(spec)
-        for group in groups:
-            yield worker.run_pieces(group, keep=True)
+        for chunk in chunks:
+            yield worker.run_pieces(chunk, keep=True)
         return
-    per_chunk = max(1, math.ceil(len(groups) / (max(1, workers) * 4)))
-    chunks = [_joined(groups[i:i + per_chunk]) for i in range(0, len(groups), per_chunk)]
     yield from run_on_pool(spec, stage, chunks, workers, [], on_dask)
 
 
-def _joined(groups: list[Pieces]) -> Pieces:
-    """Segments sent to one worker together."""
+def _joined(groups: Iterable[Pieces], per_chunk: int) -> Iterator[Pieces]:
+    """Segments sent to one worker together, ``per_chunk`` at a time (built as the pool asks for more)."""
+    batch: list[Pieces] = []
+    for group in groups:
+        batch.append(group)
+        if len(batch) == per_chunk:
+            yield _merged(batch)
+            batch = []
+    if batch:
+        yield _merged(batch)
+
+
+def _merged(groups: list[Pieces]) -> Pieces:
     if len(groups) == 1:
         return groups[0]
     return Pieces(tuple(span for group in groups for span in group.spans), groups[0].level,
@@ -174,17 +185,21 @@ def _joined(groups: list[Pieces]) -> Pieces:
 
 
 def _results(segments: SegmentStore, names: list[str], bounds: list[tuple[int, int]], stored: dict[str, Piece],
-             kept: dict[str, list[Any]]) -> list[Any]:
-
+             kept: dict[str, list[Any]], rebuild: Callable[[int], PiecesDone]) -> list[Any]:
+    """The output's results in input order (each segment's list dropped once copied in)."""
     results: list[Any] = []
-    for name, (start, end) in zip(names, bounds):
-        part = kept.get(name)
+    last = {name: i for i, name in enumerate(names)}  # a segment's results are dropped after its last use
+    for i, (name, (start, end)) in enumerate(zip(names, bounds)):
+        part = kept.pop(name, None) if last[name] == i else kept.get(name)
         if part is None and name in stored:
-            part = segments.load(stored[name].object)
+            part = segments.load_piece(name, stored[name])
+            if part is None:  # corrupt: forgotten, computed again here
+                again = rebuild(i)
+                part = again.results.get(name)
+                stored.update(again.stored)
+            if part is not None and last[name] != i:
+                kept[name] = part
         if part is None or len(part) != end - start:
-            if name in stored:
-                raise TaskFailed(TaskError(FailureKind.CORRUPT, f"map segment {name[:12]} was corrupt and has been "
-                                          "dropped. Fix: rerun; only its items are recomputed."))
             results.extend([None] * (end - start))  # accepted failures in a segment that was not stored
             continue
         if set(map(type, part)) <= ATOMS:
@@ -192,4 +207,3 @@ def _results(segments: SegmentStore, names: list[str], bounds: list[tuple[int, i
         else:
             results.extend(independent(r) for r in part)
     return results
-

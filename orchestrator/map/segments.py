@@ -139,6 +139,16 @@ class SegmentStore:
         self.store.write_text(f"{self.folder}/s{level}-{name}-{digest}.json", record)
         return Piece(level, digest)
 
+    def load_piece(self, name: str, piece: Piece) -> list[Any] | None:
+        """A content-defined segment's results, or None (and the segment forgotten) when it is corrupt."""
+        if not self.store.object_is_intact(piece.object):
+            logger.warning("map segment %s of %s is missing or corrupt; its items will be recomputed", name[:12],
+                           self.map_key[:12])
+            self.forget_piece(name, piece)
+            return None
+        with open(self.store.local_object(piece.object), "rb") as handle:
+            return pickle.load(handle)  # type: ignore[no-any-return]
+
     def forget_piece(self, name: str, piece: Piece) -> None:
         """Drop a content-defined segment whose object is corrupt (its record and object)."""
         self.store.delete(f"{self.folder}/s{piece.level}-{name}-{piece.object}.json")

@@ -82,6 +82,8 @@ def _rebuilt(value: Any, on_path: Callable[[Path], Any], on_marker: Callable[[St
     if isinstance(value, Path):
         return on_path(value)
     kind = type(value)
+    if kind in (list, tuple) and set(map(type, value)) <= _ATOMS:  # no path inside: as it is (a million numbers)
+        return value
     if kind in (list, tuple, set, frozenset) or (isinstance(value, tuple) and hasattr(value, "_fields")):
         items = [_rebuilt(v, on_path, on_marker) for v in value]
         if all(a is b for a, b in zip(items, value)):
@@ -93,6 +95,7 @@ def _rebuilt(value: Any, on_path: Callable[[Path], Any], on_marker: Callable[[St
     return value
 
 
+_ATOMS = frozenset({int, float, str, bytes, bool, complex, type(None)})
 _PATH_CLASSES = frozenset({"Path", "PosixPath", "WindowsPath", "PurePath", "PurePosixPath", "PureWindowsPath"})
 _STRINGS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING",
                       "STRING"})
