@@ -261,6 +261,35 @@ def norms(points):
     assert records(proj)[0] and not records(proj)[1]
 
 
+def test_a_setup_runs_once_per_worker_process_when_cached_by_segment(make_project):
+    proj = make_project({
+        "stages/__init__.py": "",
+        "stages/w.py": '''
+import os
+from orchestrator import stage
+
+@stage(outputs=["xs"])
+def xs(n: int = 3000):
+    return list(range(n))
+
+@stage(inputs=["xs"], outputs=["ys"], map_over="xs", cache="segment", chunk_size=64)
+def ys(xs, ctx):
+    return xs + ctx.worker
+
+@ys.setup
+def offset(ctx):
+    with open(os.environ["RUNS_LOG"], "a") as handle:
+        handle.write(f"setup-{os.getpid()}\\n")
+    return 1000
+''',
+        "params/w.yaml": "params: {n: 3000}\n",
+    })
+    proj.run_json("w")
+    setups = [w for w in proj.log.read_text().split() if w.startswith("setup-")]
+    assert 1 <= len(setups) == len(set(setups)) <= len(os.sched_getaffinity(0))  # once per pool worker
+    assert load(proj, "ys", "w") == [x + 1000 for x in range(3000)]
+
+
 def test_cache_option_is_checked_at_the_decorator(make_project):
     proj = make_project({
         "stages/__init__.py": "",
@@ -279,6 +308,9 @@ def ys(xs):
     })
     proc = proj.experiment("run", "b", check=None)
     assert proc.returncode != 0 and "cache='segments' must be 'auto', 'item' or 'segment'" in proc.stderr
+    proj.edit("stages/b.py", 'cache="segments"', 'cache="segment", batch_size=8')
+    proc = proj.experiment("run", "b", check=None)
+    assert proc.returncode != 0 and "batches are cached by item" in proc.stderr
 
 
 # -- where cuts fall (pure) ------------------------------------------------------------------

@@ -115,7 +115,7 @@ class RunObserver:
         """A node ended (ran, cached, failed, skipped or interrupted)."""
 
     def map_progress(self, node_id: str, progress: Any) -> None:
-        """A map stage advanced (``progress`` is a :class:`~orchestrator.map.driver.MapProgress`)."""
+        """A map stage advanced (``progress`` is a :class:`~orchestrator.map.progress.MapProgress`)."""
 
     def nodes_added(self, dag: Dag) -> None:
         """The run grew by these nodes (a search's new trials), each of a param set of its own."""

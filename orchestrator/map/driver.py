@@ -15,7 +15,6 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from ..engine.options import MapEngine, MapOptions
@@ -32,6 +31,7 @@ from .failures import (
 )
 from .items import Items, independent, split_items
 from .pool import check_sendable, run_on_pool, start_server
+from .progress import MapProgress
 from .segments import SegmentStore
 from .worker import Chunk, ChunkResult, MapWorker, WorkerSpec, chunk_of, forget_local_worker, local_worker
 
@@ -46,34 +46,6 @@ SEGMENT_MIN_ITEMS = 10_000  # fewer items: their bookkeeping costs under ~0.1 s,
 SEGMENT_BELOW = 0.001  # seconds per item under which cache="auto" caches by segment
 EARLY_SERVER_ITEMS = 1000  # a map with this many items to compute starts the pool's server before timing them
 SLOW_FIRST_CALL = 0.1  # a first item this slow decides cache="auto" alone
-
-
-@dataclass(frozen=True)
-class MapProgress:
-    """Where a map stage stands."""
-
-    total: int
-    cached: int
-    computed: int
-    failed: int
-    started: float
-
-    @property
-    def done(self) -> int:
-        """Items with a result or a failure."""
-        return self.cached + self.computed + self.failed
-
-    @property
-    def rate(self) -> float:
-        """Computed items per second."""
-        elapsed = time.monotonic() - self.started
-        return self.computed / elapsed if elapsed > 0 else 0.0
-
-    @property
-    def eta(self) -> float | None:
-        """Seconds left at the current rate."""
-        left = self.total - self.done
-        return left / self.rate if self.rate > 0 else None
 
 
 def run_map(
@@ -167,10 +139,14 @@ def _caching(stage: Stage, options: MapOptions, segments: SegmentStore, value: A
     notes it and is cached by item from then on (the timed items' results are stored as items).
     """
     chosen = str(stage.options.get("cache", "auto"))
+    devices = options.devices or stage.options.get("devices")
+    if chosen == "segment" and devices:
+        logger.warning("%s: cache='segment' runs on the pool's processes, not on devices: cached by item on "
+                       "the devices asked", stage.name)
+        return "item", None
     if chosen != "auto":
         return chosen, None
-    if (options.devices or stage.options.get("devices") or "setup" in stage.hooks or stage.batch_size
-            or _length(value) < SEGMENT_MIN_ITEMS):
+    if devices or "setup" in stage.hooks or stage.batch_size or _length(value) < SEGMENT_MIN_ITEMS:
         return "item", None
     if segments.pieces():
         return "segment", None

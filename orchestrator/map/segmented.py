@@ -27,6 +27,7 @@ from .cuts import MAX_LEVEL, MIN_LEVEL, cut, fingerprint, level_for, values_of
 from .failures import ItemFailure, check_failures, failure_text
 from .items import ATOMS, assemble, independent
 from .pool import check_sendable, run_on_pool
+from .progress import MapProgress
 from .segments import Piece, SegmentStore
 from .worker import Pieces, PiecesDone, WorkerSpec, local_worker
 
@@ -50,8 +51,6 @@ def run_segmented(task: Task, stage: Stage, value: Any, spec: WorkerSpec, store:
         TaskFailed: items failed beyond what the stage accepts, a worker died, or this is
             a ``--shard`` run that stored its share but cannot assemble the whole.
     """
-    from .driver import MapProgress
-
     started = time.monotonic()
     segments = SegmentStore(store, task.map_key)
     stored = segments.pieces()
@@ -71,9 +70,11 @@ def run_segmented(task: Task, stage: Stage, value: Any, spec: WorkerSpec, store:
     failures: list[ItemFailure] = []
     kept: dict[str, list[Any]] = {}
     if todo:
-        if options.workers is None and per_item is None:
+        here = "setup" not in stage.hooks  # (with a setup, timing here would run it here too: the pool does)
+        if options.workers is None and per_item is None and here:
             per_item = _time_items(spec, values_of(value, bounds[todo[0]][0], bounds[todo[0]][0] + PROBE_ITEMS))
-        in_process = workers <= 0 or (options.workers is None and _here_is_faster(per_item or 0.0, pending, workers))
+        in_process = workers <= 0 or (options.workers is None and here
+                                      and _here_is_faster(per_item or 0.0, pending, workers))
         if not in_process:
             check_sendable(stage, spec.inputs, cloud=options.engine is MapEngine.DASK)
         groups = (Pieces(((names[i], bounds[i][0], bounds[i][1] - bounds[i][0]),), level, values_of(value, *bounds[i]))
@@ -114,7 +115,8 @@ def _layout(stage: Stage, value: Any, spec: WorkerSpec, store: Store, stored: di
     size = int(stage.options.get("chunk_size") or 0)  # chunk_size=N: segments of about N items
     level = min(MAX_LEVEL, max(MIN_LEVEL, round(math.log2(size)))) if size else _level(stored)
     if level is None:
-        per_item = per_item if per_item is not None else _time_items(spec, values_of(value, 0, PROBE_ITEMS))
+        if per_item is None:  # with a setup, not timed here: segments of about a thousand items at most
+            per_item = _time_items(spec, values_of(value, 0, PROBE_ITEMS)) if "setup" not in stage.hooks else 1e-3
         level = level_for(per_item, len(prints), workers)
     bounds = cut(prints, level)
     logger.debug("map %s: %d segments (level %d)", stage.name, len(bounds), level)

@@ -209,6 +209,9 @@ def _build_stage(fn: Callable[..., Any], declared: Declaration) -> Stage:
         )
     if options.get("cache", "auto") not in ("auto", "item", "segment"):
         raise DefinitionError(f"stage {stage_name!r}: cache={options['cache']!r} must be 'auto', 'item' or 'segment'.")
+    if options.get("cache") == "segment" and batch_size is not None:
+        raise DefinitionError(f"stage {stage_name!r}: cache='segment' calls the stage once per item; batch_size= "
+                              "passes lists. Fix: drop one of them (batches are cached by item).")
     if "cache" in options and map_over is None:
         raise DefinitionError(f"stage {stage_name!r}: cache= is for map stages (how their items are cached). "
                               "Fix: drop cache=, or add map_over=.")
