@@ -16,8 +16,6 @@ but not on content never share a name.
 from __future__ import annotations
 
 import math
-import os
-import pickle
 import sys
 from array import array
 from collections.abc import Callable, Sequence
@@ -26,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import xxhash
+
+from .items import item_bytes
 
 __all__ = ["Fingerprints", "cut", "fingerprint", "level_for", "values_of"]
 
@@ -153,24 +153,9 @@ def _pandas(value: Any) -> Fingerprints:
 def _items(values: Sequence[Any], file_hash: Callable[[Path], str], salt: bytes = b"items") -> Fingerprints:
     """A 128-bit digest per item, typed as the per-item cache hashes them (``1``, ``1.0``, ``"1"`` differ)."""
     digest = xxhash.xxh3_128_intdigest
-    numbers = [digest(_item_bytes(item, file_hash)) for item in values]
+    numbers = [digest(item_bytes(item, file_hash)) for item in values]
     content = b"".join(number.to_bytes(16, "little") for number in numbers)
     return Fingerprints("items", [number & _MASK64 for number in numbers], memoryview(content), 16, salt)
-
-
-def _item_bytes(item: Any, file_hash: Callable[[Path], str]) -> bytes:
-    kind = type(item)
-    if kind is str:
-        return b"s" + item.encode("utf-8", "surrogatepass")
-    if kind is int:
-        return b"i%d" % item
-    if kind is float:
-        return b"f" + repr(item).encode()
-    if kind is bytes:
-        return b"b" + item
-    if isinstance(item, Path):
-        return b"p" + os.fsencode(item) + b"\0" + file_hash(item).encode()
-    return b"o" + pickle.dumps(item, protocol=5)
 
 
 def cut(prints: Fingerprints, level: int) -> list[tuple[int, int]]:

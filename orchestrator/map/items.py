@@ -19,7 +19,7 @@ import xxhash
 
 from ..errors import DefinitionError
 
-__all__ = ["ATOMS", "Items", "assemble", "independent", "split_items"]
+__all__ = ["ATOMS", "Items", "assemble", "independent", "item_bytes", "split_items"]
 
 _h = xxhash.xxh3_128_hexdigest
 
@@ -121,18 +121,24 @@ def _hashes(values: Sequence[Any], file_hash: Callable[[Path], str], stage: str,
 
 
 def _item_hash(item: Any, file_hash: Callable[[Path], str]) -> str:
+    return _h(item_bytes(item, file_hash))
+
+
+def item_bytes(item: Any, file_hash: Callable[[Path], str]) -> bytes:
+    """What an item is hashed by: its typed value (``1``, ``1.0`` and ``"1"`` differ), a file's path and
+    content, or its pickle."""
     kind = type(item)
     if kind is str:
-        return _h(b"s" + item.encode("utf-8", "surrogatepass"))
+        return b"s" + item.encode("utf-8", "surrogatepass")
     if kind is int:
-        return _h(b"i%d" % item)
+        return b"i%d" % item
     if kind is float:
-        return _h(b"f" + repr(item).encode())
+        return b"f" + repr(item).encode()
     if kind is bytes:
-        return _h(b"b" + item)
+        return b"b" + item
     if isinstance(item, Path):  # the stage sees the path too (its name, its folder): both are the item
-        return _h(b"p" + os.fsencode(item) + b"\0" + file_hash(item).encode())
-    return _h(b"o" + pickle.dumps(item, protocol=5))
+        return b"p" + os.fsencode(item) + b"\0" + file_hash(item).encode()
+    return b"o" + pickle.dumps(item, protocol=5)
 
 
 def _frame_hashes(frame: Any) -> list[str]:
