@@ -316,7 +316,7 @@ def ys(xs):
 # -- where cuts fall (pure) ------------------------------------------------------------------
 def names(values, level):
     prints = fingerprint(values, lambda p: "")
-    return [prints.name(s, e) for s, e in cut(prints, level)]
+    return prints.names(cut(prints, level))
 
 
 @settings(max_examples=60, deadline=None)
@@ -330,7 +330,7 @@ def test_cuts_cover_every_item_once_within_their_bounds(values, level):
 
 
 @pytest.mark.parametrize("make", [lambda r: r.randrange(10**6), lambda r: r.random(), lambda r: str(r.random()),
-                                  lambda r: (r.randrange(10**6), "x")])
+                                  lambda r: str(r.random()).encode(), lambda r: (r.randrange(10**6), "x")])
 def test_an_insertion_changes_only_the_segments_around_it(make):
     rng = random.Random(7)
     values = [make(rng) for _ in range(20000)]
@@ -342,7 +342,9 @@ def test_an_insertion_changes_only_the_segments_around_it(make):
 
 
 def test_equal_looking_items_of_other_types_get_other_names():
-    assert len({names(v, 4)[0] for v in ([1, 2, 3], [1.0, 2.0, 3.0], ["1", "2", "3"], [True, 2, 3], [1, 2, 4])}) == 5
+    lists = ([1, 2, 3], [1.0, 2.0, 3.0], ["1", "2", "3"], [b"1", b"2", b"3"], [True, 2, 3], [1, 2, 4], ["12", "", "3"],
+             ["1", "23", ""])
+    assert len({names(v, 4)[0] for v in lists}) == len(lists)
 
 
 def test_level_gives_segments_of_about_a_second_and_four_per_worker():

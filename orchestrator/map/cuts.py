@@ -48,6 +48,8 @@ class Fingerprints:
             one buffer of ``width`` bytes per item.
         width: Bytes per item in ``content``.
         salt: Bytes naming the kind and schema (dtype, shape, columns), hashed first.
+        lengths: For items of varying length (strings, bytes): each one's length in bytes,
+            an ``array("q")`` (None: ``width`` bytes each).
     """
 
     kind: str
@@ -55,15 +57,27 @@ class Fingerprints:
     content: memoryview
     width: int
     salt: bytes
+    lengths: Any = None
 
     def __len__(self) -> int:
         return len(self.marks)
 
-    def name(self, start: int, end: int) -> str:
-        """The content name of items ``start:end``."""
-        hasher = xxhash.xxh3_128(self.salt + b"|%d|" % (end - start))
-        hasher.update(self.content[start * self.width:end * self.width])
-        return hasher.hexdigest()
+    def names(self, bounds: Sequence[tuple[int, int]]) -> list[str]:
+        """The content name of each segment ``(start, end)``; ``bounds`` cover the items in order."""
+        names = []
+        offset = 0
+        for start, end in bounds:
+            hasher = xxhash.xxh3_128(self.salt + b"|%d|" % (end - start))
+            if self.lengths is None:
+                hasher.update(self.content[start * self.width:end * self.width])
+            else:  # items of varying length: their lengths, then their bytes
+                lengths = memoryview(self.lengths)[start:end]
+                size = sum(lengths)
+                hasher.update(lengths)
+                hasher.update(self.content[offset:offset + size])
+                offset += size
+            names.append(hasher.hexdigest())
+        return names
 
     def candidates(self, level: int) -> list[int]:
         """Positions after which a cut may fall at ``level``: their mark's top ``level`` bits are zero."""
@@ -99,10 +113,27 @@ def fingerprint(value: Any, file_hash: Callable[[Path], str]) -> Fingerprints:
                 return _items(value, file_hash)
             raw = memoryview(numbers).cast("B")
             return Fingerprints("int64", raw.cast("Q"), raw, 8, b"int64")
+        if types == {str} or types == {bytes}:
+            return _texts(value, types == {str})
         if types == {float}:
             raw = memoryview(array("d", value)).cast("B")
             return Fingerprints("float64", raw.cast("Q"), raw, 8, b"float64")
     return _items(value, file_hash)
+
+
+def _texts(values: Sequence[Any], strings: bool) -> Fingerprints:
+    """Strings (UTF-8) or bytes: each item's length, then all their bytes; marks from a hash of each, in C loops."""
+    import operator
+
+    encoded = values
+    if strings:
+        try:
+            encoded = list(map(str.encode, values))
+        except UnicodeEncodeError:  # a lone surrogate: kept, as the per-item hash keeps it
+            encoded = list(map(operator.methodcaller("encode", "utf-8", "surrogatepass"), values))
+    marks = list(map(xxhash.xxh3_64_intdigest, encoded))
+    return Fingerprints("str" if strings else "bytes", marks, memoryview(b"".join(encoded)), 0,
+                        b"str" if strings else b"bytes", array("q", map(len, encoded)))
 
 
 def _array(value: Any) -> Fingerprints:

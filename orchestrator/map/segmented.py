@@ -120,7 +120,7 @@ def _layout(stage: Stage, value: Any, spec: WorkerSpec, store: Store, stored: di
         level = level_for(per_item, len(prints), workers)
     bounds = cut(prints, level)
     logger.debug("map %s: %d segments (level %d)", stage.name, len(bounds), level)
-    return len(prints), level, bounds, [prints.name(start, end) for start, end in bounds]
+    return len(prints), level, bounds, prints.names(bounds)
 
 
 def _here_is_faster(per_item: float, items: int, workers: int) -> bool:
