@@ -37,6 +37,7 @@ from .project.loader import Project, collect_stages, find_project, import_module
 from .project.params import Experiment, ParamSet, load_experiment
 from .store.artifactio import load_artifact
 from .store.base import Store
+from .store.codedigests import CodeDigests
 from .store.location import open_store
 
 logger = logging.getLogger(__name__)
@@ -229,9 +230,10 @@ def open_session(
             f"no stages found in {', '.join(m.__name__ for m in modules)}. Fix: decorate functions there "
             "with @stage, or list the right modules under stages: in the param file."
         )
-    fingerprinter = Fingerprinter(project.root)
-    fingerprints = {name: fingerprinter.of_stage(stage) for name, stage in stages.items()}
     store = open_store(project.cache_dir(cache_dir))
+    fingerprinter = Fingerprinter(project.root, CodeDigests(store.root))
+    fingerprints = {name: fingerprinter.of_stage(stage) for name, stage in stages.items()}
+    fingerprinter.save()
     manifests = Manifests(project.root, store)  # content of params annotated as data, and of files() patterns
     sources = {name: manifests.digest(str(s.options["glob"]), "**/*") for name, s in stages.items() if s.options.get("glob")}
     chosen = list(targets or experiment.targets or ()) or None
