@@ -21,7 +21,7 @@ SCHEME = "orchestrator-key-v2"
 CHUNK = 1 << 20  # bytes read per call when hashing files that cannot be mapped
 WINDOW = 64 << 20  # bytes of a file mapped at a time when hashing it
 
-__all__ = ["CHUNK", "SCHEME", "hash_bytes", "hash_file", "hash_struct", "encode"]
+__all__ = ["CHUNK", "Encoded", "SCHEME", "hash_bytes", "hash_file", "hash_struct", "encode"]
 
 
 def hash_bytes(data: bytes | bytearray | memoryview) -> str:
@@ -83,6 +83,20 @@ def hash_struct(value: Any) -> str:
 _LENGTH = struct.Struct("<Q").pack
 
 
+class Encoded:
+    """A value's canonical encoding, made once: :func:`encode` writes it as the value itself would be.
+
+    A part shared by many keys (a stage's code parts, the same in every param set) is encoded once.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, value: Any) -> None:
+        out = bytearray()
+        encode(value, out)
+        self.data = bytes(out)
+
+
 def _put(out: bytearray, tag: bytes, payload: bytes) -> None:
     out += tag
     out += _LENGTH(len(payload))
@@ -115,6 +129,8 @@ def encode(value: Any, out: bytearray) -> None:
             out += _LENGTH(len(data))
             out += data
             encode(value[key], out)
+    elif kind is Encoded:
+        out += value.data
     elif kind is int:
         data = str(value).encode()
         out += b"i"
