@@ -59,6 +59,7 @@ class Session:
     dag: Dag
     store: Store
     build: Callable[[Sequence[ParamSet]], Dag] | None = None  # the DAG of further param sets (a search's trials)
+    save_code: Callable[[], None] | None = None  # keeps the code digests in the store (once a run has made it)
 
     def plan(self, force: Sequence[str] = ()) -> Plan:
         """Decide every node against the store, without running anything."""
@@ -105,7 +106,7 @@ class Session:
         run_id = run_id or new_run_id()
         with get_executor(executor, **executor_options) as engine, recorder or contextlib.nullcontext():
             feed = self._search_feed(run_id, engine.capacity, ledger) if self.experiment.search else None
-            return execute_dag(
+            result = execute_dag(
                 self.dag,
                 self.fingerprints,
                 self.store,
@@ -120,6 +121,9 @@ class Session:
                 feed=feed,
                 detach=detach,
             )
+        if self.save_code is not None:
+            self.save_code()
+        return result
 
     def _search_feed(self, run_id: str, capacity: int, ledger: Ledger | None) -> SearchFeed:
         """The feed of a search run: the known trials first, then new ones in waves (see :mod:`orchestrator.search`)."""
@@ -254,7 +258,7 @@ def open_session(
         experiment = with_trials(experiment, store.root)
     dag = build(experiment.sets)
     manifests.save()
-    return Session(project, experiment, stages, fingerprints, dag, store, build)
+    return Session(project, experiment, stages, fingerprints, dag, store, build, fingerprinter.save)
 
 
 def plan(names: Names, *, overrides: Overrides = (), targets: Sequence[str] | None = None,

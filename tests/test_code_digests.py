@@ -89,6 +89,7 @@ def test_a_memoized_payload_gives_the_digests_of_a_fresh_parse(module):
 
 def test_a_second_fingerprinter_with_the_memo_does_not_parse_and_agrees(module, tmp_path):
     memo_root = tmp_path / "cache"
+    memo_root.mkdir()
     first = Fingerprinter(tmp_path, CodeDigests(memo_root))
     prints = [first.stage(fn) for fn in (module.wrapped, module.Box.grow, module.launches)]
     first.save()
@@ -102,7 +103,7 @@ def test_a_second_fingerprinter_with_the_memo_does_not_parse_and_agrees(module, 
 
 
 def test_a_stale_entry_is_never_handed_out(tmp_path):
-    memo = CodeDigests(tmp_path)
+    memo = CodeDigests(tmp_path)  # (an existing folder: a memo never creates the store)
     memo.put("/p/mod.py", memo_key(b"x = 1\n"), {"any": "thing"})
     memo.save()
     again = CodeDigests(tmp_path)
@@ -120,6 +121,7 @@ def test_a_stale_entry_is_never_handed_out(tmp_path):
 ])
 def test_a_damaged_memo_file_is_ignored(module, tmp_path, damage):
     memo_root = tmp_path / "cache"
+    memo_root.mkdir()
     reference = Fingerprinter(tmp_path).stage(module.wrapped)
     first = Fingerprinter(tmp_path, CodeDigests(memo_root))
     first.stage(module.wrapped)
@@ -175,3 +177,10 @@ def test_a_corrupt_memo_file_leaves_runs_correct(project):
     json.loads(path.read_text())  # rewritten whole
     again = project.run_json("base")
     assert project.ran() == [] and set(statuses(again).values()) == {"cached"}
+
+
+def test_a_plan_of_a_project_never_run_creates_no_store(project):
+    project.experiment("plan", "base")
+    assert not (project.root / "cache").exists()
+    project.run_json("base")  # the store exists once the run ends: the memo is written then
+    assert (project.root / "cache" / "codedigests.json").is_file()

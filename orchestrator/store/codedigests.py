@@ -50,8 +50,11 @@ class CodeDigests:
         self._new[filename] = [key, _check(key, text), text]
 
     def save(self) -> None:
-        """Write the new entries, merged into what the file holds now; a failure is only logged."""
-        if not self._new:
+        """Write the new entries, merged into what the file holds now; a failure is only logged.
+
+        Only into a store that exists: a plan of a project never run creates no cache folder.
+        """
+        if not self._new or not self.path.parent.is_dir():
             return
         self._entries = None  # another run may have written since we read
         entries = {**self._load(), **self._new}
