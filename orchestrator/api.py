@@ -37,6 +37,7 @@ from .project.loader import Project, collect_stages, find_project, import_module
 from .project.params import Experiment, ParamSet, load_experiment
 from .store.artifactio import load_artifact
 from .store.base import Store
+from .store.codedigests import CodeDigests
 from .store.location import open_store
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class Session:
     dag: Dag
     store: Store
     build: Callable[[Sequence[ParamSet]], Dag] | None = None  # the DAG of further param sets (a search's trials)
+    save_code: Callable[[], None] | None = None  # keeps the code digests in the store (once a run has made it)
 
     def plan(self, force: Sequence[str] = ()) -> Plan:
         """Decide every node against the store, without running anything."""
@@ -104,7 +106,7 @@ class Session:
         run_id = run_id or new_run_id()
         with get_executor(executor, **executor_options) as engine, recorder or contextlib.nullcontext():
             feed = self._search_feed(run_id, engine.capacity, ledger) if self.experiment.search else None
-            return execute_dag(
+            result = execute_dag(
                 self.dag,
                 self.fingerprints,
                 self.store,
@@ -119,6 +121,9 @@ class Session:
                 feed=feed,
                 detach=detach,
             )
+        if self.save_code is not None:
+            self.save_code()
+        return result
 
     def _search_feed(self, run_id: str, capacity: int, ledger: Ledger | None) -> SearchFeed:
         """The feed of a search run: the known trials first, then new ones in waves (see :mod:`orchestrator.search`)."""
@@ -229,9 +234,10 @@ def open_session(
             f"no stages found in {', '.join(m.__name__ for m in modules)}. Fix: decorate functions there "
             "with @stage, or list the right modules under stages: in the param file."
         )
-    fingerprinter = Fingerprinter(project.root)
-    fingerprints = {name: fingerprinter.of_stage(stage) for name, stage in stages.items()}
     store = open_store(project.cache_dir(cache_dir))
+    fingerprinter = Fingerprinter(project.root, CodeDigests(store.root))
+    fingerprints = {name: fingerprinter.of_stage(stage) for name, stage in stages.items()}
+    fingerprinter.save()
     manifests = Manifests(project.root, store)  # content of params annotated as data, and of files() patterns
     sources = {name: manifests.digest(str(s.options["glob"]), "**/*") for name, s in stages.items() if s.options.get("glob")}
     chosen = list(targets or experiment.targets or ()) or None
@@ -252,7 +258,7 @@ def open_session(
         experiment = with_trials(experiment, store.root)
     dag = build(experiment.sets)
     manifests.save()
-    return Session(project, experiment, stages, fingerprints, dag, store, build)
+    return Session(project, experiment, stages, fingerprints, dag, store, build, fingerprinter.save)
 
 
 def plan(names: Names, *, overrides: Overrides = (), targets: Sequence[str] | None = None,

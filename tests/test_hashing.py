@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.keys.hashing import CHUNK, SCHEME, hash_bytes, hash_file, hash_struct
+from orchestrator.keys.hashing import CHUNK, SCHEME, Encoded, hash_bytes, hash_file, hash_struct
 
 
 def test_golden_hashes_stay_the_same():
@@ -68,3 +68,22 @@ def _canon(value):
     if isinstance(value, dict):
         return ("d", tuple(sorted((k, _canon(v)) for k, v in value.items())))
     return (type(value).__name__, value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values, values)
+def test_a_value_encoded_once_hashes_as_the_value_itself(a, b):
+    """A shared part encoded once (a stage's code parts, spliced into every node's key) changes no hash."""
+    assert hash_struct(["Key", Encoded(a), b]) == hash_struct(["Key", a, b])
+    assert hash_struct({"x": Encoded((a, b))}) == hash_struct({"x": (a, b)})
+
+
+class _Str(str):
+    pass
+
+
+def test_subclasses_of_the_fast_path_types_hash_as_before():
+    """str, list, dict subclasses and non-str dict keys take the general path, with the same result as ever."""
+    assert hash_struct(_Str("a")) == hash_struct("a")
+    assert hash_struct({_Str("k"): 1, "j": [True, 2]}) == hash_struct({"k": 1, "j": [True, 2]})
+    assert hash_struct({1: "a"}) != hash_struct({"1": "a"})

@@ -43,6 +43,7 @@ __all__ = ["Driver", "NodeOutcome", "Observers", "RunObserver", "RunResult", "Ru
 MAX_CORRUPTION_RETRIES = 2
 LEASE_POLL = 0.25  # seconds between checks on stages another run is computing
 REFS_EVERY = 1.0  # seconds between writes of the plan's key parts, so a killed run still explains its stages
+REFS_SHARE = 0.05  # ... or longer: at most this share of a run rewrites them (refs.json grows with the store)
 
 
 def _succeeded(future: Future[TaskResult]) -> bool:
@@ -92,6 +93,7 @@ class Driver:
         self.blocked: dict[str, float] = {}  # nodes whose key another run is computing -> since when
         self.refs: dict[tuple[str, str], Any] = {}  # key parts of what ran, for the next plan's reasons
         self.refs_written = time.monotonic()
+        self.refs_every = REFS_EVERY
         self.reservations = Reservations(resources) if resources is not None else None
         self.slots = max(1, executor.capacity) + max(0, executor.prefetch)  # tasks in flight
         self.feed = feed
@@ -226,7 +228,7 @@ class Driver:
 
     def _submit(self, node: Node, decision: Decision) -> None:
         nid = node.id
-        if self.refs and time.monotonic() - self.refs_written > REFS_EVERY:
+        if self.refs and time.monotonic() - self.refs_written > self.refs_every:
             self.write_refs()  # before a stage that may run long (and be killed), not only at the end
         task = task_for(node, decision, {r.producer: self.outputs[r.producer] for r in node.inputs}, self.store,
                         run_id=self.run_id, project_root=self.project_root, options=self.options,
@@ -308,6 +310,7 @@ class Driver:
 
     def write_refs(self) -> None:
         """Merge the key parts gathered so far into the store's refs (the plan's "what changed")."""
+        started = time.monotonic()
         try:
             self.store.put_refs(self.refs)
         except StoreError as exc:
@@ -315,6 +318,7 @@ class Driver:
             return
         self.refs = {}
         self.refs_written = time.monotonic()
+        self.refs_every = max(REFS_EVERY, (self.refs_written - started) / REFS_SHARE)
 
     def _log(self, nid: str) -> str:
         path = self.store.workspace.log_path(self.run_id, nid)

@@ -7,6 +7,7 @@ made after the run planned it must not run under the planned key.
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 from pathlib import Path
 
 from ..project.declaration import Stage
@@ -16,14 +17,25 @@ from .task import Task
 __all__ = ["code_mismatch", "resolve_stage"]
 
 
+# module name -> (the module, its stages by name): a module of 1,000 stages is scanned once, not once per stage
+_STAGES: dict[str, tuple[ModuleType, dict[str, Stage]]] = {}
+
+
 def resolve_stage(module: str, name: str, project_root: str) -> Stage:
     """Import ``module`` and return the stage called ``name`` defined there."""
     if project_root:  # first on sys.path, and no `stages` package of another project in the way
         Project(Path(project_root)).activate()
     mod = importlib.import_module(module)
-    for value in vars(mod).values():
-        if isinstance(value, Stage) and value.name == name:
-            return value
+    known = _STAGES.get(module)
+    if known is None or known[0] is not mod or name not in known[1]:  # (a module imported afresh: scan it again)
+        found: dict[str, Stage] = {}
+        for value in vars(mod).values():
+            if isinstance(value, Stage):
+                found.setdefault(value.name, value)
+        known = _STAGES[module] = (mod, found)
+    stage = known[1].get(name)
+    if stage is not None:
+        return stage
     raise LookupError(f"module {module!r} defines no stage named {name!r}")
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from ..cachers import get_cacher
 from ..project.declaration import Stage
 from .fingerprint import WHOLE_MODULE, CodeFingerprint
-from .hashing import SCHEME, hash_struct
+from .hashing import SCHEME, Encoded, hash_struct
 
 __all__ = ["KeyParts", "changes", "code_label", "input_label", "key_parts", "map_key"]
 
@@ -38,7 +39,7 @@ class KeyParts:
                 "StageKey",
                 SCHEME,
                 self.stage,
-                sorted(self.code.items()),
+                _code_items(tuple(sorted(self.code.items()))),
                 dict(self.params),
                 sorted(self.inputs.items()),
                 sorted(self.cachers.items()),
@@ -62,12 +63,18 @@ def map_key(parts: KeyParts, mapped: str) -> str:
             "MapKey",
             SCHEME,
             parts.stage,
-            sorted(parts.code.items()),
+            _code_items(tuple(sorted(parts.code.items()))),
             dict(parts.params),
             sorted((k, v) for k, v in parts.inputs.items() if k != mapped),
             sorted(parts.cachers.items()),
         ]
     )
+
+
+@lru_cache(maxsize=4096)
+def _code_items(items: tuple[tuple[str, str], ...]) -> Encoded:
+    """The code parts as the list ``sorted(code.items())``, encoded once per stage, not once per node."""
+    return Encoded(list(items))
 
 
 def input_label(artifact: str, label: str) -> str:

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import ast
 import textwrap
-import types
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-__all__ = ["LAUNCHERS", "find_definition", "launched_gpus", "launched_scripts", "normalized_ast", "relative", "strip_docstrings"]
+__all__ = ["LAUNCHERS", "launched_gpus", "launched_scripts", "normalized_ast", "relative", "strip_docstrings"]
 
 LAUNCHERS = frozenset({"torchrun"})  # ctx methods whose first literal argument is a script
 
@@ -37,27 +35,6 @@ def normalized_ast(source: str) -> str:
     """Dump ``source`` as an AST without docstrings, comments, formatting or positions."""
     tree = strip_docstrings(ast.parse(textwrap.dedent(source)))
     return ast.dump(tree, annotate_fields=False, include_attributes=False)
-
-
-def find_definition(index: dict[str, list[ast.AST]], obj: Any) -> ast.AST | None:
-    """The def/class node of ``obj`` among its module's definitions, or None.
-
-    A function is found by its *code's* name and first line (``functools.wraps`` rewrites
-    ``__name__`` to the wrapped function's, never ``co_name``); a class by its name, when
-    only one class of that name exists in the module.
-    """
-    code = getattr(obj, "__code__", None)
-    matches: list[ast.AST]
-    if isinstance(code, types.CodeType):
-        line = code.co_firstlineno
-        matches = [
-            n for n in index.get(code.co_name, ())
-            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-            and line in (n.lineno, *(d.lineno for d in n.decorator_list))
-        ]
-    else:
-        matches = [n for n in index.get(getattr(obj, "__name__", ""), ()) if isinstance(n, ast.ClassDef)]
-    return matches[0] if len(matches) == 1 else None
 
 
 def launched_scripts(nodes: Iterable[ast.AST]) -> list[str]:

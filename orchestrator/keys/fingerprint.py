@@ -23,21 +23,32 @@ import sys
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..project.loader import installed_roots, is_project_file
-from .codeast import find_definition, launched_scripts, strip_docstrings
 from .codevalues import code_struct
 from .codewalk import Walk
+from .definitions import ModuleDefinitions, memo_key
 from .hashing import hash_bytes, hash_struct
 from .scripts import ScriptFiles
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CodeFingerprint", "Fingerprinter", "WHOLE_MODULE", "fingerprint_of"]
+__all__ = ["CodeFingerprint", "DefinitionMemo", "Fingerprinter", "WHOLE_MODULE", "fingerprint_of"]
 
 #: marks the label of a part that hashes a whole module (the conservative fallback)
 WHOLE_MODULE = " (whole module: "
+
+
+class DefinitionMemo(Protocol):
+    """Where a fingerprinter keeps definition digests between runs (``orchestrator.store.codedigests``).
+
+    ``get`` must answer None unless it holds a payload put under that very ``key``.
+    """
+
+    def get(self, filename: str, key: str) -> Any | None: ...
+    def put(self, filename: str, key: str, payload: Any) -> None: ...
+    def save(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -66,15 +77,15 @@ class CodeFingerprint:
 class Fingerprinter:
     """Computes and memoizes code fingerprints for one project root."""
 
-    def __init__(self, project_root: Path) -> None:
+    def __init__(self, project_root: Path, memo: DefinitionMemo | None = None) -> None:
         self.root = project_root.resolve()
+        self.memo = memo
         self._installed = installed_roots(self.root)
         self._local_files: dict[str, bool] = {}
         self._content: dict[int, tuple[Any, str, tuple[str, ...]]] = {}
         self._scripts = ScriptFiles(self, self.root)
-        self._module_trees: dict[str, tuple[Any, ast.Module | None]] = {}
+        self._modules: dict[str, tuple[Any, ModuleDefinitions | None]] = {}
         self._sources: dict[str, tuple[Any, str, types.CodeType | None]] = {}
-        self._index: dict[str, tuple[Any, dict[str, list[ast.AST]]]] = {}
         self._bodies: dict[tuple[str, int], tuple[Any, types.CodeType | None]] = {}
         self._named: dict[str, types.ModuleType | None] = {}
 
@@ -181,11 +192,10 @@ class Fingerprinter:
         cached = self._content.get(id(obj))
         if cached is not None and cached[0] is obj:
             return cached[1], cached[2]
-        tree = self._definition(obj)
-        if tree is not None:
-            dump = ast.dump(tree, annotate_fields=False)
-            digest = hash_struct(["Ast", dump])
-            scripts = tuple(launched_scripts(ast.walk(tree))) if "torchrun" in dump else ()
+        found = self._definition(obj)
+        digest_scripts = found[0].digest(found[1]) if found is not None else None
+        if digest_scripts is not None:
+            digest, scripts = digest_scripts
         elif isinstance(obj, type):  # made at run time (namedtuple, type(...)): its members are parts
             members = sorted(k for k in vars(obj) if not (k.startswith("__") and k.endswith("__")))
             digest, scripts = hash_struct(["Class", obj.__qualname__, members]), ()
@@ -205,53 +215,53 @@ class Fingerprinter:
         cached = self._bodies.get(key)
         if cached is not None and cached[0] is cls:
             return cached[1]
-        tree = self._definition(cls)
+        found = self._definition(cls)
+        node = found[0].node(found[1]) if found is not None else None
         code = None
-        if tree is not None:
+        if node is not None:
+            tree = ast.Module(body=[node], type_ignores=[])  # type: ignore[list-item]
             try:
                 filename = getattr(sys.modules.get(cls.__module__), "__file__", None) or "<class>"
-                code = compile(ast.fix_missing_locations(tree), filename, "exec")  # type: ignore[call-overload]
+                code = compile(ast.fix_missing_locations(tree), filename, "exec")
             except (SyntaxError, ValueError, TypeError):
                 code = None
         self._bodies[key] = (cls, code)
         return code
 
-    def _definition(self, obj: Any) -> ast.AST | None:
-        """The docstring-free def/class of ``obj``, cut from its module's memoized tree."""
-        index = self._definitions(getattr(obj, "__module__", "") or "")
-        node = find_definition(index, obj) if index else None
-        return ast.Module(body=[node], type_ignores=[]) if node is not None else None  # type: ignore[list-item]
+    def _definition(self, obj: Any) -> tuple[ModuleDefinitions, int] | None:
+        """Where ``obj``'s def/class is among its module's definitions, if found."""
+        definitions = self.definitions(getattr(obj, "__module__", "") or "")
+        index = definitions.find(obj) if definitions is not None else None
+        return (definitions, index) if definitions is not None and index is not None else None
 
-    def _definitions(self, module_name: str) -> dict[str, list[ast.AST]]:
-        """Every def/class node of a project module by name (built once per module)."""
-        tree = self.module_tree(module_name)
-        index = self._index.get(module_name)
-        if index is None or index[0] is not tree:
-            found: dict[str, list[ast.AST]] = {}
-            for node in ast.walk(tree) if tree is not None else ():
-                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                    found.setdefault(node.name, []).append(node)
-            index = self._index[module_name] = (tree, found)
-        return index[1]
-
-    def module_tree(self, module_name: str) -> ast.Module | None:
-        """The parsed (docstring-free) source of a project-local module, memoized per module object.
+    def definitions(self, module_name: str) -> ModuleDefinitions | None:
+        """The def/class statements of a project-local module, memoized per module object.
 
         A module imported afresh (a notebook's second run after an edit, a long-lived worker)
-        is a new object, and its source is read again.
+        is a new object, and its source is read again. With a memo, a source read before (the
+        same bytes) is not parsed again: its digests come from the memo.
         """
         module = sys.modules.get(module_name)
-        known = self._module_trees.get(module_name)
+        known = self._modules.get(module_name)
         if known is None or known[0] is not module:
-            tree: ast.Module | None = None
-            if module is not None and self.is_local_file(getattr(module, "__file__", None)):
+            found: ModuleDefinitions | None = None
+            filename = getattr(module, "__file__", None)
+            if module is not None and self.is_local_file(filename):
                 try:
-                    source = importlib.util.decode_source(Path(module.__file__).read_bytes())  # type: ignore[arg-type]
-                    tree = strip_docstrings(ast.parse(source))  # type: ignore[assignment]
-                except (OSError, SyntaxError, UnicodeDecodeError):
-                    tree = None
-            known = self._module_trees[module_name] = (module, tree)
+                    source = Path(filename).read_bytes()  # type: ignore[arg-type]
+                except OSError:
+                    source = None
+                if source is not None:
+                    payload = self.memo.get(filename, memo_key(source)) if self.memo is not None else None  # type: ignore[arg-type]
+                    found = (ModuleDefinitions.load(source, payload) if payload is not None
+                             else ModuleDefinitions.parse(source))
+            known = self._modules[module_name] = (module, found)
         return known[1]
+
+    def module_tree(self, module_name: str) -> ast.Module | None:
+        """The parsed (docstring-free) source of a project-local module, memoized per module object."""
+        definitions = self.definitions(module_name)
+        return definitions.tree if definitions is not None else None
 
     def module_source(self, module_name: str) -> tuple[str, types.CodeType | None]:
         """A module's whole normalized source as a digest, and its compiled code (to follow what it reads)."""
@@ -274,6 +284,17 @@ class Fingerprinter:
                 code = None
             found = self._sources[module_name] = (module, digest, code)
         return found[1], found[2]
+
+    def save(self) -> None:
+        """Hand the digests computed in this process to the memo, and have it write them."""
+        if self.memo is None:
+            return
+        for module, definitions in self._modules.values():
+            filename = getattr(module, "__file__", None)
+            if definitions is not None and definitions.dirty and filename:
+                self.memo.put(filename, definitions.key, definitions.payload())
+                definitions.dirty = False
+        self.memo.save()
 
 
 _SHARED: dict[str, Fingerprinter] = {}

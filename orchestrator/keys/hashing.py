@@ -21,7 +21,7 @@ SCHEME = "orchestrator-key-v2"
 CHUNK = 1 << 20  # bytes read per call when hashing files that cannot be mapped
 WINDOW = 64 << 20  # bytes of a file mapped at a time when hashing it
 
-__all__ = ["CHUNK", "SCHEME", "hash_bytes", "hash_file", "hash_struct", "encode"]
+__all__ = ["CHUNK", "Encoded", "SCHEME", "hash_bytes", "hash_file", "hash_struct", "encode"]
 
 
 def hash_bytes(data: bytes | bytearray | memoryview) -> str:
@@ -80,9 +80,26 @@ def hash_struct(value: Any) -> str:
     return xxhash.xxh3_128_hexdigest(out)
 
 
+_LENGTH = struct.Struct("<Q").pack
+
+
+class Encoded:
+    """A value's canonical encoding, made once: :func:`encode` writes it as the value itself would be.
+
+    A part shared by many keys (a stage's code parts, the same in every param set) is encoded once.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, value: Any) -> None:
+        out = bytearray()
+        encode(value, out)
+        self.data = bytes(out)
+
+
 def _put(out: bytearray, tag: bytes, payload: bytes) -> None:
     out += tag
-    out += struct.pack("<Q", len(payload))
+    out += _LENGTH(len(payload))
     out += payload
 
 
@@ -92,6 +109,38 @@ def encode(value: Any, out: bytearray) -> None:
     Raises:
         TypeError: for values with no canonical form (functions, arbitrary objects).
     """
+    kind = type(value)  # the exact types of key parts first (a cache key is hundreds of them); the rest below
+    if kind is str:
+        data = value.encode("utf-8", "surrogatepass")
+        out += b"s"
+        out += _LENGTH(len(data))
+        out += data
+    elif kind is list or kind is tuple:
+        out += b"l" if kind is list else b"t"
+        out += _LENGTH(len(value))
+        for item in value:
+            encode(item, out)
+    elif kind is dict and all(type(k) is str for k in value):
+        out += b"d"
+        out += _LENGTH(len(value))
+        for key in sorted(value):
+            data = key.encode("utf-8", "surrogatepass")
+            out += b"k"
+            out += _LENGTH(len(data))
+            out += data
+            encode(value[key], out)
+    elif kind is Encoded:
+        out += value.data
+    elif kind is int:
+        data = str(value).encode()
+        out += b"i"
+        out += _LENGTH(len(data))
+        out += data
+    else:
+        _encode_other(value, out)
+
+
+def _encode_other(value: Any, out: bytearray) -> None:
     if value is None:
         out += b"N"
     elif value is True or value is False:
@@ -107,13 +156,13 @@ def encode(value: Any, out: bytearray) -> None:
         _put(out, b"b", bytes(value))
     elif isinstance(value, (list, tuple)):
         out += b"l" if isinstance(value, list) else b"t"
-        out += struct.pack("<Q", len(value))
+        out += _LENGTH(len(value))
         for item in value:
             encode(item, out)
     elif isinstance(value, Mapping):
         items = sorted(((_key_text(k), v) for k, v in value.items()), key=lambda kv: kv[0])
         out += b"d"
-        out += struct.pack("<Q", len(items))
+        out += _LENGTH(len(items))
         for key, item in items:
             _put(out, b"k", key.encode("utf-8", "surrogatepass"))
             encode(item, out)

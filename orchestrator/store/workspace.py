@@ -29,6 +29,8 @@ class Workspace:
         self.attempts = root / "attempts"
         self._prepare = prepare
         self._logs: dict[tuple[str, str], Path] = {}
+        self._inside: set[str] = set()  # paths found inside the store (their parents too, by construction)
+        self._resolved: Path | None = None
 
     def folders(self) -> tuple[Path, ...]:
         return self.tmp, self.attempts
@@ -40,19 +42,31 @@ class Workspace:
 
     def attempt_dir(self, stage: str, key: str) -> Path:
         """A persistent local working folder for (stage, key), kept across failed attempts."""
-        path = self.inside(self.attempts / bounded_name(stage) / key[:16])
+        path = self._attempt(stage, key)
         path.mkdir(parents=True, exist_ok=True)
         return path
 
     def drop_attempt(self, stage: str, key: str) -> None:
         """Remove the attempt folder after a success."""
-        shutil.rmtree(self.inside(self.attempts / bounded_name(stage) / key[:16]), ignore_errors=True)
+        shutil.rmtree(self._attempt(stage, key), ignore_errors=True)
+
+    def _attempt(self, stage: str, key: str) -> Path:
+        name, part = bounded_name(stage), key[:16]
+        if _plain(name) and _plain(part):  # one name inside a folder checked once (a check costs a resolve())
+            return self.inside(self.attempts) / name / part
+        return self.inside(self.attempts / name / part)
 
     def inside(self, path: Path) -> Path:
-        """``path``, checked to stay inside the store (a name from user text never escapes it)."""
-        if not path.resolve().is_relative_to(self.root.resolve()):
+        """``path``, checked to stay inside the store (a name from user text never escapes it); memoized."""
+        text = str(path)
+        if text in self._inside:
+            return path
+        if self._resolved is None:
+            self._resolved = self.root.resolve()
+        if not path.resolve().is_relative_to(self._resolved):
             raise StoreError(f"{path} would be outside the store {self.root}. Fix: give the stage a name "
                              "without path separators or '..' (name=...).")
+        self._inside.add(text)
         return path
 
     def scratch_dir(self) -> Path:
@@ -69,7 +83,9 @@ class Workspace:
             if self._logs and next(iter(self._logs))[0] != run_id:
                 self._logs.clear()  # one run's at a time: a notebook's store lives for many runs
             safe = bounded_name("".join(c if c.isalnum() or c in "-_.@[],=" else "_" for c in node_id))
-            found = self._logs[(run_id, node_id)] = self.inside(self.root / "runs" / run_id / "logs" / f"{safe}.log")
+            logs, name = self.root / "runs" / run_id / "logs", f"{safe}.log"  # (``safe`` holds no separator)
+            found = self.inside(logs) / name if _plain(run_id) else self.inside(logs / name)
+            self._logs[(run_id, node_id)] = found
         return found
 
     def clean_tmp(self, older_than: float = 24 * 3600) -> None:
@@ -83,3 +99,8 @@ class Workspace:
                     remove(entry)
             except OSError:
                 continue
+
+
+def _plain(name: str) -> bool:
+    """A single path component that cannot lead out of its folder (no separator, not ``.`` or ``..``)."""
+    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
