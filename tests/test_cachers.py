@@ -107,6 +107,7 @@ def test_file_and_dir_cachers_ingest_paths(tmp_path):
         (list(range(10_000)), "json"),
         (list(range(10_001)), "pickle"),  # too big to read: pickled (10x faster to write and load)
         ({"a": "x" * 2**20}, "pickle"),
+        ({str(i): i for i in range(10_001)}, "pickle"),
         ("text", "text"),
         (b"raw", "bytes"),
         ((1, 2), "pickle"),

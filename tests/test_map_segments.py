@@ -341,6 +341,22 @@ def test_an_insertion_changes_only_the_segments_around_it(make):
     assert len(before) > 100
 
 
+@pytest.mark.parametrize("edit", ["delete", "change", "append 1,000"])
+def test_deleting_changing_or_appending_keeps_the_other_segments(edit):
+    rng = random.Random(11)
+    values = [rng.randrange(10**9) for _ in range(20000)]
+    before = names(values, 6)
+    if edit == "delete":
+        del values[7000]
+    elif edit == "change":
+        values[7000] += 1
+    else:
+        values += [rng.randrange(10**9) for _ in range(1000)]
+    after = names(values, 6)
+    kept = len(set(before) & set(after))
+    assert kept >= len(before) - 3, (edit, kept, len(before))
+
+
 def test_equal_looking_items_of_other_types_get_other_names():
     lists = ([1, 2, 3], [1.0, 2.0, 3.0], ["1", "2", "3"], [b"1", b"2", b"3"], [True, 2, 3], [1, 2, 4], ["12", "", "3"],
              ["1", "23", ""])

@@ -19,7 +19,6 @@ from typing import Any
 
 from ..engine.options import MapEngine, MapOptions
 from ..engine.task import FailureKind, Task, TaskError, TaskFailed
-from ..executors.resources import cpus, usable_cpus
 from ..project.declaration import Stage
 from ..store.base import Store
 from ..store.filehashes import FileHashes
@@ -30,7 +29,7 @@ from .failures import (
     failure_text,
 )
 from .items import Items, independent, split_items
-from .pool import check_sendable, run_on_pool, start_server
+from .pool import IN_PROCESS_SECONDS, PROBE_ITEMS, check_sendable, pool_size, run_on_pool, start_server
 from .progress import MapProgress
 from .segments import SegmentStore
 from .worker import Chunk, ChunkResult, MapWorker, WorkerSpec, chunk_of, forget_local_worker, local_worker
@@ -40,8 +39,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["ItemFailure", "MapProgress", "MapWorker", "run_map"]  # the item failure and worker types re-exported
 
 MAX_CHUNK = 1000
-PROBE_ITEMS = 8  # items timed in the stage's process before choosing where the rest run
-IN_PROCESS_SECONDS = 0.4  # when all items should take less, they run in the stage's process: a pool costs ~0.15 s to start
 SEGMENT_MIN_ITEMS = 10_000  # fewer items: their bookkeeping costs under ~0.1 s, cache each one
 SEGMENT_BELOW = 0.001  # seconds per item under which cache="auto" caches by segment
 EARLY_SERVER_ITEMS = 1000  # a map with this many items to compute starts the pool's server before timing them
@@ -153,7 +150,7 @@ def _caching(stage: Stage, options: MapOptions, segments: SegmentStore, value: A
     if segments.measured_slow():
         return "item", None
     _check_importable(stage)
-    per_item, results = _probe(local_worker(spec), list(_head_values(value, PROBE_ITEMS)))
+    per_item, results = local_worker(spec).timed(_head_values(value, PROBE_ITEMS), slow=SLOW_FIRST_CALL)
     if per_item is None:  # an item raised: by item this time (it is reported with the others), timed next run
         return "item", None
     if per_item < SEGMENT_BELOW:
@@ -166,24 +163,6 @@ def _caching(stage: Stage, options: MapOptions, segments: SegmentStore, value: A
                            file_hash=FileHashes(segments.store).hash)
         segments.write(head.hashes, results)
     return "item", per_item
-
-
-def _probe(worker: MapWorker, values: list[Any]) -> tuple[float | None, list[Any]]:
-    """Median seconds per call over the first items (after one alone when it is slow), and their results
-    (none when one raised: it is computed, and reported, with the others)."""
-    call = worker.caller()
-    results: list[Any] = []
-    seconds: list[float] = []
-    for value in values:
-        began = time.perf_counter()
-        try:
-            results.append(call(value))
-        except Exception:
-            return None, []
-        seconds.append(time.perf_counter() - began)
-        if seconds[0] >= SLOW_FIRST_CALL:  # slow: no need to time more
-            break
-    return sorted(seconds)[len(seconds) // 2] if seconds else None, results
 
 
 def _length(value: Any) -> int:
@@ -220,8 +199,7 @@ def _check_importable(stage: Stage) -> None:
 def _compute(spec: WorkerSpec, stage: Stage, items: Items, positions: list[int],
              options: MapOptions, per_item: float | None) -> Iterator[ChunkResult]:
     devices = list(options.devices or stage.options.get("devices") or [])
-    default = int(cpus(stage.resources)) if "cpus" in stage.resources else usable_cpus()
-    workers = len(devices) if devices else (default if options.workers is None else options.workers)
+    workers = len(devices) if devices else pool_size(stage, options.workers)
     local: MapWorker | None = None
     if per_item is not None and options.workers is None and per_item * len(positions) <= IN_PROCESS_SECONDS:
         local = local_worker(spec)  # timed already: quick enough to run here

@@ -12,7 +12,19 @@ from ..engine.task import FailureKind, TaskError, TaskFailed
 from ..project.declaration import Stage
 from .worker import WorkerSpec, check_devices, init_worker, run_chunk
 
-__all__ = ["check_sendable", "run_on_pool", "start_server"]
+__all__ = ["IN_PROCESS_SECONDS", "PROBE_ITEMS", "check_sendable", "pool_size", "run_on_pool", "start_server"]
+
+PROBE_ITEMS = 8  # items timed in the stage's process before choosing where the rest run
+IN_PROCESS_SECONDS = 0.4  # when all items should take less, they run in the stage's process: a pool costs ~0.15 s
+
+
+def pool_size(stage: Stage, given: int | None) -> int:
+    """Worker processes for a map: ``--workers``, else the stage's ``resources={"cpus": N}``, else the usable cores."""
+    if given is not None:
+        return given
+    from ..executors.resources import cpus, usable_cpus
+
+    return int(cpus(stage.resources)) if "cpus" in stage.resources else usable_cpus()
 
 
 def run_on_pool(spec: WorkerSpec, stage: Stage, chunks: Iterable[Any], workers: int, devices: list[Any],

@@ -19,14 +19,13 @@ from typing import Any
 
 from ..engine.options import MapEngine
 from ..engine.task import FailureKind, Task, TaskError, TaskFailed
-from ..executors.resources import cpus, usable_cpus
 from ..project.declaration import Stage
 from ..store.base import Store
 from ..store.filehashes import FileHashes
 from .cuts import MAX_LEVEL, MIN_LEVEL, cut, fingerprint, level_for, values_of
 from .failures import ItemFailure, check_failures, failure_text
 from .items import ATOMS, assemble, independent
-from .pool import check_sendable, run_on_pool
+from .pool import IN_PROCESS_SECONDS, PROBE_ITEMS, check_sendable, pool_size, run_on_pool
 from .progress import MapProgress
 from .segments import Piece, SegmentStore
 from .worker import Pieces, PiecesDone, WorkerSpec, local_worker
@@ -35,10 +34,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["run_segmented"]
 
-IN_PROCESS_SECONDS = 0.4  # as for items: under this much work, a pool costs more than it saves
 POOL_START_SECONDS = 0.15  # a forkserver pool that imports the stage's module
 TRANSFER_SECONDS = 1.5e-7  # per tiny item: pickled to a worker, its result stored and read back
-PROBE_ITEMS = 8
 
 
 def run_segmented(task: Task, stage: Stage, value: Any, spec: WorkerSpec, store: Store, ctx: Any,
@@ -55,7 +52,7 @@ def run_segmented(task: Task, stage: Stage, value: Any, spec: WorkerSpec, store:
     segments = SegmentStore(store, task.map_key)
     stored = segments.pieces()
     options = task.options.map
-    workers = _workers(stage, options.workers)
+    workers = pool_size(stage, options.workers)
     count, level, bounds, names = _layout(stage, value, spec, store, stored, workers, per_item)
     shard = options.shard
     mine = [i for i, name in enumerate(names) if shard is None or int(name[:8], 16) % shard[1] == shard[0] - 1]
@@ -130,11 +127,6 @@ def _here_is_faster(per_item: float, items: int, workers: int) -> bool:
     return here <= max(IN_PROCESS_SECONDS, pool)
 
 
-def _workers(stage: Stage, given: int | None) -> int:
-    default = int(cpus(stage.resources)) if "cpus" in stage.resources else usable_cpus()
-    return default if given is None else given
-
-
 def _level(stored: dict[str, Piece]) -> int | None:
     """The level this map key was cut at before (the most used one): its segments keep matching."""
     if not stored:
@@ -143,18 +135,10 @@ def _level(stored: dict[str, Piece]) -> int | None:
 
 
 def _time_items(spec: WorkerSpec, values: list[Any]) -> float:
-    """Median seconds per call over a few items, run here (their results are dropped)."""
-    worker = local_worker(spec)
-    call = worker.caller()
-    seconds = []
-    for item in values:
-        began = time.perf_counter()
-        try:
-            call(item)
-        except Exception:  # it fails again when computed, and is reported then
-            pass
-        seconds.append(time.perf_counter() - began)
-    return sorted(seconds)[len(seconds) // 2] if seconds else 0.0
+    """Median seconds per call over a few items, run here (their results are dropped; one that raises is
+    computed, and reported, with the others)."""
+    seconds, _ = local_worker(spec).timed(values)
+    return seconds or 0.0
 
 
 def _compute(spec: WorkerSpec, stage: Stage, chunks: Iterable[Pieces], workers: int, in_process: bool,

@@ -157,6 +157,27 @@ class MapWorker:
         fn, rest = self.stage.fn, positional
         return lambda item: fn(item, *rest)
 
+    def timed(self, values: list[Any], slow: float = float("inf")) -> tuple[float | None, list[Any]]:
+        """Call the stage here on each value: the median seconds per call, and the results.
+
+        Stops after a first call of ``slow`` seconds or more (no need to time more), and at the
+        first item that raises: then the median is None and there are no results (the item is
+        computed, and reported, with the others).
+        """
+        call = self.caller()
+        results: list[Any] = []
+        seconds: list[float] = []
+        for value in values:
+            began = time.perf_counter()
+            try:
+                results.append(call(value))
+            except Exception:
+                return None, []
+            seconds.append(time.perf_counter() - began)
+            if seconds[0] >= slow:
+                break
+        return (sorted(seconds)[len(seconds) // 2] if seconds else None), results
+
     def mapper(self) -> Any:
         """A function of a list of items returning their results, in one pass in C where it can."""
         positional = self._positional()
